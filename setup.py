@@ -1,0 +1,55 @@
+"""Packaging of Vaurien."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "vaurien/__init__.py").read_text())[1]
+
+# Optional extras, each for one reason:
+#   http        h11, a maintained sans-IO HTTP/1.1 parser, for --protocol http
+#   client      requests, for vaurien.client.Client and vaurienctl
+#   statsd      statsd, a maintained statsd client, for the [statsd] metrics
+#   prometheus  prometheus-client, for GET /metrics in the Prometheus text format
+#   docs        Sphinx, to build the documentation
+EXTRAS = {
+    "http": ["h11>=0.14"],
+    "client": ["requests>=2.28"],
+    "statsd": ["statsd>=4.0"],
+    "prometheus": ["prometheus-client>=0.17"],
+    "docs": ["sphinx>=7"],
+}
+EXTRAS["test"] = sorted(
+    {dep for deps in EXTRAS.values() for dep in deps}
+    | {
+        "pytest>=7",
+        "pytest-timeout>=2.1",
+        "hypothesis>=6",
+        "redis>=5",
+        "pymemcache>=4",
+        "PyMySQL>=1.1",
+        "aiosmtpd>=1.4",
+        "ruff>=0.6",
+    }
+)
+
+setup(
+    name="vaurien",
+    version=VERSION,
+    description="A chaos TCP proxy: delays, errors, hangs and dropped connections on demand",
+    long_description=(HERE / "README.rst").read_text(encoding="utf-8"),
+    long_description_content_type="text/x-rst",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["vaurien", "vaurien.*"]),
+    install_requires=["gevent>=23.9"],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["vaurien = vaurien.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Software Development :: Testing",
+        "Topic :: System :: Networking",
+    ],
+)

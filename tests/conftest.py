@@ -1,0 +1,37 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from support import EchoServer, ProxyThread  # noqa: E402
+
+
+@pytest.fixture
+def echo_backend():
+    """A TCP echo server on 127.0.0.1 and a free port."""
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def start_proxy():
+    """Factory: ``start_proxy(backend=..., behavior=..., **settings)`` -> a running ProxyThread."""
+    started = []
+
+    def start(backend, **settings):
+        if isinstance(backend, tuple):
+            backend = f"{backend[0]}:{backend[1]}"
+        proxy = ProxyThread(backend=backend, **settings).start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()

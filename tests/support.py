@@ -1,0 +1,155 @@
+"""Test helpers: a proxy running in its own thread, a threaded echo backend, polling."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+
+from vaurien.proxy import Proxy
+from vaurien.settings import ProxyConfig
+
+DEADLINE = 30.0
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = DEADLINE, interval: float = 0.01):
+    """Poll ``predicate`` until it returns something true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        threading.Event().wait(interval)
+
+
+class ProxyThread:
+    """A :class:`Proxy` serving from its own thread and gevent hub.
+
+    Tests talk to it with ordinary blocking sockets and client libraries; ``call`` runs a
+    function in the proxy's hub (to change its behavior, read its stats) and returns the result.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        settings.setdefault("proxy", "127.0.0.1:0")
+        self.settings = settings
+        self.proxy: Proxy | None = None
+        self._hub: Any = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ProxyThread:
+        self._thread.start()
+        if not self._ready.wait(DEADLINE):
+            raise AssertionError("proxy did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._hub = gevent.get_hub()
+            self.proxy = Proxy(ProxyConfig(**self.settings))
+            self.proxy.start()
+        except BaseException as e:  # reported to the test thread
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self.proxy.serve_forever()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.proxy.address
+
+    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``function`` in the proxy's hub and return its result (or raise its error)."""
+        done = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = function(*args, **kwargs)
+            except BaseException as e:
+                outcome["error"] = e
+            done.set()
+
+        self._hub.loop.run_callback_threadsafe(lambda: gevent.spawn(run))
+        if not done.wait(DEADLINE):
+            raise AssertionError(f"{function} did not finish in the proxy's hub")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        return socket.create_connection(self.address, timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proxy is not None and self._hub is not None:
+            self._hub.loop.run_callback_threadsafe(lambda: gevent.spawn(self.proxy.stop))
+            self._thread.join(DEADLINE)
+
+    def __enter__(self) -> ProxyThread:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+
+class EchoServer:
+    """A threaded TCP echo server on a free port; it half-closes when its client does."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        self.connections = 0
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            try:
+                while data := conn.recv(262144):
+                    conn.sendall(data)
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop = True
+        self.listener.close()
+
+
+def free_port() -> int:
+    """A port that nothing listens on (bound then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """Read exactly ``size`` bytes (fewer only if the peer closes)."""
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)

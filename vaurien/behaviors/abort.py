@@ -1,0 +1,23 @@
+"""abort: the request goes through, the answer never comes back."""
+
+from vaurien.behaviors import Behavior
+from vaurien.behaviors.base import BaseBehavior
+
+
+@Behavior.register
+class Abort(BaseBehavior):
+    """Forward the request to the backend, then close the connection before any answer arrives.
+
+    The backend did the work (a write may have happened), the client never learns it: the case
+    that idempotent retries exist for.
+    """
+
+    name = "abort"
+
+    def on_before_handle(self, protocol, source, dest, to_backend):
+        if to_backend:
+            protocol._handle(source, dest, to_backend)
+        else:
+            protocol._get_data(source)
+        source.session.close()
+        return False

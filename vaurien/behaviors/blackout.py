@@ -1,0 +1,17 @@
+"""blackout: the connection is closed at once."""
+
+from vaurien.behaviors import Behavior
+from vaurien.behaviors.base import BaseBehavior
+
+
+@Behavior.register
+class Blackout(BaseBehavior):
+    """Close the client's connection at once; the data never reaches the other side."""
+
+    name = "blackout"
+
+    def on_before_handle(self, protocol, source, dest, to_backend):
+        # Reading what arrived first makes the close a clean one rather than a reset.
+        protocol._get_data(source)
+        source.session.close()
+        return False

@@ -1,0 +1,36 @@
+"""error: the client gets an error instead of the backend's answer."""
+
+from vaurien.behaviors import Behavior
+from vaurien.behaviors.base import BaseBehavior
+
+
+@Behavior.register
+class Error(BaseBehavior):
+    """Answer with an error instead of the backend's answer, after ``warmup`` calls.
+
+    The protocol decides what an error is: an HTTP client gets a real 5xx, a Redis client a
+    ``-ERR`` reply. A plain stream has no error form, so the backend's answer is replaced by
+    random bytes, or, with ``inject``, random bytes are inserted in the middle of it. Each event
+    the behavior is picked for counts as a call.
+    """
+
+    name = "error"
+    options = {
+        "inject": (
+            "Insert random bytes into the real answer instead of replacing it",
+            bool,
+            False,
+        ),
+        "warmup": ("Number of calls passed through before the errors start", int, 0),
+    }
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def on_before_handle(self, protocol, source, dest, to_backend):
+        self.calls += 1
+        if self.calls <= self.settings["warmup"]:
+            return True
+        protocol.send_error(source, dest, to_backend, inject=self.settings["inject"])
+        return False

@@ -1,0 +1,20 @@
+"""hang: the data is swallowed and never answered."""
+
+from vaurien.behaviors import Behavior
+from vaurien.behaviors.base import BaseBehavior
+
+
+@Behavior.register
+class Hang(BaseBehavior):
+    """Read the data and drop it, and everything after it on that side, without answering.
+
+    The connection stays open until the client gives up or the idle timeout (``--timeout``)
+    ends the session.
+    """
+
+    name = "hang"
+
+    def on_before_handle(self, protocol, source, dest, to_backend):
+        while protocol._get_data(source):
+            pass
+        return False

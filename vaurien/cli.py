@@ -1,0 +1,241 @@
+"""The ``vaurien`` command line.
+
+Precedence is computed, not hoped for: built-in defaults < config file < flags given on the
+command line. Every flag's default is ``None`` so the code knows what the user typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import gevent
+
+from vaurien import __version__
+from vaurien import config as config_file
+from vaurien.behaviors import Behavior
+from vaurien.errors import VaurienError
+from vaurien.options import Option
+from vaurien.protocols import Protocol
+from vaurien.registry import Registry
+from vaurien.settings import SETTINGS, ProxyConfig, Setting, logging_level
+
+log = logging.getLogger(__name__)
+
+PROG = "vaurien"
+DESCRIPTION = "A chaos TCP proxy: forwards traffic to a backend and misbehaves on a share of it."
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit status 2, as argparse does
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def plugin_flag(kind: str, plugin: str, option: str) -> str:
+    """The flag of a plugin option: ``--behavior-slow-close-delay`` for slow_close's delay."""
+    return f"--{kind}-{plugin}-{option}".replace("_", "-")
+
+
+def _dest(kind: str, plugin: str, option: str) -> str:
+    return f"{kind}\0{plugin}\0{option}"
+
+
+def _argparse_type(parse: Any) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except VaurienError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def _add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
+    if setting.is_flag:
+        parser.add_argument(
+            setting.flag,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=setting.help,
+        )
+    else:
+        parser.add_argument(
+            setting.flag,
+            type=_argparse_type(setting.parse),
+            default=None,
+            metavar=setting.metavar,
+            help=f"{setting.help} (default: {_show(setting.default)})",
+        )
+
+
+def _add_option(
+    group: argparse._ArgumentGroup,
+    kind: str,
+    plugin: str,
+    option: Option,
+    aliases: Sequence[str],
+) -> None:
+    flags = [plugin_flag(kind, plugin, option.name)]
+    help_text = f"{option.description} (default: {_show(option.default)})"
+    if option.choices:
+        help_text += f"; one of {', '.join(str(c) for c in option.choices)}"
+    dest = _dest(kind, plugin, option.name)
+    if option.type is bool:
+        group.add_argument(
+            *flags,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            dest=dest,
+            help=help_text,
+        )
+        for alias in aliases:  # the 1.x spelling, accepted but not advertised
+            group.add_argument(
+                plugin_flag(alias, plugin, option.name),
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                dest=dest,
+                help=argparse.SUPPRESS,
+            )
+        return
+    kwargs = dict(
+        type=_argparse_type(option.parse),
+        default=None,
+        dest=dest,
+        metavar=option.type_name.upper(),
+    )
+    group.add_argument(*flags, help=help_text, **kwargs)
+    for alias in aliases:
+        group.add_argument(
+            plugin_flag(alias, plugin, option.name), help=argparse.SUPPRESS, **kwargs
+        )
+
+
+def _show(value: Any) -> str:
+    return (
+        "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    )
+
+
+def base_parser(add_help: bool = False) -> argparse.ArgumentParser:
+    """The parser of the global settings, without plugin flags."""
+    parser = _Parser(prog=PROG, description=DESCRIPTION, add_help=add_help, allow_abbrev=False)
+    parser.add_argument("--config", metavar="FILE", help="Read settings from this INI file.")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="Start an embedded HTTP backend behind the proxy and show the chaos with curl.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    for setting in SETTINGS:
+        _add_setting(parser, setting)
+    return parser
+
+
+def build_parser(behaviors: Registry, protocols: Registry) -> argparse.ArgumentParser:
+    """The full parser: global settings and every registered plugin's option flags."""
+    parser = base_parser(add_help=True)
+    for kind, registry, aliases in (
+        ("behavior", behaviors, ("handler",)),
+        ("protocol", protocols, ()),
+    ):
+        for name in registry.names():
+            options = registry.options(name)
+            if not options:
+                continue
+            group = parser.add_argument_group(f"{kind} {name}")
+            for option in options.values():
+                _add_option(group, kind, name, option, aliases)
+    return parser
+
+
+def parse_config(
+    argv: Sequence[str] | None = None,
+) -> tuple[ProxyConfig, argparse.Namespace]:
+    """Turn a command line (and the config file it names) into a :class:`ProxyConfig`.
+
+    Raises :class:`VaurienError` for a bad value; argparse exits 2 for a bad flag.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first, _ = base_parser().parse_known_args(argv)
+    behaviors, protocols = Behavior.copy(), Protocol.copy()
+    values: dict[str, Any] = {}
+    plugin_options: dict[tuple[str, str], dict[str, Any]] = {}
+    if first.config:
+        loaded = config_file.load(first.config)
+        values.update(loaded.settings)
+        plugin_options = config_file.apply_plugins(
+            loaded, {"behavior": behaviors, "protocol": protocols}
+        )
+    # Plugins named by dotted path must be registered before their flags can be parsed.
+    mix = first.behavior if first.behavior is not None else values.get("behavior")
+    if mix is not None:
+        mix.resolve(behaviors.resolve)
+    protocols.resolve(first.protocol or values.get("protocol") or "tcp")
+
+    args = build_parser(behaviors, protocols).parse_args(argv)
+    for setting in SETTINGS:
+        given = getattr(args, setting.name)
+        if given is not None:
+            values[setting.name] = given
+    for dest, given in vars(args).items():
+        if "\0" in dest and given is not None:
+            kind, plugin, option = dest.split("\0")
+            plugin_options.setdefault((kind, plugin), {})[option] = given
+    if args.demo:
+        values.setdefault("backend", "127.0.0.1:1")  # replaced by the demo backend's address
+    config = ProxyConfig(
+        plugin_options=plugin_options,
+        behaviors=behaviors,
+        protocols=protocols,
+        **values,
+    )
+    return config, args
+
+
+def setup_logging(level: str, output: str) -> None:
+    """Send the ``vaurien`` loggers to stderr (``-``) or a file, at ``level``."""
+    handler: logging.Handler
+    if output == "-":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        try:
+            handler = logging.FileHandler(output, encoding="utf-8")
+        except OSError as e:
+            raise VaurienError(f"cannot open log output {output!r}: {e.strerror}") from None
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
+    logger = logging.getLogger("vaurien")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging_level(level))
+    logger.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the proxy until SIGINT or SIGTERM; return the exit status."""
+    try:
+        config, args = parse_config(argv)
+        setup_logging(config.log_level, config.log_output)
+        if args.demo:
+            from vaurien.demo import run_demo
+
+            return run_demo(config, explicit_behavior=args.behavior is not None)
+        from vaurien.proxy import Proxy
+
+        proxy = Proxy(config)
+        proxy.start()
+    except VaurienError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    serve_until_signal(proxy)
+    return 0
+
+
+def serve_until_signal(proxy: Any) -> None:
+    """Serve until SIGINT or SIGTERM, then stop within a second."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, proxy.stop)
+    proxy.serve_forever()

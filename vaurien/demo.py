@@ -1,0 +1,63 @@
+"""``vaurien --demo``: see the chaos with nothing else running."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+from typing import Any
+
+from gevent.pywsgi import WSGIServer
+
+from vaurien.mix import BehaviorMix
+from vaurien.settings import Address, ProxyConfig
+
+log = logging.getLogger(__name__)
+
+#: The mix the demo shows when ``--behavior`` is not given.
+DEMO_BEHAVIOR = "20:delay,10:error,10:blackout"
+
+
+def demo_backend() -> WSGIServer:
+    """A small HTTP server on a free loopback port that numbers the requests it answers."""
+    counter = itertools.count(1)
+
+    def application(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = f"Hello from the Vaurien demo backend (request #{next(counter)})\n".encode()
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    server = WSGIServer(("127.0.0.1", 0), application, log=None, error_log=None)
+    server.start()
+    return server
+
+
+def run_demo(config: ProxyConfig, explicit_behavior: bool) -> int:
+    """Run the proxy in front of :func:`demo_backend` until interrupted."""
+    from vaurien.cli import serve_until_signal
+    from vaurien.proxy import Proxy
+
+    backend = demo_backend()
+    config.backend = Address("127.0.0.1", backend.server_port)
+    if "http" in config.protocols and config.protocol == "tcp":
+        config.protocol = "http"
+    if not explicit_behavior:
+        config.behavior = BehaviorMix.parse(DEMO_BEHAVIOR).resolve(config.behaviors.resolve)
+    proxy = Proxy(config, name="vaurien demo")
+    proxy.start()
+    host, port = proxy.address
+    url = f"http://{Address(host, port)}/"
+    print(
+        f"\nThe demo backend answers on {config.backend}; Vaurien stands in front of it on "
+        f"{url}\nwith the behavior mix {proxy.behavior}. Try it a few times:\n\n"
+        f"    curl -i {url}\n\nSome answers are slow, some fail. Ctrl-C stops the demo.\n",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        serve_until_signal(proxy)
+    finally:
+        backend.stop()
+    return 0

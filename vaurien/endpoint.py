@@ -1,0 +1,299 @@
+"""One side of a session, as protocols and behaviors see it.
+
+An :class:`Endpoint` wraps the client's or the backend's socket. It offers the socket methods the
+Vaurien docs' plugins use (``recv``, ``sendall``, ``close`` ...) and the few things the proxy needs
+to run both directions at once on gevent's hub without a greenlet or a ``select`` per chunk:
+
+* it waits for readiness on its own watchers, so the two pumps of a session and a plugin reading
+  the other side never trip over one socket object;
+* ``sendall`` first tries one non-blocking send, and copies the data only when it must wait, so the
+  proxy can read every chunk into one shared buffer.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+from typing import TYPE_CHECKING, Any
+
+from gevent import get_hub
+from gevent.lock import Semaphore
+
+if TYPE_CHECKING:
+    from vaurien.proxy import Session
+
+_READ = 1
+_WRITE = 2
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class _Empty(bytes):
+    """``b''`` that also equals ``''``.
+
+    Plugins written for Vaurien 1.x (Python 2) end their read loops with ``if data == ''``;
+    returning this value at end of stream keeps those loops finite.
+    """
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return other == ""
+        return bytes.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = bytes.__hash__
+
+
+#: What reads return at end of stream.
+EOF = _Empty()
+
+
+class Endpoint:
+    """The client's or the backend's connection within one session.
+
+    ``role`` is ``"client"`` or ``"backend"``; ``session`` is the :class:`~vaurien.proxy.Session`.
+    Attributes that plugins may read: ``eof`` (the peer closed its side), ``bytes_received``,
+    ``behavior`` (the behavior picked for the event being handled on this side).
+    """
+
+    __slots__ = (
+        "role",
+        "session",
+        "sock",
+        "eof",
+        "bytes_received",
+        "behavior",
+        "_closed",
+        "_raw",
+        "_fd",
+        "_hub",
+        "_ready",
+        "_reader",
+        "_writer",
+        "_write_lock",
+        "_pending",
+        "__dict__",
+    )
+
+    def __init__(self, sock: Any, role: str, session: Session) -> None:
+        self.role = role
+        self.session = session
+        self.sock = sock
+        # gevent keeps the real, non-blocking socket in ``_sock``; reading it directly with our
+        # own watchers is what lets two greenlets wait on one socket.
+        self._raw = getattr(sock, "_sock", sock)
+        self._fd = sock.fileno()
+        self._hub = get_hub()
+        self._ready = self._hub.loop.io(self._fd, _READ)
+        self._reader = None
+        self._writer = None
+        self._write_lock: Semaphore | None = None
+        self._pending = b""
+        self.eof = False
+        self._closed = False
+        self.bytes_received = 0
+        self.behavior = None
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {self.role} fd={self._fd}>"
+
+    # -- readiness, used by the session's pumps ------------------------------------------------
+
+    def wait_readable(self) -> None:
+        """Return when data (or end of stream) can be read without waiting."""
+        if not (self._pending or self.eof):
+            self._hub.wait(self._ready)
+
+    def readable_now(self) -> bool:
+        """Whether a read would return at once (another event may have read what woke us)."""
+        if self._pending or self.eof or self._closed:
+            return True
+        try:
+            return bool(select.select([self._fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
+        """Read into ``buffer``, waiting for data; 0 means end of stream."""
+        if self._pending:
+            return self._take_pending_into(buffer, nbytes)
+        if self.eof:
+            return 0
+        while True:
+            try:
+                count = self._raw.recv_into(buffer, nbytes)
+            except (BlockingIOError, InterruptedError):
+                self._wait(_READ)
+                continue
+            if count:
+                self.bytes_received += count
+            else:
+                self.eof = True
+            return count
+
+    def recv(self, size: int = 65536) -> bytes:
+        """Read at most ``size`` bytes, waiting for data; :data:`EOF` at end of stream."""
+        if self._pending:
+            data, self._pending = self._pending[:size], self._pending[size:]
+            return data
+        if self.eof:
+            return EOF
+        while True:
+            try:
+                data = self._raw.recv(size)
+            except (BlockingIOError, InterruptedError):
+                self._wait(_READ)
+                continue
+            if data:
+                self.bytes_received += len(data)
+                return data
+            self.eof = True
+            return EOF
+
+    def read(self, size: int = 65536) -> bytes:
+        """Wait for data, then return everything already available, up to ``size`` bytes.
+
+        This is the Vaurien ``_get_data`` contract: it returns :data:`EOF` at end of stream and
+        keeps reading until the socket would block (EWOULDBLOCK/EAGAIN).
+        """
+        data = self.recv(size)
+        if not data or len(data) >= size:
+            return data
+        chunks = [data]
+        received = len(data)
+        while received < size and not self.eof:
+            try:
+                more = self._raw.recv(size - received)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not more:
+                self.eof = True
+                break
+            self.bytes_received += len(more)
+            chunks.append(more)
+            received += len(more)
+        return b"".join(chunks)
+
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` back in front of what the next read returns (for framing protocols)."""
+        if data:
+            self._pending = bytes(data) + self._pending
+
+    def _take_pending_into(self, buffer: Any, nbytes: int) -> int:
+        size = min(len(self._pending), nbytes or len(buffer))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def send(self, data: Any) -> int:
+        """Send what the socket takes now (waiting until it takes something); return the count."""
+        while True:
+            try:
+                return self._raw.send(data)
+            except (BlockingIOError, InterruptedError):
+                self._wait(_WRITE)
+
+    def sendall(self, data: Any) -> None:
+        """Send all of ``data``.
+
+        The first attempt is one non-blocking send; only when the peer is slow is the rest copied
+        and sent as the socket drains, so callers may pass a view of a buffer they reuse.
+        """
+        lock = self._write_lock
+        if lock is None or not lock.locked():
+            try:
+                sent = self._raw.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == len(data):
+                return
+            rest = bytes(memoryview(data)[sent:])
+        else:
+            rest = bytes(data)
+        if lock is None:
+            lock = self._write_lock = Semaphore()
+        with lock:
+            view = memoryview(rest)
+            while view:
+                try:
+                    view = view[self._raw.send(view) :]
+                except (BlockingIOError, InterruptedError):
+                    self._wait(_WRITE)
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def shutdown(self, how: int = socket.SHUT_WR) -> None:
+        """Shut down one or both directions; a socket already gone is not an error."""
+        try:
+            self._raw.shutdown(how)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Close this side of the session; the whole session ends with it."""
+        self._closed = True
+        self.session.close()
+
+    def reset(self) -> None:
+        """Tear this side down with a TCP RST; the whole session ends with it."""
+        self._closed = True
+        self.session.reset()
+
+    def really_close(self, reset: bool = False) -> None:
+        """Close the socket itself (the session does this once both pumps are done)."""
+        if reset:
+            try:
+                self._raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass
+        self._ready.close()
+        for watcher in (self._reader, self._writer):
+            if watcher is not None:
+                watcher.close()
+        self._closed = True
+        self.sock.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once this side was closed by a plugin or by the session."""
+        return self._closed
+
+    # -- plain socket methods plugins may use ------------------------------------------------
+
+    def fileno(self) -> int:
+        """The socket's file descriptor."""
+        return self._fd
+
+    def getpeername(self) -> Any:
+        """The peer's address."""
+        return self._raw.getpeername()
+
+    def getsockname(self) -> Any:
+        """This socket's own address."""
+        return self._raw.getsockname()
+
+    def setsockopt(self, *args: Any) -> None:
+        """Set a socket option."""
+        self._raw.setsockopt(*args)
+
+    def getsockopt(self, *args: Any) -> Any:
+        """Read a socket option."""
+        return self._raw.getsockopt(*args)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _wait(self, events: int) -> None:
+        if events == _READ:
+            if self._reader is None:
+                self._reader = self._hub.loop.io(self._fd, _READ)
+            self._hub.wait(self._reader)
+        else:
+            if self._writer is None:
+                self._writer = self._hub.loop.io(self._fd, _WRITE)
+            self._hub.wait(self._writer)

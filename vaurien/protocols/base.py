@@ -1,0 +1,106 @@
+"""The base class of protocols."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+#: How much one read takes when a protocol has no ``buffer`` option.
+DEFAULT_BUFFER = 65536
+
+
+class BaseProtocol:
+    """How the proxy handles one readable event of a session.
+
+    A protocol provides ``name``, ``options`` and ``_handle(source, dest, to_backend)``, called
+    each time data is ready on ``source`` (the client's connection when ``to_backend`` is true,
+    the backend's otherwise). ``source`` and ``dest`` are :class:`~vaurien.endpoint.Endpoint`
+    objects with the usual socket methods. ``_handle`` returns false to end the session; an end
+    of stream read from ``source`` is noticed by the proxy, which half-closes ``dest``.
+
+    Helpers: ``_get_data(sock, size=None)`` reads what is available (``b''`` at end of stream)
+    and ``option(name)`` gives an option's value.
+
+    Set ``duplex = True`` when ``_handle`` never reads from ``dest``: both directions then run at
+    once. The default, false, runs a session's events one at a time, which is what a protocol
+    that reads the answer within the event (as Vaurien 1.x protocols did) needs.
+    """
+
+    name: str = ""
+    options: dict[str, tuple[Any, ...]] = {}
+    duplex: bool = False
+
+    def __init__(self) -> None:
+        self.settings: dict[str, Any] = {}
+        self.proxy: Any = None
+
+    def option(self, name: str) -> Any:
+        """The value of option ``name`` for this proxy."""
+        return self.settings[name]
+
+    @property
+    def buffer_size(self) -> int:
+        """How much one read takes: the ``buffer`` option when the protocol has one."""
+        return self.settings.get("buffer", DEFAULT_BUFFER)
+
+    # -- the event -------------------------------------------------------------------------
+
+    def handle(self, source: Any, dest: Any, to_backend: bool, behavior: Any) -> bool:
+        """Run one event: the behavior's hooks around the protocol's own handling.
+
+        Returns false when the session must end.
+        """
+        if not behavior.on_before_handle(self, source, dest, to_backend):
+            return True
+        keep_going = self._handle(source, dest, to_backend)
+        behavior.on_after_handle(self, source, dest, to_backend)
+        return keep_going is not False
+
+    def _handle(self, source: Any, dest: Any, to_backend: bool) -> bool:
+        """Forward what ``source`` has to ``dest``, as a plain byte stream."""
+        data = self._get_data(source)
+        if data:
+            dest.sendall(data)
+            self._between(source, dest, to_backend)
+        return True
+
+    def _between(self, source: Any, dest: Any, to_backend: bool) -> None:
+        """Run the event's ``on_between_handle`` hook: the request has reached the backend."""
+        behavior = source.behavior
+        if behavior is not None:
+            behavior.on_between_handle(self, source, dest, to_backend)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _get_data(self, sock: Any, size: int | None = None) -> bytes:
+        """Wait for data on ``sock`` and return what is available (``b''`` at end of stream)."""
+        return sock.read(size or self.buffer_size)
+
+    def send_error(self, source: Any, dest: Any, to_backend: bool, inject: bool = False) -> None:
+        """Fail this event the way the protocol's servers fail.
+
+        Called by the ``error`` and ``transient`` behaviors. A protocol with an error form
+        (an HTTP 5xx, a Redis ``-ERR``) overrides this to answer the client with it. A plain
+        stream has none: data going to the backend passes, and the backend's answer is replaced
+        by as many random bytes or, with ``inject``, has random bytes inserted in its middle.
+        """
+        if to_backend:
+            self._handle(source, dest, to_backend)
+            return
+        data = self._get_data(source)
+        if not data:
+            return
+        if inject:
+            middle = len(data) // 2
+            dest.sendall(data[:middle] + os.urandom(max(1, min(len(data), 128))) + data[middle:])
+        else:
+            dest.sendall(os.urandom(len(data)))
+
+    # -- sockets ---------------------------------------------------------------------------
+
+    def setup_listener(self, sock: socket.socket) -> None:
+        """Adjust the proxy's listening socket before it is bound."""
+
+    def setup_socket(self, sock: socket.socket, role: str) -> None:
+        """Adjust a new client (``role="client"``) or backend (``"backend"``) socket."""

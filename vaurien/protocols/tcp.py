@@ -1,0 +1,59 @@
+"""tcp: a transparent full-duplex byte stream."""
+
+from __future__ import annotations
+
+import socket
+
+from vaurien.protocols import Protocol
+from vaurien.protocols.base import BaseProtocol
+
+
+@Protocol.register
+class TCP(BaseProtocol):
+    """A transparent byte stream in both directions at once, the default protocol.
+
+    Each event is one read of at most ``buffer`` bytes. The options of Vaurien 1.x keep a
+    meaning that fits a full-duplex proxy: ``keep_alive`` turns on TCP keep-alive probes so a
+    peer that vanished ends an idle session, and ``reuse_socket`` lets several proxies listen on
+    the same port (``SO_REUSEPORT``), the kernel spreading clients among them.
+    """
+
+    name = "tcp"
+    duplex = True
+    options = {
+        "buffer": (
+            "Largest read in bytes: the most data one event carries",
+            int,
+            65536,
+        ),
+        "keep_alive": ("TCP keep-alive probes on both connections", bool, False),
+        "reuse_socket": (
+            "Listen with SO_REUSEPORT so several proxies share the port",
+            bool,
+            False,
+        ),
+    }
+
+    def __init__(self):
+        super().__init__()
+        self._chunk = None
+
+    def _handle(self, source, dest, to_backend):
+        chunk = self._chunk
+        if chunk is None:
+            # One buffer per proxy serves every session: Endpoint.sendall copies what it
+            # cannot send at once, so the buffer is free again when this returns.
+            self._chunk = chunk = memoryview(bytearray(self.settings["buffer"]))
+        count = source.recv_into(chunk)
+        if count:
+            dest.sendall(chunk[:count])
+            self._between(source, dest, to_backend)
+        return True
+
+    def setup_listener(self, sock):
+        if self.settings["reuse_socket"]:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+    def setup_socket(self, sock, role):
+        if self.settings["keep_alive"]:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

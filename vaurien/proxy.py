@@ -1,0 +1,361 @@
+"""The proxy server and its sessions.
+
+A :class:`Proxy` listens with a gevent ``StreamServer``. For each client it connects to the
+backend and runs a :class:`Session`: two pumps, one per direction, each waiting until its side
+is readable, picking a behavior from the mix and handing the event to the protocol. An end of
+stream on one side becomes a half-close on the other; the session ends when both directions are
+done, on a reset, when a behavior closes it, or after ``timeout`` idle seconds.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import socket
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.socket
+from gevent.lock import Semaphore
+from gevent.server import StreamServer
+
+from vaurien.endpoint import Endpoint
+from vaurien.errors import VaurienError
+from vaurien.mix import BehaviorMix, Picker
+from vaurien.settings import Address, ProxyConfig
+
+log = logging.getLogger(__name__)
+
+
+class Proxy:
+    """One chaos proxy: its listening socket, protocol, behavior mix and counters.
+
+    Nothing is shared between two proxies: each has its own plugin registries, plugin
+    instances and random source (seeded with ``config.seed``). Use it as a context manager,
+    or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(self, config: ProxyConfig, name: str = "vaurien") -> None:
+        self.config = config
+        self.name = name
+        self.seed = (
+            config.seed if config.seed is not None else random.SystemRandom().getrandbits(32)
+        )
+        self.random = random.Random(self.seed)
+        self.backend: Address = config.backend
+        self.protocol = config.protocols.create(
+            config.protocol, config.options_for("protocol", config.protocol), proxy=self
+        )
+        self.sessions: set[Session] = set()
+        self.applied: collections.Counter[str] = collections.Counter()
+        self.total_sessions = 0
+        self.bytes_to_backend = 0
+        self.bytes_to_client = 0
+        self._server: StreamServer | None = None
+        self._stopped = gevent.event.Event()
+        self.set_behavior(config.behavior)
+
+    # -- the behavior mix ------------------------------------------------------------------
+
+    @property
+    def behavior(self) -> BehaviorMix:
+        """The mix in force."""
+        return self._mix
+
+    def set_behavior(
+        self, mix: BehaviorMix | str, options: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        """Put a new mix in force for every following event, on new and open connections.
+
+        ``options`` maps behavior names to option values that replace the configured ones
+        (those from the command line or the config file). Everything is checked before the
+        swap, which is one assignment: two calls never blend.
+        """
+        if isinstance(mix, str):
+            mix = BehaviorMix.parse(mix)
+        behaviors = self.config.behaviors
+        mix = mix.resolve(behaviors.resolve)
+        options = options or {}
+        instances = {}
+        for name in mix.names:
+            values = {
+                **self.config.options_for("behavior", name),
+                **options.get(name, {}),
+            }
+            instances[name] = behaviors.create(name, values, proxy=self)
+        exclusive = not (
+            self.protocol.duplex and all(getattr(b, "duplex", False) for b in instances.values())
+        )
+        picker = Picker(mix, instances, self.random.random)
+        self._mix, self.instances, self.exclusive, self.pick = (
+            mix,
+            instances,
+            exclusive,
+            picker,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the listening socket and start accepting clients."""
+        listener = self._listen()
+        self._server = StreamServer(listener, self._handle)
+        self._server.start()
+        self._stopped.clear()
+        self._log_start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop accepting, close every session, and wait at most ``timeout`` for them to end."""
+        server = self._server
+        if server is None:
+            return
+        address = self.address_text
+        self._server = None
+        server.close()
+        for session in list(self.sessions):
+            session.close()
+        server.stop(timeout=timeout)
+        self._stopped.set()
+        log.info("%s on %s stopped", self.name, address)
+
+    def serve_forever(self) -> None:
+        """Start if needed and serve until :meth:`stop` is called."""
+        if self._server is None:
+            self.start()
+        self._stopped.wait()
+
+    def __enter__(self) -> Proxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The address actually listened on (the real port when ``0`` was asked)."""
+        if self._server is None:
+            raise RuntimeError("the proxy is not started")
+        return self._server.socket.getsockname()[:2]
+
+    @property
+    def address_text(self) -> str:
+        """The listening address as ``host:port``."""
+        host, port = self.address if self._server is not None else (self.config.proxy.host, 0)
+        return str(Address(host, port))
+
+    def _listen(self) -> gevent.socket.socket:
+        host, port = self.config.proxy.host, self.config.proxy.port
+        try:
+            family, type_, proto, _, sockaddr = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+        except socket.gaierror as e:
+            raise VaurienError(f"cannot listen on {self.config.proxy}: {e.strerror}") from None
+        sock = gevent.socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.protocol.setup_listener(sock)
+            sock.bind(sockaddr)
+            sock.listen(self.config.backlog)
+        except OSError as e:
+            sock.close()
+            raise VaurienError(f"cannot listen on {self.config.proxy}: {e.strerror}") from None
+        return sock
+
+    def _log_start(self) -> None:
+        config = self.config
+        idle = "kept open" if config.stay_connected else f"closed after {config.timeout:g}s idle"
+        log.info("%s listening on %s", self.name, self.address_text)
+        log.info("  backend:  %s (connect timeout %gs)", self.backend, config.timeout)
+        log.info("  protocol: %s", config.protocol)
+        log.info("  behavior: %s", self._mix)
+        log.info("  sessions: %s; random seed %d", idle, self.seed)
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def _handle(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
+        backend = self.backend
+        try:
+            backend_sock = gevent.socket.create_connection(
+                (backend.host, backend.port), timeout=self.config.timeout
+            )
+        except OSError as e:
+            reason = e.strerror or str(e) or type(e).__name__
+            log.warning(
+                "cannot reach backend %s: %s; closing client %s",
+                backend,
+                reason,
+                _peer(client_address),
+            )
+            client_sock.close()
+            return
+        for sock, role in ((client_sock, "client"), (backend_sock, "backend")):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.protocol.setup_socket(sock, role)
+        session = Session(self, client_sock, client_address, backend_sock)
+        self.sessions.add(session)
+        self.total_sessions += 1
+        try:
+            session.run()
+        finally:
+            self.sessions.discard(session)
+            self.bytes_to_backend += session.client.bytes_received
+            self.bytes_to_client += session.backend.bytes_received
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: sessions, bytes each way, and how often each behavior was applied."""
+        active = list(self.sessions)
+        return {
+            "active_connections": len(active),
+            "total_connections": self.total_sessions,
+            "bytes_to_backend": self.bytes_to_backend
+            + sum(s.client.bytes_received for s in active),
+            "bytes_to_client": self.bytes_to_client + sum(s.backend.bytes_received for s in active),
+            "behaviors": dict(self.applied),
+        }
+
+
+class Session:
+    """One client connection and its backend connection, with a pump for each direction."""
+
+    def __init__(
+        self, proxy: Proxy, client_sock: Any, client_address: Any, backend_sock: Any
+    ) -> None:
+        self.proxy = proxy
+        self.peer = _peer(client_address)
+        self.client = Endpoint(client_sock, "client", self)
+        self.backend = Endpoint(backend_sock, "backend", self)
+        self.closed = False
+        self._reset = False
+        self._loop = gevent.get_hub().loop
+        self.last_activity = self._loop.now()
+        self._greenlets: list[Any] = []
+        self._idle_timer: Any = None
+        # Events run one at a time when a plugin may read the other side within its event.
+        self._event_lock = Semaphore()
+        self._debug = log.isEnabledFor(logging.DEBUG)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.peer} -> {self.proxy.backend}>"
+
+    def run(self) -> None:
+        """Pump both directions until the session ends, then close both connections."""
+        if self._debug:
+            log.debug("%s: session opened to %s", self.peer, self.proxy.backend)
+        self._greenlets = [gevent.getcurrent()]
+        if not self.proxy.config.stay_connected:
+            self._arm_idle_timer(self.proxy.config.timeout)
+        other = gevent.spawn(self._pump, self.backend, self.client, False)
+        self._greenlets.append(other)
+        try:
+            self._pump(self.client, self.backend, True)
+            other.join()
+        except gevent.GreenletExit:
+            other.kill()
+        finally:
+            if self._idle_timer is not None:
+                self._idle_timer.close()
+            self.client.really_close(self._reset)
+            self.backend.really_close(self._reset)
+            if self._debug:
+                log.debug("%s: session closed", self.peer)
+
+    def close(self) -> None:
+        """End the session: both connections are closed (cleanly) as soon as possible."""
+        if self.closed:
+            return
+        self.closed = True
+        current = gevent.getcurrent()
+        for greenlet in self._greenlets:
+            if greenlet is not current and not greenlet.dead:
+                greenlet.kill(block=False)
+
+    def reset(self) -> None:
+        """End the session with a TCP RST on both connections."""
+        self._reset = True
+        self.close()
+
+    def _pump(self, source: Endpoint, dest: Endpoint, to_backend: bool) -> None:
+        proxy = self.proxy
+        protocol = proxy.protocol
+        applied = proxy.applied
+        loop = self._loop
+        lock = self._event_lock
+        try:
+            while not self.closed:
+                source.wait_readable()
+                exclusive = proxy.exclusive
+                if exclusive and not lock.acquire(blocking=False):
+                    lock.acquire()
+                    if not source.readable_now():
+                        lock.release()
+                        continue
+                try:
+                    behavior = proxy.pick()
+                    source.behavior = behavior
+                    consumed = source.bytes_received - len(source._pending)
+                    self.last_activity = loop.now()
+                    if self._debug:
+                        log.debug("%s: %s -> %s", self.peer, source.role, behavior.name)
+                    keep_going = protocol.handle(source, dest, to_backend, behavior)
+                finally:
+                    if exclusive:
+                        lock.release()
+                self.last_activity = loop.now()
+                applied[behavior.name] += 1
+                if not keep_going or self.closed or source._closed or dest._closed:
+                    self.close()
+                    return
+                if source.eof:
+                    dest.shutdown(socket.SHUT_WR)
+                    return
+                if consumed == source.bytes_received - len(source._pending):
+                    log.error(
+                        "%s: behavior %r returned without reading the data of its event; "
+                        "closing the session rather than looping",
+                        self.peer,
+                        behavior.name,
+                    )
+                    self.close()
+                    return
+        except gevent.GreenletExit:
+            return
+        except ConnectionResetError:
+            log.debug("%s: connection reset by the %s", self.peer, source.role)
+            self.reset()
+        except OSError as e:
+            log.debug("%s: %s", self.peer, e)
+            self.close()
+        except VaurienError as e:
+            log.warning("%s: %s", self.peer, e)
+            self.close()
+        except Exception:
+            log.exception(
+                "%s: error in the %s direction; closing the session",
+                self.peer,
+                "client->backend" if to_backend else "backend->client",
+            )
+            self.close()
+
+    def _arm_idle_timer(self, after: float) -> None:
+        self._idle_timer = self._loop.timer(after)
+        self._idle_timer.start(self._check_idle)
+
+    def _check_idle(self) -> None:
+        timeout = self.proxy.config.timeout
+        idle = self._loop.now() - self.last_activity
+        self._idle_timer.close()
+        if idle >= timeout - 0.001:
+            log.info("%s: idle for %gs; closing the session", self.peer, timeout)
+            self.close()
+        else:
+            self._arm_idle_timer(timeout - idle)
+
+
+def _peer(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(Address(str(address[0]), int(address[1])))
+    return str(address)

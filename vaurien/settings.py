@@ -1,0 +1,235 @@
+"""The global settings of a proxy, declared once.
+
+Each :class:`Setting` feeds the command-line parser, the ``[vaurien]`` section of the config
+file, the sample config and the docs. Plugin options come from the plugins' own tables (see
+:mod:`vaurien.options`); this module holds everything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from vaurien.errors import ConfigError
+from vaurien.mix import BehaviorMix
+from vaurien.options import _FALSE, _TRUE
+
+
+@dataclasses.dataclass(frozen=True)
+class Address:
+    """A ``host:port`` pair; IPv6 hosts are written in brackets: ``[::1]:8000``."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """Parse ``host:port``, ``1.2.3.4:port`` or ``[v6]:port``."""
+        text = text.strip()
+        if text.startswith("["):
+            host, bracket, rest = text[1:].partition("]")
+            if not bracket or not rest.startswith(":"):
+                raise ConfigError(f"{text!r}: expected [IPV6]:PORT")
+            port_text = rest[1:]
+        else:
+            host, colon, port_text = text.rpartition(":")
+            if not colon:
+                raise ConfigError(f"{text!r}: expected HOST:PORT")
+            if ":" in host:
+                raise ConfigError(f"{text!r}: write IPv6 addresses in brackets, as [::1]:8000")
+        if not host:
+            raise ConfigError(f"{text!r}: missing host before the port")
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ConfigError(f"{text!r}: port must be a number from 0 to 65535")
+        return cls(host, int(port_text))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _boolean(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigError(f"expected true or false, got {text!r}")
+
+
+def _number(minimum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"expected a number, got {text!r}") from None
+        if not value >= minimum or value == float("inf"):
+            raise ConfigError(f"expected a number of at least {minimum:g}, got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _integer(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise ConfigError(f"expected a whole number of at least {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"expected debug, info, warning, error or critical, got {text!r}")
+    return level.lower()
+
+
+def _behavior(text: str) -> BehaviorMix:
+    return BehaviorMix.parse(text)
+
+
+def _text(text: str) -> str:
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One global setting: INI key ``name`` in ``[vaurien]`` and flag ``--name-with-dashes``."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+    cli_only: bool = False
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def is_flag(self) -> bool:
+        """True for on/off settings, which take ``--x`` / ``--no-x`` on the command line."""
+        return self.parse is _boolean
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "proxy",
+        Address.parse,
+        Address("localhost", 8000),
+        "Address to listen on.",
+        "HOST:PORT",
+    ),
+    Setting(
+        "backend",
+        Address.parse,
+        None,
+        "Address of the backend to forward to.",
+        "HOST:PORT",
+    ),
+    Setting(
+        "protocol",
+        _text,
+        "tcp",
+        "Protocol of the traffic: a registered name or a dotted path to a class.",
+        "NAME",
+    ),
+    Setting(
+        "behavior",
+        _behavior,
+        BehaviorMix.single("dummy"),
+        "Behavior mix, PERCENT:NAME[,PERCENT:NAME...]; what is left goes to dummy.",
+        "SPEC",
+    ),
+    Setting(
+        "timeout",
+        _number(0.001),
+        30.0,
+        "Seconds to connect to the backend, and seconds a session may stay idle.",
+        "SECONDS",
+    ),
+    Setting(
+        "stay_connected",
+        _boolean,
+        False,
+        "Keep idle sessions open (no idle timeout).",
+    ),
+    Setting("backlog", _integer(1), 8192, "Listen backlog of the proxy's socket.", "N"),
+    Setting(
+        "seed",
+        _integer(0),
+        None,
+        "Seed of the random source behind every choice, for reproducible chaos.",
+        "N",
+    ),
+    Setting(
+        "log_level",
+        _log_level,
+        "info",
+        "debug, info, warning, error or critical.",
+        "LEVEL",
+    ),
+    Setting("log_output", _text, "-", "Where logs go: - for stderr, or a file path.", "PATH"),
+)
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+class ProxyConfig:
+    """Everything one proxy needs, resolved: defaults < config file < command line.
+
+    Every :data:`SETTINGS` entry is an attribute; values may be given already parsed or as
+    text. ``plugin_options`` maps ``("behavior", "delay")`` to the option values the user set;
+    ``behaviors`` and ``protocols`` are this proxy's own registries (copies of the global ones,
+    extended with the plugins its configuration names).
+    """
+
+    def __init__(
+        self,
+        *,
+        plugin_options: dict[tuple[str, str], dict[str, Any]] | None = None,
+        behaviors: Any = None,
+        protocols: Any = None,
+        **values: Any,
+    ) -> None:
+        from vaurien.behaviors import Behavior
+        from vaurien.protocols import Protocol
+
+        unknown = sorted(set(values) - set(SETTINGS_BY_NAME))
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]!r}")
+        for setting in SETTINGS:
+            value = values.get(setting.name, setting.default)
+            if isinstance(value, str) and setting.parse is not _text:
+                try:
+                    value = setting.parse(value)
+                except ConfigError as e:
+                    raise ConfigError(f"{setting.name}: {e}") from None
+            setattr(self, setting.name, value)
+        if self.backend is None:
+            raise ConfigError("no backend: give --backend HOST:PORT (or backend = in [vaurien])")
+        self.plugin_options = plugin_options or {}
+        self.behaviors = behaviors if behaviors is not None else Behavior.copy()
+        self.protocols = protocols if protocols is not None else Protocol.copy()
+        self.protocol = self.protocols.resolve(self.protocol)
+        self.behavior = self.behavior.resolve(self.behaviors.resolve)
+
+    def options_for(self, kind: str, name: str) -> dict[str, Any]:
+        """The option values the user set for plugin ``name`` of ``kind``."""
+        return self.plugin_options.get((kind, name), {})
+
+
+def logging_level(name: str) -> int:
+    """The :mod:`logging` level for a ``log_level`` value."""
+    return getattr(logging, name.upper())

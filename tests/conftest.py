@@ -1,0 +1,3 @@
+"""Shared fixtures: the real backend servers of tests/servers.py."""
+
+pytest_plugins = ["servers"]

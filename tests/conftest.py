@@ -9,7 +9,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import EchoServer, ProxyThread  # noqa: E402
+from support import EchoServer, ProxyThread
+
+# Real servers (redis, memcached, MariaDB, SMTP, HTTP, echo) as session fixtures.
+pytest_plugins = ["servers"]
 
 
 @pytest.fixture

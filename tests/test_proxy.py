@@ -7,6 +7,7 @@ import threading
 import time
 
 from support import free_port, recv_exactly, wait_until
+from vaurien.settings import Address
 
 
 def test_64_mib_both_directions_at_once_byte_exact(echo_backend, start_proxy):
@@ -39,8 +40,8 @@ def test_backend_down_closes_client_and_proxy_keeps_serving(echo_backend, start_
         assert client.recv(10) == b""
         assert time.monotonic() - start < 2
     # Point it at a live backend: the next connections work.
-    proxy.call(setattr, proxy.proxy, "backend", proxy.proxy.config.backend.parse(
-        "%s:%d" % echo_backend.address))
+    live = Address(*echo_backend.address)
+    proxy.call(setattr, proxy.proxy, "backend", live)
     with proxy.connect() as client:
         client.sendall(b"ping")
         assert recv_exactly(client, 4) == b"ping"

@@ -1,0 +1,514 @@
+"""Real backend servers for the tests, as session-scoped pytest fixtures.
+
+Each fixture starts a private server on 127.0.0.1 on a free port, in its own
+temporary directory, as a child process; polls it until it answers (deadline
+``START_TIMEOUT``); yields a description of it (``host``, ``port``,
+``address`` and what a client needs); and stops it when the session ends.
+
+- ``redis_server``, ``memcached_server``, ``mariadb_server`` run the Debian
+  binaries that ``.ci/install-deps`` installs.
+- ``echo_server``, ``http_server``, ``smtp_server`` run ``tests/backends.py``
+  with this Python (no gevent, no threads in the test process).
+
+A missing binary or package skips the tests that need it, except when ``CI``
+is set in the environment: there it fails, so CI never passes by skipping.
+A server that does not start, or dies before the session ends, fails with the
+last lines of its own log in the message.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import functools
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+try:
+    from . import backends  # tests/ imported as a package
+except ImportError:
+    import backends  # tests/ on sys.path, as pytest's default import mode does
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 30.0  # seconds for a started server to answer
+INSTALL_TIMEOUT = 120.0  # seconds for mariadb-install-db to build a data directory
+STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
+POLL_INTERVAL = 0.05  # seconds between two readiness probes
+PROBE_TIMEOUT = 1.0  # seconds for one readiness probe
+PORT_ATTEMPTS = 3  # starts tried when another process takes the free port first
+LOG_TAIL = 8000  # characters of a server's log quoted in a failure
+BACKENDS_SCRIPT = Path(backends.__file__)
+SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")  # root's tools, off some PATHs
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server: where it listens, and its working directory and log."""
+
+    host: str
+    port: int
+    workdir: Path
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        """``host:port``, as Vaurien's --backend takes it."""
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MariaDBServer(Server):
+    """A MariaDB server with a database that ``user`` may use over TCP."""
+
+    user: str
+    password: str
+    database: str
+    unix_socket: Path
+
+    def connect_kwargs(self) -> dict[str, str | int]:
+        """Keyword arguments for ``pymysql.connect`` to reach the test database."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+        }
+
+
+@dataclass(frozen=True)
+class HTTPServer(Server):
+    """The HTTP backend of ``tests/backends.py`` (routes on ``HttpHandler``)."""
+
+    def url(self, path: str = "/") -> str:
+        """The absolute URL of ``path`` on this server."""
+        return f"http://{self.address}{path}"
+
+    @staticmethod
+    def pattern(size: int) -> bytes:
+        """The body that ``/bytes/{size}`` serves."""
+        return backends.pattern(size)
+
+
+@dataclass(frozen=True)
+class ReceivedMail:
+    """One message the SMTP backend accepted."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SMTPServer(Server):
+    """The SMTP backend, which keeps every accepted message in ``spool``."""
+
+    spool: Path
+
+    def messages(self) -> list[ReceivedMail]:
+        """Messages accepted so far (and not cleared), oldest first.
+
+        A message is in the list before the server answers the client's DATA.
+        """
+        found = []
+        for path in sorted(self.spool.glob("*.json")):
+            record = json.loads(path.read_text())
+            found.append(
+                ReceivedMail(
+                    mail_from=record["mail_from"],
+                    rcpt_tos=tuple(record["rcpt_tos"]),
+                    data=base64.b64decode(record["data"]),
+                )
+            )
+        return found
+
+    def clear(self) -> None:
+        """Forget the messages accepted so far."""
+        for path in self.spool.glob("*.json"):
+            path.unlink()
+
+
+def in_ci() -> bool:
+    """Whether the environment says this is a CI run (``CI`` set and not false)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the requesting test, or fail it under CI."""
+    if in_ci():
+        pytest.fail(f"{reason}; CI is set, so this fails instead of skipping", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_binary(name: str) -> str:
+    """The path of executable ``name`` (sbin directories included), or skip/fail."""
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN_DIRS])
+    path = shutil.which(name, path=search)
+    if path is None:
+        unavailable(f"{name} is not installed (.ci/install-deps installs it)")
+    return path
+
+
+def require_module(name: str) -> None:
+    """Skip/fail unless Python package ``name`` can be imported."""
+    if importlib.util.find_spec(name) is None:
+        unavailable(f"Python package {name} is not installed")
+
+
+def free_port() -> int:
+    """A TCP port on HOST that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def answers(port: int, request: bytes, prefix: bytes) -> bool:
+    """Whether the server on ``port`` answers ``request`` with ``prefix``."""
+    received = b""
+    try:
+        with socket.create_connection((HOST, port), timeout=PROBE_TIMEOUT) as sock:
+            sock.sendall(request)
+            while len(received) < len(prefix):
+                chunk = sock.recv(len(prefix) - len(received))
+                if not chunk:
+                    break
+                received += chunk
+    except OSError:
+        return False
+    return received == prefix
+
+
+def mariadb_greets(port: int) -> bool:
+    """Whether MariaDB on ``port`` sends a protocol-10 handshake (not an error)."""
+    with socket.socket() as sock:
+        sock.settimeout(PROBE_TIMEOUT)
+        try:
+            sock.connect((HOST, port))
+            header = sock.recv(5, socket.MSG_WAITALL)
+        except OSError:
+            return False
+    # 3-byte length, sequence 0, then the protocol version (0xff starts an error).
+    return len(header) == 5 and header[4] == 10
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: SIGTERM it if the test process dies first."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ServerProcess:
+    """A server running as a child process, its output kept in a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str | os.PathLike[str]],
+        workdir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = [os.fspath(arg) for arg in argv]
+        self.log_path = workdir / f"{name}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # Only a prctl call through ctypes, resolved before the fork.
+                preexec_fn=_die_with_parent,
+            )
+
+    def wait_until(self, ready: Callable[[], bool], what: str) -> str | None:
+        """Poll ``ready`` until it holds; otherwise return why it never did."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while not ready():
+            code = self.process.poll()
+            if code is not None:
+                return f"exited with code {code} before {what}"
+            if time.monotonic() > deadline:
+                return f"did not {what} within {START_TIMEOUT:.0f} s"
+            time.sleep(POLL_INTERVAL)
+        return None
+
+    def log_tail(self) -> str:
+        """The end of the server's log."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as e:
+            return f"(log unreadable: {e})"
+        return text[-LOG_TAIL:] or "(empty)"
+
+    def fail(self, reason: str) -> NoReturn:
+        """Stop the server and fail the test with ``reason`` and the server's log."""
+        self.stop()
+        pytest.fail(
+            f"{self.name} {reason}\ncommand: {shlex.join(self.argv)}\n"
+            f"--- end of {self.log_path} ---\n{self.log_tail()}",
+            pytrace=False,
+        )
+
+    def stop(self) -> int | None:
+        """Terminate (then kill) the server; return its exit code if it had
+        already exited on its own, else None."""
+        code = self.process.poll()
+        if code is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return code
+
+
+@contextlib.contextmanager
+def supervised(process: ServerProcess) -> Iterator[ServerProcess]:
+    """Stop ``process`` on exit; fail if it had died on its own before that."""
+    try:
+        yield process
+    finally:
+        code = process.stop()
+    if code is not None:
+        process.fail(f"exited with code {code} while the tests were using it")
+
+
+def start_on_free_port(
+    name: str,
+    command: Callable[[int], Sequence[str | os.PathLike[str]]],
+    workdir: Path,
+    probe: Callable[[int], bool],
+) -> tuple[ServerProcess, int]:
+    """Start ``command(port)`` on a free port and wait until ``probe(port)``.
+
+    Another process may take the port between ``free_port`` and the server's
+    bind; then the server says so in its log and a new port is tried.
+    """
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = free_port()
+        process = ServerProcess(name, command(port), workdir)
+        reason = process.wait_until(functools.partial(probe, port), "answering")
+        if reason is None:
+            return process, port
+        process.stop()
+        clash = "Address already in use" in process.log_tail()
+        if not clash or attempt == PORT_ATTEMPTS:
+            process.fail(f"on port {port} {reason}")
+    raise AssertionError("unreachable")
+
+
+def start_backend(
+    kind: str,
+    workdir: Path,
+    probe: Callable[[int], bool],
+    *options: str | os.PathLike[str],
+) -> tuple[ServerProcess, int]:
+    """Start ``tests/backends.py KIND`` on a port it picks, and wait until it answers."""
+    port_file = workdir / "port"
+    process = ServerProcess(
+        f"{kind}-backend",
+        [sys.executable, BACKENDS_SCRIPT, kind, "--port-file", port_file, *options],
+        workdir,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    reason = process.wait_until(port_file.exists, "listening")
+    if reason is not None:
+        process.fail(reason)
+    port = int(port_file.read_text())
+    reason = process.wait_until(functools.partial(probe, port), "answering")
+    if reason is not None:
+        process.fail(f"on port {port} {reason}")
+    return process, port
+
+
+def running_as_root() -> bool:
+    """Whether this process is root (servers then need to be told to stay root)."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A redis-server without persistence."""
+    binary = require_binary("redis-server")
+    workdir = tmp_path_factory.mktemp("redis")
+
+    config = workdir / "redis.conf"
+    config.write_text(f'bind {HOST}\ndir "{workdir}"\nsave ""\nappendonly no\ndaemonize no\n')
+
+    def command(port: int) -> list[str | os.PathLike[str]]:
+        return [binary, config, "--port", str(port)]
+
+    probe = functools.partial(answers, request=b"PING\r\n", prefix=b"+PONG")
+    process, port = start_on_free_port("redis-server", command, workdir, probe)
+    with supervised(process):
+        yield Server(HOST, port, workdir, process.log_path)
+
+
+@pytest.fixture(scope="session")
+def memcached_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A memcached with 64 MiB of memory, TCP only."""
+    binary = require_binary("memcached")
+    workdir = tmp_path_factory.mktemp("memcached")
+    as_root = ["-u", "root"] if running_as_root() else []
+
+    def command(port: int) -> list[str | os.PathLike[str]]:
+        return [binary, "-l", HOST, "-p", str(port), "-U", "0", "-m", "64", *as_root]
+
+    probe = functools.partial(answers, request=b"version\r\n", prefix=b"VERSION ")
+    process, port = start_on_free_port("memcached", command, workdir, probe)
+    with supervised(process):
+        yield Server(HOST, port, workdir, process.log_path)
+
+
+MARIADB_USER = "vaurien"
+MARIADB_PASSWORD = "vaurien-test-password"
+MARIADB_DATABASE = "vaurien_test"
+# Small and unsafe on crash, for a server that lives one test session.
+MARIADB_TUNING = (
+    "--innodb-buffer-pool-size=16M",
+    "--innodb-log-file-size=8M",
+    "--innodb-flush-log-at-trx-commit=0",
+    "--innodb-doublewrite=0",
+    "--skip-name-resolve",
+)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBServer]:
+    """A MariaDB with database ``vaurien_test`` and a password user over TCP."""
+    install_db = require_binary("mariadb-install-db")
+    mariadbd = require_binary("mariadbd")
+    workdir = tmp_path_factory.mktemp("mariadb")
+    datadir = workdir / "data"
+    as_root = ["--user=root"] if running_as_root() else []
+    install = [
+        install_db,
+        "--no-defaults",
+        f"--datadir={datadir}",
+        *as_root,
+        "--auth-root-authentication-method=normal",
+        "--skip-test-db",
+        *MARIADB_TUNING,
+    ]
+    try:
+        subprocess.run(
+            install,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=INSTALL_TIMEOUT,
+            check=True,
+        )
+    except subprocess.CalledProcessError as e:
+        output = e.stdout.decode(errors="replace")
+        pytest.fail(f"{shlex.join(install)} failed:\n{output}", pytrace=False)
+    except subprocess.TimeoutExpired as e:
+        output = (e.stdout or b"").decode(errors="replace")
+        reason = f"took over {INSTALL_TIMEOUT:.0f} s"
+        pytest.fail(f"{shlex.join(install)} {reason}:\n{output}", pytrace=False)
+    # The init file runs before the server listens, so answering means ready.
+    init_file = workdir / "init.sql"
+    init_file.write_text(
+        f"CREATE DATABASE IF NOT EXISTS {MARIADB_DATABASE};\n"
+        f"CREATE USER IF NOT EXISTS '{MARIADB_USER}'@'%' "
+        f"IDENTIFIED BY '{MARIADB_PASSWORD}';\n"
+        f"GRANT ALL PRIVILEGES ON {MARIADB_DATABASE}.* TO '{MARIADB_USER}'@'%';\n"
+    )
+    unix_socket = workdir / "mariadbd.sock"
+
+    def command(port: int) -> list[str | os.PathLike[str]]:
+        return [
+            mariadbd,
+            "--no-defaults",
+            *as_root,
+            f"--datadir={datadir}",
+            f"--bind-address={HOST}",
+            f"--port={port}",
+            f"--socket={unix_socket}",
+            f"--pid-file={workdir / 'mariadbd.pid'}",
+            f"--tmpdir={workdir}",
+            f"--init-file={init_file}",
+            "--skip-log-bin",
+            "--performance-schema=OFF",
+            "--max-connections=1000",
+            *MARIADB_TUNING,
+        ]
+
+    process, port = start_on_free_port("mariadbd", command, workdir, mariadb_greets)
+    with supervised(process):
+        yield MariaDBServer(
+            HOST,
+            port,
+            workdir,
+            process.log_path,
+            user=MARIADB_USER,
+            password=MARIADB_PASSWORD,
+            database=MARIADB_DATABASE,
+            unix_socket=unix_socket,
+        )
+
+
+@pytest.fixture(scope="session")
+def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A TCP echo server that half-closes when its client half-closes."""
+    workdir = tmp_path_factory.mktemp("echo")
+    probe = functools.partial(answers, request=b"ping", prefix=b"ping")
+    process, port = start_backend("echo", workdir, probe)
+    with supervised(process):
+        yield Server(HOST, port, workdir, process.log_path)
+
+
+@pytest.fixture(scope="session")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HTTPServer]:
+    """An HTTP/1.1 keep-alive server with the routes of ``backends.HttpHandler``."""
+    workdir = tmp_path_factory.mktemp("http")
+    request = b"GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"
+    probe = functools.partial(answers, request=request, prefix=b"HTTP/1.1 200 ")
+    process, port = start_backend("http", workdir, probe)
+    with supervised(process):
+        yield HTTPServer(HOST, port, workdir, process.log_path)
+
+
+@pytest.fixture(scope="session")
+def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SMTPServer]:
+    """An aiosmtpd server that records every message it accepts."""
+    require_module("aiosmtpd")
+    workdir = tmp_path_factory.mktemp("smtp")
+    spool = workdir / "spool"
+    probe = functools.partial(answers, request=b"", prefix=b"220 ")
+    process, port = start_backend("smtp", workdir, probe, "--spool", spool)
+    with supervised(process):
+        yield SMTPServer(HOST, port, workdir, process.log_path, spool=spool)

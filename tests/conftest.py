@@ -25,13 +25,18 @@ def echo_backend():
 
 @pytest.fixture
 def start_proxy():
-    """Factory: ``start_proxy(backend=..., behavior=..., **settings)`` -> a running ProxyThread."""
+    """Factory: ``start_proxy(backend, behavior=..., **settings)`` or ``start_proxy(config=...)``.
+
+    Returns a running ProxyThread, stopped after the test.
+    """
     started = []
 
-    def start(backend, **settings):
+    def start(backend=None, config=None, **settings):
         if isinstance(backend, tuple):
             backend = f"{backend[0]}:{backend[1]}"
-        proxy = ProxyThread(backend=backend, **settings).start()
+        if config is None:
+            settings["backend"] = backend
+        proxy = ProxyThread(config, **settings).start()
         started.append(proxy)
         return proxy
 

@@ -35,9 +35,10 @@ class ProxyThread:
     function in the proxy's hub (to change its behavior, read its stats) and returns the result.
     """
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, config: ProxyConfig | None = None, **settings: Any) -> None:
         settings.setdefault("proxy", "127.0.0.1:0")
         self.settings = settings
+        self.config = config
         self.proxy: Proxy | None = None
         self._hub: Any = None
         self._ready = threading.Event()
@@ -55,7 +56,7 @@ class ProxyThread:
     def _run(self) -> None:
         try:
             self._hub = gevent.get_hub()
-            self.proxy = Proxy(ProxyConfig(**self.settings))
+            self.proxy = Proxy(self.config or ProxyConfig(**self.settings))
             self.proxy.start()
         except BaseException as e:  # reported to the test thread
             self._error = e
@@ -109,6 +110,7 @@ class EchoServer:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = self.listener.getsockname()
         self.connections = 0
+        self.received = 0
         self._stop = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -121,11 +123,11 @@ class EchoServer:
             self.connections += 1
             threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
 
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
+    def _echo(self, conn: socket.socket) -> None:
         with conn:
             try:
                 while data := conn.recv(262144):
+                    self.received += len(data)
                     conn.sendall(data)
                 conn.shutdown(socket.SHUT_WR)
             except OSError:

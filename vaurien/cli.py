@@ -217,7 +217,10 @@ def setup_logging(level: str, output: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the proxy until SIGINT or SIGTERM; return the exit status."""
     try:
-        config, args = parse_config(argv)
+        try:
+            config, args = parse_config(argv)
+        except SystemExit as e:  # argparse: --help, --version, or a usage error (status 2)
+            return e.code if isinstance(e.code, int) else 2
         setup_logging(config.log_level, config.log_output)
         if args.demo:
             from vaurien.demo import run_demo

@@ -10,8 +10,9 @@ class Error(BaseBehavior):
 
     The protocol decides what an error is: an HTTP client gets a real 5xx, a Redis client a
     ``-ERR`` reply. A plain stream has no error form, so the backend's answer is replaced by
-    random bytes, or, with ``inject``, random bytes are inserted in the middle of it. Each event
-    the behavior is picked for counts as a call.
+    random bytes, or, with ``inject``, random bytes are inserted in the middle of it. A call is
+    an event the error can act on: a request for protocols that answer requests with errors,
+    a chunk of the answer on a plain stream.
     """
 
     name = "error"
@@ -29,6 +30,8 @@ class Error(BaseBehavior):
         self.calls = 0
 
     def on_before_handle(self, protocol, source, dest, to_backend):
+        if to_backend != protocol.errors_on_request:
+            return True
         self.calls += 1
         if self.calls <= self.settings["warmup"]:
             return True

@@ -9,7 +9,7 @@ class Transient(BaseBehavior):
     """Fail the first ``agitate`` calls as ``error`` does, then let every call pass.
 
     A service that errors while it warms up, then recovers: the retry logic under test must
-    get through. The count belongs to the proxy and starts again when the behavior is set anew.
+    get through. Calls are counted as for ``error``. The count belongs to the proxy and starts again when the behavior is set anew.
     """
 
     name = "transient"
@@ -20,6 +20,8 @@ class Transient(BaseBehavior):
         self.calls = 0
 
     def on_before_handle(self, protocol, source, dest, to_backend):
+        if to_backend != protocol.errors_on_request:
+            return True
         self.calls += 1
         if self.calls > self.settings["agitate"]:
             return True

@@ -30,6 +30,10 @@ class BaseProtocol:
     name: str = ""
     options: dict[str, tuple[Any, ...]] = {}
     duplex: bool = False
+    #: Where :meth:`send_error` acts: on the answer (false, a plain stream garbles what the
+    #: backend sends) or on the request (true: the client is answered with an error instead).
+    #: The error behaviors count a call only for events of that direction.
+    errors_on_request: bool = False
 
     def __init__(self) -> None:
         self.settings: dict[str, Any] = {}
@@ -81,9 +85,10 @@ class BaseProtocol:
         """Fail this event the way the protocol's servers fail.
 
         Called by the ``error`` and ``transient`` behaviors. A protocol with an error form
-        (an HTTP 5xx, a Redis ``-ERR``) overrides this to answer the client with it. A plain
-        stream has none: data going to the backend passes, and the backend's answer is replaced
-        by as many random bytes or, with ``inject``, has random bytes inserted in its middle.
+        (an HTTP 5xx, a Redis ``-ERR``) overrides this, sets ``errors_on_request`` and answers
+        the client with it. A plain stream has none: data going to the backend passes, and the
+        backend's answer is replaced by as many random bytes or, with ``inject``, has random
+        bytes inserted in its middle.
         """
         if to_backend:
             self._handle(source, dest, to_backend)

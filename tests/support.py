@@ -108,7 +108,8 @@ class EchoServer:
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self.listener.getsockname()
+        self.host, self.port = self.listener.getsockname()
+        self.address = f"{self.host}:{self.port}"
         self.connections = 0
         self.received = 0
         self._stop = False

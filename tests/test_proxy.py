@@ -40,7 +40,7 @@ def test_backend_down_closes_client_and_proxy_keeps_serving(echo_backend, start_
         assert client.recv(10) == b""
         assert time.monotonic() - start < 2
     # Point it at a live backend: the next connections work.
-    live = Address(*echo_backend.address)
+    live = Address.parse(echo_backend.address)
     proxy.call(setattr, proxy.proxy, "backend", live)
     with proxy.connect() as client:
         client.sendall(b"ping")

@@ -10,10 +10,11 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gevent
+import gevent.event
 
 from vaurien import __version__
 from vaurien import config as config_file
@@ -225,20 +226,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.demo:
             from vaurien.demo import run_demo
 
-            return run_demo(config, explicit_behavior=args.behavior is not None)
-        from vaurien.proxy import Proxy
+            run_demo(config, explicit_behavior=args.behavior is not None)
+        else:
+            from vaurien.proxy import Proxy
 
-        proxy = Proxy(config)
-        proxy.start()
+            serve_until_signal(Proxy(config))
     except VaurienError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    serve_until_signal(proxy)
     return 0
 
 
-def serve_until_signal(proxy: Any) -> None:
-    """Serve until SIGINT or SIGTERM, then stop within a second."""
+def serve_until_signal(proxy: Any, announce: Callable[[], None] | None = None) -> None:
+    """Start ``proxy``, call ``announce``, serve until SIGINT or SIGTERM, then stop.
+
+    The signal handlers are in place before the proxy listens, so a signal that arrives as
+    soon as the port accepts connections still stops it cleanly.
+    """
+    stop = gevent.event.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, proxy.stop)
-    proxy.serve_forever()
+        gevent.signal_handler(signum, stop.set)
+    proxy.start()
+    if announce is not None:
+        announce()
+    stop.wait()
+    proxy.stop()

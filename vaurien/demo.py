@@ -34,7 +34,7 @@ def demo_backend() -> WSGIServer:
     return server
 
 
-def run_demo(config: ProxyConfig, explicit_behavior: bool) -> int:
+def run_demo(config: ProxyConfig, explicit_behavior: bool) -> None:
     """Run the proxy in front of :func:`demo_backend` until interrupted."""
     from vaurien.cli import serve_until_signal
     from vaurien.proxy import Proxy
@@ -46,18 +46,19 @@ def run_demo(config: ProxyConfig, explicit_behavior: bool) -> int:
     if not explicit_behavior:
         config.behavior = BehaviorMix.parse(DEMO_BEHAVIOR).resolve(config.behaviors.resolve)
     proxy = Proxy(config, name="vaurien demo")
-    proxy.start()
-    host, port = proxy.address
-    url = f"http://{Address(host, port)}/"
-    print(
-        f"\nThe demo backend answers on {config.backend}; Vaurien stands in front of it on "
-        f"{url}\nwith the behavior mix {proxy.behavior}. Try it a few times:\n\n"
-        f"    curl -i {url}\n\nSome answers are slow, some fail. Ctrl-C stops the demo.\n",
-        file=sys.stderr,
-        flush=True,
-    )
+
+    def announce() -> None:
+        host, port = proxy.address
+        url = f"http://{Address(host, port)}/"
+        print(
+            f"\nThe demo backend answers on {config.backend}; Vaurien stands in front of it on "
+            f"{url}\nwith the behavior mix {proxy.behavior}. Try it a few times:\n\n"
+            f"    curl -i {url}\n\nSome answers are slow, some fail. Ctrl-C stops the demo.\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
     try:
-        serve_until_signal(proxy)
+        serve_until_signal(proxy, announce)
     finally:
         backend.stop()
-    return 0

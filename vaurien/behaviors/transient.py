@@ -9,7 +9,8 @@ class Transient(BaseBehavior):
     """Fail the first ``agitate`` calls as ``error`` does, then let every call pass.
 
     A service that errors while it warms up, then recovers: the retry logic under test must
-    get through. Calls are counted as for ``error``. The count belongs to the proxy and starts again when the behavior is set anew.
+    get through. Calls are counted as for ``error``; the count belongs to the proxy and starts
+    again when the behavior is set anew.
     """
 
     name = "transient"

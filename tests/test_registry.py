@@ -154,3 +154,59 @@ def test_entry_points_are_loaded(tmp_path, monkeypatch):
     registry = Registry("behavior", entry_point_group="vaurien.test_behaviors")
     assert registry.names() == ["noisy"]
     assert registry.get("noisy").__name__ == "Noisy"
+
+
+def test_installed_package_plugin_is_usable_from_the_command_line(tmp_path, echo_backend):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from support import free_port, recv_exactly, wait_until
+
+    package = tmp_path / "chaos_cli"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        textwrap.dedent(
+            '''
+            from vaurien.behaviors.base import BaseBehavior
+
+            class Reverse(BaseBehavior):
+                """Reverse each chunk sent to the backend."""
+                name = "reverse"
+
+                def on_before_handle(self, protocol, source, dest, to_backend):
+                    data = protocol._get_data(source)
+                    dest.sendall(data[::-1] if to_backend else data)
+                    return False
+            '''
+        )
+    )
+    dist = tmp_path / "chaos_cli-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: chaos-cli\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[vaurien.behaviors]\nreverse = chaos_cli:Reverse\n")
+    port = free_port()
+    root = os.path.dirname(os.path.dirname(__file__))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vaurien", "--proxy", f"127.0.0.1:{port}",
+         "--backend", echo_backend.address, "--behavior", "100:reverse"],
+        env=dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{root}"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+    def connect():
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=10)
+        except OSError:
+            return None
+
+    try:
+        with wait_until(connect) as client:
+            client.sendall(b"abc")
+            assert recv_exactly(client, 3) == b"cba"
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    assert "behavior: reverse" in err

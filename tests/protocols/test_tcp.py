@@ -1,0 +1,66 @@
+"""tcp: the 1.x options keep a meaning in a full-duplex proxy."""
+
+import socket
+
+from support import ProxyThread, recv_exactly, wait_until
+
+
+def set_protocol_options(**options):
+    return {"plugin_options": {("protocol", "tcp"): options}}
+
+
+def test_buffer_bounds_the_data_of_one_event(echo_backend, start_proxy):
+    from vaurien.settings import ProxyConfig
+
+    config = ProxyConfig(
+        backend=echo_backend.address, proxy="127.0.0.1:0", **set_protocol_options(buffer=1000)
+    )
+    proxy = start_proxy(config=config)
+    payload = b"z" * 100_000
+    with proxy.connect() as client:
+        client.sendall(payload)
+        assert recv_exactly(client, len(payload)) == payload
+    # 100 kB in reads of at most 1000 bytes: at least 100 events each way.
+    assert proxy.call(proxy.proxy.stats)["behaviors"]["dummy"] >= 200
+
+
+def test_keep_alive_turns_on_tcp_keepalive_on_both_sockets(echo_backend):
+    from vaurien.settings import ProxyConfig
+
+    config = ProxyConfig(
+        backend=echo_backend.address, proxy="127.0.0.1:0", **set_protocol_options(keep_alive=True)
+    )
+    with ProxyThread(config) as proxy, proxy.connect() as client:
+        client.sendall(b"x")
+        assert recv_exactly(client, 1) == b"x"
+
+        def keepalive_flags():
+            session = next(iter(proxy.proxy.sessions))
+            return [
+                endpoint.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+                for endpoint in (session.client, session.backend)
+            ]
+
+        assert all(proxy.call(keepalive_flags))
+
+
+def test_reuse_socket_lets_two_proxies_share_a_port(echo_backend):
+    from vaurien.settings import ProxyConfig
+
+    def config(port):
+        return ProxyConfig(
+            backend=echo_backend.address,
+            proxy=f"127.0.0.1:{port}",
+            **set_protocol_options(reuse_socket=True),
+        )
+
+    with ProxyThread(config(0)) as first:
+        port = first.address[1]
+        with ProxyThread(config(port)) as second:
+            assert second.address[1] == port
+            for _ in range(20):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                    client.sendall(b"shared")
+                    assert recv_exactly(client, 6) == b"shared"
+            wait_until(lambda: first.call(first.proxy.stats)["total_connections"] > 0)
+            wait_until(lambda: second.call(second.proxy.stats)["total_connections"] > 0)

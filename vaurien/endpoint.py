@@ -12,6 +12,8 @@ to run both directions at once on gevent's hub without a greenlet or a ``select`
 
 from __future__ import annotations
 
+import fcntl
+import os
 import select
 import socket
 import struct
@@ -26,6 +28,46 @@ if TYPE_CHECKING:
 _READ = 1
 _WRITE = 2
 _LINGER_RESET = struct.pack("ii", 1, 0)
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+#: A read that fills the buffer usually leaves more data behind: the next event may skip the
+#: trip through the hub, at most this many times in a row so that other sessions get their turn.
+_MAX_SKIPPED_WAITS = 8
+
+
+class PipePool:
+    """Pipes for moving bytes from socket to socket with ``os.splice``, never copying them into
+    Python. A pipe is taken for one transfer and given back empty; one proxy keeps a few."""
+
+    available = hasattr(os, "splice")
+
+    def __init__(self, size: int = 1048576, keep: int = 16) -> None:
+        self.size = size
+        self._keep = keep
+        self._idle: list[tuple[int, int]] = []
+
+    def take(self) -> tuple[int, int]:
+        """An empty pipe ``(read_fd, write_fd)``, non-blocking on both ends."""
+        if self._idle:
+            return self._idle.pop()
+        read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, self.size)
+        except OSError:  # above /proc/sys/fs/pipe-max-size: keep the default size
+            pass
+        return read_fd, write_fd
+
+    def give(self, pipe: tuple[int, int], empty: bool = True) -> None:
+        """Return a pipe; one that may still hold bytes is closed instead of reused."""
+        if empty and len(self._idle) < self._keep:
+            self._idle.append(pipe)
+        else:
+            os.close(pipe[0])
+            os.close(pipe[1])
+
+    def close(self) -> None:
+        """Close the idle pipes."""
+        while self._idle:
+            self.give(self._idle.pop(), empty=False)
 
 
 class _Empty(bytes):
@@ -74,6 +116,7 @@ class Endpoint:
         "_writer",
         "_write_lock",
         "_pending",
+        "_skip_wait",
         "__dict__",
     )
 
@@ -91,6 +134,7 @@ class Endpoint:
         self._writer = None
         self._write_lock: Semaphore | None = None
         self._pending = b""
+        self._skip_wait = 0
         self.eof = False
         self._closed = False
         self.bytes_received = 0
@@ -102,9 +146,23 @@ class Endpoint:
     # -- readiness, used by the session's pumps ------------------------------------------------
 
     def wait_readable(self) -> None:
-        """Return when data (or end of stream) can be read without waiting."""
+        """Return when data (or end of stream) is probably there to be read.
+
+        After a read that filled its buffer the answer is "probably" without asking the hub
+        (a few times in a row at most); a read that then finds nothing simply waits.
+        """
+        if self._skip_wait:
+            self._skip_wait -= 1
+            return
         if not (self._pending or self.eof):
             self._hub.wait(self._ready)
+
+    def _after_read(self, count: int, size: int) -> None:
+        if count == size:
+            if not self._skip_wait:
+                self._skip_wait = _MAX_SKIPPED_WAITS
+        else:
+            self._skip_wait = 0
 
     def readable_now(self) -> bool:
         """Whether a read would return at once (another event may have read what woke us)."""
@@ -131,9 +189,53 @@ class Endpoint:
                 continue
             if count:
                 self.bytes_received += count
+                self._after_read(count, nbytes or len(buffer))
             else:
                 self.eof = True
             return count
+
+    def splice_to(self, dest: Endpoint, pipes: PipePool, size: int) -> int:
+        """Move at most ``size`` bytes to ``dest`` through a pipe, in the kernel; 0 at EOF.
+
+        Only for a side with nothing pushed back (see :meth:`has_pending`).
+        """
+        pipe = pipes.take()
+        left = 0
+        try:
+            while True:
+                try:
+                    count = os.splice(self._fd, pipe[1], size, flags=_SPLICE_FLAGS)
+                    break
+                except (BlockingIOError, InterruptedError):
+                    self._wait(_READ)
+            if not count:
+                self.eof = True
+                return 0
+            self.bytes_received += count
+            self._after_read(count, size)
+            left = count
+            left -= _splice_quietly(pipe[0], dest._fd, left)
+            if left:
+                dest._splice_slowly(pipe[0], left)
+                left = 0
+            return count
+        finally:
+            pipes.give(pipe, empty=not left)
+
+    def _splice_slowly(self, pipe_fd: int, left: int) -> None:
+        """Drain ``left`` bytes of a pipe into this socket as it takes them, in order."""
+        lock = self._write_lock
+        if lock is None:
+            lock = self._write_lock = Semaphore()
+        with lock:
+            while left:
+                self._wait(_WRITE)
+                left -= _splice_quietly(pipe_fd, self._fd, left)
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether bytes were pushed back with :meth:`unread` and wait to be read again."""
+        return bool(self._pending)
 
     def recv(self, size: int = 65536) -> bytes:
         """Read at most ``size`` bytes, waiting for data; :data:`EOF` at end of stream."""
@@ -297,3 +399,11 @@ class Endpoint:
             if self._writer is None:
                 self._writer = self._hub.loop.io(self._fd, _WRITE)
             self._hub.wait(self._writer)
+
+
+def _splice_quietly(source_fd: int, dest_fd: int, size: int) -> int:
+    """One non-blocking splice; 0 when the destination cannot take anything now."""
+    try:
+        return os.splice(source_fd, dest_fd, size, flags=_SPLICE_FLAGS)
+    except (BlockingIOError, InterruptedError):
+        return 0

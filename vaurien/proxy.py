@@ -21,7 +21,7 @@ import gevent.socket
 from gevent.lock import Semaphore
 from gevent.server import StreamServer
 
-from vaurien.endpoint import Endpoint
+from vaurien.endpoint import Endpoint, PipePool
 from vaurien.errors import VaurienError
 from vaurien.mix import BehaviorMix, Picker
 from vaurien.settings import Address, ProxyConfig
@@ -49,6 +49,7 @@ class Proxy:
             config.protocol, config.options_for("protocol", config.protocol), proxy=self
         )
         self.sessions: set[Session] = set()
+        self.pipes = PipePool() if PipePool.available else None
         self.applied: collections.Counter[str] = collections.Counter()
         self.total_sessions = 0
         self.bytes_to_backend = 0
@@ -117,6 +118,8 @@ class Proxy:
         for session in list(self.sessions):
             session.close()
         server.stop(timeout=timeout)
+        if self.pipes is not None:
+            self.pipes.close()
         self._stopped.set()
         log.info("%s on %s stopped", self.name, address)
 

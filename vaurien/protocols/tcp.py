@@ -12,7 +12,8 @@ from vaurien.protocols.base import BaseProtocol
 class TCP(BaseProtocol):
     """A transparent byte stream in both directions at once, the default protocol.
 
-    Each event is one read of at most ``buffer`` bytes. The options of Vaurien 1.x keep a
+    Each event moves at most ``buffer`` bytes; on Linux they go from socket to socket through
+    a pipe (``splice``) without being copied into the proxy. The options of Vaurien 1.x keep a
     meaning that fits a full-duplex proxy: ``keep_alive`` turns on TCP keep-alive probes so a
     peer that vanished ends an idle session, and ``reuse_socket`` lets several proxies listen on
     the same port (``SO_REUSEPORT``), the kernel spreading clients among them.
@@ -39,14 +40,19 @@ class TCP(BaseProtocol):
         self._chunk = None
 
     def _handle(self, source, dest, to_backend):
-        chunk = self._chunk
-        if chunk is None:
-            # One buffer per proxy serves every session: Endpoint.sendall copies what it
-            # cannot send at once, so the buffer is free again when this returns.
-            self._chunk = chunk = memoryview(bytearray(self.settings["buffer"]))
-        count = source.recv_into(chunk)
+        pipes = self.proxy.pipes if self.proxy is not None else None
+        if pipes is not None and not source.has_pending:
+            count = source.splice_to(dest, pipes, self.settings["buffer"])
+        else:
+            chunk = self._chunk
+            if chunk is None:
+                # One buffer per proxy serves every session: Endpoint.sendall copies what it
+                # cannot send at once, so the buffer is free again when this returns.
+                self._chunk = chunk = memoryview(bytearray(self.settings["buffer"]))
+            count = source.recv_into(chunk)
+            if count:
+                dest.sendall(chunk[:count])
         if count:
-            dest.sendall(chunk[:count])
             self._between(source, dest, to_backend)
         return True
 

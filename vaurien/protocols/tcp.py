@@ -22,11 +22,7 @@ class TCP(BaseProtocol):
     name = "tcp"
     duplex = True
     options = {
-        "buffer": (
-            "Largest read in bytes: the most data one event carries",
-            int,
-            65536,
-        ),
+        "buffer": ("Most bytes one event carries", int, 262144),
         "keep_alive": ("TCP keep-alive probes on both connections", bool, False),
         "reuse_socket": (
             "Listen with SO_REUSEPORT so several proxies share the port",

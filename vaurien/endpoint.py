@@ -97,7 +97,8 @@ class Endpoint:
 
     ``role`` is ``"client"`` or ``"backend"``; ``session`` is the :class:`~vaurien.proxy.Session`.
     Attributes that plugins may read: ``eof`` (the peer closed its side), ``bytes_received``,
-    ``behavior`` (the behavior picked for the event being handled on this side).
+    ``behavior`` (the behavior picked for the event being handled on this side), ``states``
+    (behavior state for this connection and direction, see ``BaseBehavior.state``).
     """
 
     __slots__ = (
@@ -107,6 +108,7 @@ class Endpoint:
         "eof",
         "bytes_received",
         "behavior",
+        "states",
         "_closed",
         "_raw",
         "_fd",
@@ -139,6 +141,7 @@ class Endpoint:
         self._closed = False
         self.bytes_received = 0
         self.behavior = None
+        self.states: dict[Any, Any] = {}
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.role} fd={self._fd}>"

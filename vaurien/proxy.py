@@ -2,9 +2,11 @@
 
 A :class:`Proxy` listens with a gevent ``StreamServer``. For each client it connects to the
 backend and runs a :class:`Session`: two pumps, one per direction, each waiting until its side
-is readable, picking a behavior from the mix and handing the event to the protocol. An end of
-stream on one side becomes a half-close on the other; the session ends when both directions are
-done, on a reset, when a behavior closes it, or after ``timeout`` idle seconds.
+is readable, picking a behavior from the mix (on each event, or once per connection with
+``--scope connection``) and handing the event to the protocol; a behavior whose ``direction``
+is the other one is replaced by ``dummy`` for the event. An end of stream on one side becomes
+a half-close on the other; the session ends when both directions are done, on a reset, when a
+behavior closes it, or after ``timeout`` idle seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import gevent.socket
 from gevent.lock import Semaphore
 from gevent.server import StreamServer
 
+from vaurien.behaviors.base import SITS_OUT
 from vaurien.endpoint import Endpoint, PipePool
 from vaurien.errors import VaurienError
 from vaurien.mix import BehaviorMix, Picker
@@ -90,11 +93,15 @@ class Proxy:
             self.protocol.duplex and all(getattr(b, "duplex", False) for b in instances.values())
         )
         picker = Picker(mix, instances, self.random.random)
-        self._mix, self.instances, self.exclusive, self.pick = (
+        dummy = instances.get("dummy") or behaviors.create("dummy", proxy=self)
+        for instance in instances.values():
+            instance.sits_out = SITS_OUT[instance.settings["direction"]]
+        self._mix, self.instances, self.exclusive, self.pick, self.dummy = (
             mix,
             instances,
             exclusive,
             picker,
+            dummy,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -174,7 +181,7 @@ class Proxy:
         log.info("%s listening on %s", self.name, self.address_text)
         log.info("  backend:  %s (connect timeout %gs)", self.backend, config.timeout)
         log.info("  protocol: %s", config.protocol)
-        log.info("  behavior: %s", self._mix)
+        log.info("  behavior: %s (picked per %s)", self._mix, config.scope)
         log.info("  sessions: %s; random seed %d", idle, self.seed)
 
     # -- sessions --------------------------------------------------------------------------
@@ -237,6 +244,11 @@ class Session:
         self.last_activity = self._loop.now()
         self._greenlets: list[Any] = []
         self._idle_timer: Any = None
+        #: Behavior state for this connection (see ``BaseBehavior.state``).
+        self.states: dict[Any, Any] = {}
+        # --scope connection: the picker that made the pick, and the pick.
+        self._picker: Any = None
+        self._picked: Any = None
         # Events run one at a time when a plugin may read the other side within its event.
         self._event_lock = Semaphore()
         self._debug = log.isEnabledFor(logging.DEBUG)
@@ -281,12 +293,25 @@ class Session:
         self._reset = True
         self.close()
 
+    def pick(self) -> Any:
+        """The behavior for this connection under ``--scope connection``.
+
+        Picked at the first event, shared by both directions, and kept for the connection's
+        life, unless a new mix is put in force: the next event then picks from it.
+        """
+        picker = self.proxy.pick
+        if self._picker is not picker:
+            self._picker = picker
+            self._picked = picker()
+        return self._picked
+
     def _pump(self, source: Endpoint, dest: Endpoint, to_backend: bool) -> None:
         proxy = self.proxy
         protocol = proxy.protocol
         applied = proxy.applied
         loop = self._loop
         lock = self._event_lock
+        pick = self.pick if proxy.config.scope == "connection" else None
         try:
             while not self.closed:
                 source.wait_readable()
@@ -297,7 +322,9 @@ class Session:
                         lock.release()
                         continue
                 try:
-                    behavior = proxy.pick()
+                    behavior = proxy.pick() if pick is None else pick()
+                    if behavior.sits_out is to_backend:  # its direction is the other one
+                        behavior = proxy.dummy
                     source.behavior = behavior
                     consumed = source.bytes_received - len(source._pending)
                     self.last_activity = loop.now()

@@ -26,7 +26,10 @@ class Registry:
 
     ``adapt`` may turn a class of an older plugin API into one of this kind (the 1.x handlers);
     ``check`` validates a class's shape when it is registered; ``entry_point_group`` names the
-    ``importlib.metadata`` group that installed packages use to add plugins.
+    ``importlib.metadata`` group that installed packages use to add plugins. ``common_options``
+    (an option table in the plugins' own format) is added to every plugin's table, so an option
+    every plugin of the kind has (the behaviors' ``direction``) is declared once; a plugin may
+    not declare one of these itself.
     """
 
     def __init__(
@@ -36,10 +39,12 @@ class Registry:
         adapt: Callable[[type], type] | None = None,
         check: Callable[[type], None] | None = None,
         entry_point_group: str | None = None,
+        common_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.kind = kind
         self._adapt = adapt
         self._check = check
+        self._common_options = dict(common_options or {})
         self._entry_point_group = entry_point_group
         self._entry_points_loaded = entry_point_group is None
         self._classes: dict[str, type] = {}
@@ -74,7 +79,7 @@ class Registry:
             )
         if self._check is not None:
             self._check(cls)
-        self._options[name] = convert_table(f"{self.kind} {name!r}", getattr(cls, "options", {}))
+        self._options[name] = self._option_table(name, cls)
         self._classes[name] = cls
         return declared
 
@@ -154,10 +159,25 @@ class Registry:
     def copy(self) -> Registry:
         """An independent registry with the same classes, for one proxy to extend."""
         self._load_entry_points()
-        other = Registry(self.kind, adapt=self._adapt, check=self._check)
+        other = Registry(
+            self.kind, adapt=self._adapt, check=self._check, common_options=self._common_options
+        )
         other._classes = dict(self._classes)
         other._options = dict(self._options)
         return other
+
+    def _option_table(self, name: str, cls: type) -> dict[str, Option]:
+        owner = f"{self.kind} {name!r}"
+        table = getattr(cls, "options", None) or {}
+        if isinstance(table, Mapping):
+            for option in self._common_options:
+                if option in table:
+                    raise PluginError(
+                        f"{owner}: option {option!r} is common to every {self.kind} "
+                        f"and may not be declared again"
+                    )
+            table = {**table, **self._common_options}
+        return convert_table(owner, table)
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:

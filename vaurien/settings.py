@@ -93,6 +93,17 @@ def _log_level(text: str) -> str:
     return level.lower()
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        word = text.strip().lower()
+        if word not in choices:
+            raise ConfigError(f"expected {' or '.join(choices)}, got {text!r}")
+        return word
+
+    parse.__name__ = "choice"
+    return parse
+
+
 def _behavior(text: str) -> BehaviorMix:
     return BehaviorMix.parse(text)
 
@@ -151,6 +162,14 @@ SETTINGS: tuple[Setting, ...] = (
         BehaviorMix.single("dummy"),
         "Behavior mix, PERCENT:NAME[,PERCENT:NAME...]; what is left goes to dummy.",
         "SPEC",
+    ),
+    Setting(
+        "scope",
+        _choice("event", "connection"),
+        "event",
+        "When a behavior is picked from the mix: for each event (event), or once per "
+        "connection, both directions sharing the pick for the connection's life (connection).",
+        "SCOPE",
     ),
     Setting(
         "timeout",

@@ -3,7 +3,8 @@
 ``Behavior`` is the global registry of behavior classes. Register your own with
 ``Behavior.register(MyBehavior)`` (also a class decorator), name it by dotted path in a
 ``--behavior`` spec, or publish it under the ``vaurien.behaviors`` entry-point group.
-Every module of this package registers one built-in behavior.
+Every module of this package registers one built-in behavior. Every behavior, built-in or not,
+also gets the ``direction`` option (see :mod:`vaurien.behaviors.base`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from vaurien.behaviors.base import BaseBehavior
+from vaurien.behaviors.base import DIRECTION_OPTION, BaseBehavior
 from vaurien.errors import PluginError
 from vaurien.handlers.adapter import adapt_handler
 from vaurien.registry import Registry
@@ -41,6 +42,7 @@ Behavior = Registry(
     adapt=_adapt,
     check=_check_behavior,
     entry_point_group="vaurien.behaviors",
+    common_options=DIRECTION_OPTION,
 )
 
 __all__ = ["Behavior", "BaseBehavior"]

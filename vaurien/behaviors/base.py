@@ -1,8 +1,28 @@
-"""The convenience base class of behaviors."""
+"""The convenience base class of behaviors, and what every behavior shares."""
 
 from __future__ import annotations
 
 from typing import Any
+
+#: The option the registry adds to every behavior's table: which traffic the behavior acts on.
+DIRECTION_OPTION = {
+    "direction": (
+        "Traffic the behavior acts on: both, to_backend (client to backend, alias upstream) "
+        "or to_client (backend to client, alias downstream); it passes the rest untouched",
+        str,
+        "both",
+        ("both", "to_backend", "to_client", "upstream", "downstream"),
+    )
+}
+
+#: ``direction`` value -> the ``to_backend`` value of the events the behavior sits out.
+SITS_OUT: dict[str, bool | None] = {
+    "both": None,
+    "to_backend": False,
+    "upstream": False,
+    "to_client": True,
+    "downstream": True,
+}
 
 
 class BaseBehavior:
@@ -19,6 +39,12 @@ class BaseBehavior:
       read (for a plain stream: once the chunk has been forwarded).
     * ``on_after_handle`` runs when the protocol is done with the event.
 
+    Every behavior has the ``direction`` option (added by the registry): the proxy hands the
+    events of the other direction to ``dummy``, so the hooks only see the events they act on.
+
+    One instance serves every session of a proxy. What must be counted per connection (bytes
+    let through, a bandwidth budget) goes in :meth:`state`, never on the instance.
+
     Set ``duplex = False`` when a hook reads from ``dest``: the proxy then runs the events of a
     session one at a time, as Vaurien 1.x did, so that the other direction does not read the
     same bytes.
@@ -27,6 +53,9 @@ class BaseBehavior:
     name: str = ""
     options: dict[str, tuple[Any, ...]] = {}
     duplex: bool = True
+    #: Set by the proxy from ``direction``: the ``to_backend`` value of the events this
+    #: behavior sits out (``None``: it sits out none).
+    sits_out: bool | None = None
 
     def __init__(self) -> None:
         self.settings: dict[str, Any] = {}
@@ -35,6 +64,24 @@ class BaseBehavior:
     def option(self, name: str) -> Any:
         """The value of option ``name`` for this proxy (converted once, when it was set)."""
         return self.settings[name]
+
+    def new_state(self) -> Any:
+        """A fresh state for one connection (or one direction of it); see :meth:`state`."""
+        return None
+
+    def state(self, owner: Any) -> Any:
+        """This behavior's state for ``owner``, made by :meth:`new_state` on first use.
+
+        ``owner`` is the session (``source.session``: one state per connection, shared by both
+        directions) or an endpoint (``source``: one state per connection and direction). The
+        state lives as long as its connection, in the owner's ``states`` dict keyed by this
+        instance, so a new mix (new instances) starts from fresh states.
+        """
+        states = owner.states
+        state = states.get(self)
+        if state is None:
+            state = states[self] = self.new_state()
+        return state
 
     def on_before_handle(self, protocol: Any, source: Any, dest: Any, to_backend: bool) -> bool:
         """Called before the protocol handles the event; false skips the protocol's handling."""

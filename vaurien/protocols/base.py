@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import Any
 
@@ -96,11 +95,12 @@ class BaseProtocol:
         data = self._get_data(source)
         if not data:
             return
+        randbytes = self.proxy.random.randbytes  # the proxy's seeded source: --seed reproduces
         if inject:
             middle = len(data) // 2
-            dest.sendall(data[:middle] + os.urandom(max(1, min(len(data), 128))) + data[middle:])
+            dest.sendall(data[:middle] + randbytes(max(1, min(len(data), 128))) + data[middle:])
         else:
-            dest.sendall(os.urandom(len(data)))
+            dest.sendall(randbytes(len(data)))
 
     # -- sockets ---------------------------------------------------------------------------
 

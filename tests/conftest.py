@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import EchoServer, ProxyThread
+from support import EchoServer, ProxyThread, RecordingServer
 
 # Real servers (redis, memcached, MariaDB, SMTP, HTTP, echo) as session fixtures.
 pytest_plugins = ["servers"]
@@ -19,6 +19,14 @@ pytest_plugins = ["servers"]
 def echo_backend():
     """A TCP echo server on 127.0.0.1 and a free port."""
     server = EchoServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def recording_backend():
+    """A TCP echo server that records what each connection received, and when."""
+    server = RecordingServer()
     yield server
     server.close()
 

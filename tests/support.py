@@ -156,3 +156,58 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
         chunks.append(chunk)
         size -= len(chunk)
     return b"".join(chunks)
+
+
+class Recording:
+    """What one connection to a :class:`RecordingServer` received, and when."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[float, bytes]] = []  # (time.monotonic(), data)
+        self.eof_at: float | None = None  # when the peer's end of stream arrived
+        self.error: OSError | None = None  # a reset, for one
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(chunk for _, chunk in self.chunks)
+
+    @property
+    def ended(self) -> bool:
+        return self.eof_at is not None or self.error is not None
+
+
+class RecordingServer:
+    """A threaded TCP server on a free port that records each connection's bytes with their
+    arrival times; with ``echo`` it also sends them back, and half-closes when its client does.
+    """
+
+    def __init__(self, echo: bool = True) -> None:
+        self.echo = echo
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        self.connections: list[Recording] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            recording = Recording()
+            self.connections.append(recording)
+            threading.Thread(target=self._serve, args=(conn, recording), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, recording: Recording) -> None:
+        with conn:
+            try:
+                while data := conn.recv(262144):
+                    recording.chunks.append((time.monotonic(), data))
+                    if self.echo:
+                        conn.sendall(data)
+                recording.eof_at = time.monotonic()
+                conn.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                recording.error = e
+
+    def close(self) -> None:
+        self.listener.close()

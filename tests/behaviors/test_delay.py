@@ -1,5 +1,6 @@
 """delay: data held before it is forwarded, or after the exchange."""
 
+import random
 import time
 
 from support import recv_exactly
@@ -36,3 +37,37 @@ def test_zero_sleep_passes_bytes_unchanged(echo_backend, start_proxy):
     with proxy.connect() as client:
         client.sendall(payload)
         assert recv_exactly(client, len(payload)) == payload
+
+
+def _round_trips(proxy, count):
+    with proxy.connect() as client:
+        return [round_trip(client, b"x") for _ in range(count)]
+
+
+def test_jitter_draws_each_delay_from_the_seeded_source(echo_backend, start_proxy):
+    sleep, jitter, seed = 0.3, 0.2, 5
+    proxy = start_proxy(
+        echo_backend.address,
+        behavior="100:delay",
+        seed=seed,
+        plugin_options={
+            ("behavior", "delay"): {"sleep": sleep, "jitter": jitter, "direction": "to_backend"}
+        },
+    )
+    # One behavior in the mix: no draw for the pick, one uniform draw per delayed event.
+    expected_source = random.Random(seed)
+    expected = [expected_source.uniform(sleep - jitter, sleep + jitter) for _ in range(6)]
+    measured = _round_trips(proxy, 6)
+    for want, got in zip(expected, measured, strict=True):
+        assert want - 0.05 <= got < want + 3
+    assert max(measured) - min(measured) > 0.05
+
+
+def test_jitter_never_makes_a_delay_negative(echo_backend, start_proxy):
+    proxy = start_proxy(
+        echo_backend.address,
+        behavior="100:delay",
+        plugin_options={("behavior", "delay"): {"sleep": 0.01, "jitter": 1.0}},
+    )
+    for elapsed in _round_trips(proxy, 10):
+        assert elapsed < 5

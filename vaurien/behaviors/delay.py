@@ -8,16 +8,22 @@ from vaurien.behaviors.base import BaseBehavior
 
 @Behavior.register
 class Delay(BaseBehavior):
-    """Hold the data of the event for ``sleep`` seconds.
+    """Hold the data of the event for ``sleep`` seconds, give or take ``jitter``.
 
     With ``before`` (the default) the data waits before it is forwarded. Without it, the event
     is handled at once and the delay comes after it: the answer already went through, and what
-    follows on that side waits.
+    follows on that side waits. With ``jitter``, each delay is drawn uniformly from
+    ``sleep - jitter`` to ``sleep + jitter`` (never below zero).
     """
 
     name = "delay"
     options = {
         "sleep": ("Delay in seconds", float, 1.0),
+        "jitter": (
+            "Random spread of the delay in seconds: uniform in sleep ± jitter, never negative",
+            float,
+            0.0,
+        ),
         "before": (
             "Delay before forwarding the data; false delays after the exchange",
             bool,
@@ -27,10 +33,16 @@ class Delay(BaseBehavior):
 
     def on_before_handle(self, protocol, source, dest, to_backend):
         if self.settings["before"]:
-            gevent.sleep(self.settings["sleep"])
+            self._wait()
         return True
 
     def on_after_handle(self, protocol, source, dest, to_backend):
         if not self.settings["before"]:
-            gevent.sleep(self.settings["sleep"])
+            self._wait()
         return True
+
+    def _wait(self):
+        sleep, jitter = self.settings["sleep"], self.settings["jitter"]
+        if jitter > 0:
+            sleep = self.proxy.random.uniform(sleep - jitter, sleep + jitter)
+        gevent.sleep(max(0.0, sleep))

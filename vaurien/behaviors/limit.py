@@ -1,0 +1,39 @@
+"""limit: the connection is closed after a number of bytes."""
+
+from vaurien.behaviors import Behavior
+from vaurien.behaviors.base import BaseBehavior
+
+
+class _Count:
+    __slots__ = ("sent",)
+
+    def __init__(self):
+        self.sent = 0
+
+
+@Behavior.register
+class Limit(BaseBehavior):
+    """Let ``bytes`` bytes through, then close the connection.
+
+    The count is kept per connection and direction, over the events the behavior is picked
+    for: the other side receives exactly ``bytes`` bytes, then the end of the connection.
+    """
+
+    name = "limit"
+    options = {
+        "bytes": ("Bytes let through in each direction before the close", int, 65536),
+    }
+
+    def new_state(self):
+        return _Count()
+
+    def on_before_handle(self, protocol, source, dest, to_backend):
+        count = self.state(source)
+        allowed = self.settings["bytes"] - count.sent
+        data = protocol._get_data(source)
+        if allowed > 0 and data:
+            dest.sendall(data[:allowed])
+            count.sent += min(allowed, len(data))
+        if count.sent >= self.settings["bytes"]:
+            source.session.close()
+        return False

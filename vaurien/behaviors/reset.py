@@ -1,0 +1,27 @@
+"""reset: the connection is torn down with a TCP RST."""
+
+import gevent
+
+from vaurien.behaviors import Behavior
+from vaurien.behaviors.base import BaseBehavior
+
+
+@Behavior.register
+class Reset(BaseBehavior):
+    """Drop the data, wait ``timeout`` seconds, then reset both connections.
+
+    The sockets are closed with ``SO_LINGER`` 0, so the peers get a TCP RST and see
+    "connection reset by peer", not a clean end of stream.
+    """
+
+    name = "reset"
+    options = {
+        "timeout": ("Seconds between the data's arrival and the reset (0: at once)", float, 0.0),
+    }
+
+    def on_before_handle(self, protocol, source, dest, to_backend):
+        protocol._get_data(source)
+        if self.settings["timeout"] > 0:
+            gevent.sleep(self.settings["timeout"])
+        source.session.reset()
+        return False

@@ -1,0 +1,23 @@
+"""slow_close: a close reaches the other side late."""
+
+import gevent
+
+from vaurien.behaviors import Behavior
+from vaurien.behaviors.base import BaseBehavior
+
+
+@Behavior.register
+class SlowClose(BaseBehavior):
+    """Hold the end of stream for ``delay`` seconds before it reaches the other side.
+
+    The data passes untouched; when the event brings the peer's close, the proxy half-closes
+    the other side only after the delay.
+    """
+
+    name = "slow_close"
+    options = {"delay": ("Seconds a close waits before it is passed on", float, 1.0)}
+
+    def on_after_handle(self, protocol, source, dest, to_backend):
+        if source.eof:
+            gevent.sleep(self.settings["delay"])
+        return True

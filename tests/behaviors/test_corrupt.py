@@ -29,7 +29,7 @@ def test_bits_flip_at_about_the_requested_rate(echo_backend, start_proxy):
     payload = os.urandom(SIZE)
     received = _through(proxy, payload)
     assert len(received) == SIZE
-    flips = [a ^ b for a, b in zip(payload, received) if a != b]
+    flips = [a ^ b for a, b in zip(payload, received, strict=True) if a != b]
     # Expect 2000, with a standard deviation of about 45.
     assert 1600 <= len(flips) <= 2400
     assert all(bin(flip).count("1") == 1 for flip in flips)

@@ -2,6 +2,7 @@
 
 import time
 
+import pytest
 from support import recv_exactly, wait_until
 
 
@@ -78,3 +79,23 @@ def test_both_directions_share_the_pick(recording_backend, start_proxy):
         slow = recording[0][0] - start >= 0.25
         kinds.add((slow, answered))
     assert kinds == {(True, True), (False, False)}, kinds
+
+
+def test_scope_from_the_command_line_and_the_config_file(tmp_path, capsys):
+    from vaurien.cli import main, parse_config
+    from vaurien.errors import ConfigError
+
+    assert parse_config(["--backend", "127.0.0.1:1"])[0].scope == "event"
+    assert parse_config(["--backend", "127.0.0.1:1", "--scope", "connection"])[0].scope == (
+        "connection"
+    )
+    ini = tmp_path / "vaurien.ini"
+    ini.write_text("[vaurien]\nbackend = 127.0.0.1:1\nscope = connection\n")
+    assert parse_config(["--config", str(ini)])[0].scope == "connection"
+    ini.write_text("[vaurien]\nbackend = 127.0.0.1:1\nscope = session\n")
+    with pytest.raises(ConfigError, match="scope: expected event or connection"):
+        parse_config(["--config", str(ini)])
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit, status 2
+        main(["--backend", "127.0.0.1:1", "--scope", "sometimes"])
+    assert exited.value.code == 2
+    assert "expected event or connection" in capsys.readouterr().err

@@ -55,7 +55,7 @@ def run_to_error(*args):
         ("abc:delay", "percent must be a number"),
         ("-5:delay", "percent must be a number"),
         ("80:delay,30:error", "percents add up to 110, over 100"),
-        ("20:dlay", "unknown behavior 'dlay' (known: abort, blackout, delay"),
+        ("20:dlay", "unknown behavior 'dlay' (known: abort, bandwidth, blackout, corrupt, delay"),
         ("20:nowhere.Chaos", "cannot import behavior 'nowhere.Chaos': No module named 'nowhere'"),
     ],
 )

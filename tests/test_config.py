@@ -62,7 +62,7 @@ def test_callable_registers_under_the_section_name(tmp_path):
         ("backend = x:1\n", "File contains no section headers"),
         ("[vaurien]\nbackend = x:1\n[mystery]\n", "[mystery]: unknown section"),
         ("[vaurien]\nbackend = x:1\n[behavior:delay]\nslep = 1\n",
-         "[behavior:delay] unknown key 'slep' (known: callable, before, sleep)"),
+         "[behavior:delay] unknown key 'slep' (known: callable, before, direction, jitter, sleep)"),
         ("[vaurien]\nbackend = x:1\n[behavior:delay]\nsleep = abc\n",
          "[behavior:delay] sleep: expected float"),
         ("[vaurien]\nbackend = x:1\n[behavior:nope]\nsleep = 1\n", "unknown behavior 'nope'"),

@@ -62,7 +62,7 @@ def test_plain_class_with_hooks_is_a_behavior():
 
     registry.register(MySuperBehavior)
     instance = registry.create("super")
-    assert instance.settings == {} and callable(instance.option)
+    assert instance.settings == {"direction": "both"} and callable(instance.option)
 
 
 def test_a_class_without_hooks_is_refused():

@@ -3,8 +3,8 @@
 import time
 
 import pytest
-from support import recv_exactly
 
+from support import recv_exactly
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
 from vaurien.cli import parse_config

@@ -3,6 +3,7 @@
 import time
 
 import pytest
+
 from support import recv_exactly, wait_until
 
 
@@ -95,7 +96,5 @@ def test_scope_from_the_command_line_and_the_config_file(tmp_path, capsys):
     ini.write_text("[vaurien]\nbackend = 127.0.0.1:1\nscope = session\n")
     with pytest.raises(ConfigError, match="scope: expected event or connection"):
         parse_config(["--config", str(ini)])
-    with pytest.raises(SystemExit) as exited:  # argparse's own exit, status 2
-        main(["--backend", "127.0.0.1:1", "--scope", "sometimes"])
-    assert exited.value.code == 2
+    assert main(["--backend", "127.0.0.1:1", "--scope", "sometimes"]) == 2
     assert "expected event or connection" in capsys.readouterr().err

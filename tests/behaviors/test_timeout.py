@@ -3,6 +3,7 @@
 import time
 
 import pytest
+
 from support import recv_exactly, wait_until
 
 

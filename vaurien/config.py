@@ -12,7 +12,8 @@
     [behavior:flaky]
     callable = mypkg.chaos.Flaky
 
-Sections: ``[vaurien]`` holds the global settings (see :mod:`vaurien.settings`);
+Sections: ``[vaurien]`` holds the global settings and ``[statsd]`` the metrics settings (see
+:mod:`vaurien.settings`);
 ``[behavior:NAME]``, ``[handler:NAME]`` and ``[protocol:NAME]`` hold a plugin's options and an
 optional ``callable = dotted.path`` that registers a class under ``NAME``. ``${VAR}`` is replaced
 by the environment variable ``VAR`` (``$$`` is a literal ``$``).
@@ -28,7 +29,7 @@ from typing import Any
 
 from vaurien.errors import ConfigError, VaurienError
 from vaurien.registry import Registry
-from vaurien.settings import SETTINGS, SETTINGS_BY_NAME
+from vaurien.settings import SETTING_SECTIONS, SETTINGS
 
 MAIN_SECTION = "vaurien"
 PLUGIN_SECTIONS = {
@@ -79,13 +80,14 @@ def load(path: str) -> ConfigFile:
     try:
         for section in parser.sections():
             values = dict(parser.items(section))
-            if section == MAIN_SECTION:
-                settings = _main_section(values)
+            if section in SETTING_SECTIONS:
+                settings.update(_settings_section(section, values))
                 continue
             prefix, colon, name = section.partition(":")
             if not colon or prefix not in PLUGIN_SECTIONS or not name:
+                expected = ", ".join(f"[{name}]" for name in SETTING_SECTIONS)
                 raise ConfigError(
-                    f"[{section}]: unknown section (expected [vaurien], [behavior:NAME], "
+                    f"[{section}]: unknown section (expected {expected}, [behavior:NAME], "
                     f"[handler:NAME] or [protocol:NAME])"
                 )
             plugins.append((section, PLUGIN_SECTIONS[prefix], name, values))
@@ -94,17 +96,18 @@ def load(path: str) -> ConfigFile:
     return ConfigFile(path, settings, plugins)
 
 
-def _main_section(values: dict[str, str]) -> dict[str, Any]:
+def _settings_section(section: str, values: dict[str, str]) -> dict[str, Any]:
+    """Parse a section of global settings; the result is keyed by setting name."""
+    by_key = {s.key: s for s in SETTINGS if s.section == section and not s.cli_only}
     settings = {}
     for key, text in values.items():
-        setting = SETTINGS_BY_NAME.get(key)
-        if setting is None or setting.cli_only:
-            known = ", ".join(s.name for s in SETTINGS if not s.cli_only)
-            raise ConfigError(f"[{MAIN_SECTION}] unknown key {key!r} (known: {known})")
+        setting = by_key.get(key)
+        if setting is None:
+            raise ConfigError(f"[{section}] unknown key {key!r} (known: {', '.join(by_key)})")
         try:
-            settings[key] = setting.parse(text)
+            settings[setting.name] = setting.parse(text)
         except VaurienError as e:
-            raise ConfigError(f"[{MAIN_SECTION}] {key}: {e}") from None
+            raise ConfigError(f"[{section}] {key}: {e}") from None
     return settings
 
 

@@ -72,7 +72,7 @@ def _number(minimum: float) -> Callable[[str], float]:
     return parse
 
 
-def _integer(minimum: int) -> Callable[[str], int]:
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -80,10 +80,31 @@ def _integer(minimum: int) -> Callable[[str], int]:
             raise ConfigError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise ConfigError(f"expected a whole number of at least {minimum}, got {text!r}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"expected a whole number of at most {maximum}, got {text!r}")
         return value
 
     parse.__name__ = "integer"
     return parse
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"expected a number above 0 and at most 1, got {text!r}")
+    return value
+
+
+def _host(text: str) -> str:
+    host = text.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ConfigError("expected a host name or address, got an empty value")
+    return host
 
 
 def _log_level(text: str) -> str:
@@ -114,7 +135,11 @@ def _text(text: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One global setting: INI key ``name`` in ``[vaurien]`` and flag ``--name-with-dashes``."""
+    """One global setting: flag ``--name-with-dashes`` and an INI key in ``section``.
+
+    In ``[vaurien]`` the key is ``name``; in another section it is ``name`` without the section's
+    prefix (``statsd_host`` is ``host`` in ``[statsd]``).
+    """
 
     name: str
     parse: Callable[[str], Any]
@@ -122,11 +147,20 @@ class Setting:
     help: str
     metavar: str | None = None
     cli_only: bool = False
+    section: str = "vaurien"
 
     @property
     def flag(self) -> str:
         """The command-line flag."""
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def key(self) -> str:
+        """The key in the INI section."""
+        prefix = f"{self.section}_"
+        if self.section != "vaurien" and self.name.startswith(prefix):
+            return self.name[len(prefix) :]
+        return self.name
 
     @property
     def is_flag(self) -> bool:
@@ -200,7 +234,59 @@ SETTINGS: tuple[Setting, ...] = (
         "LEVEL",
     ),
     Setting("log_output", _text, "-", "Where logs go: - for stderr, or a file path.", "PATH"),
+    Setting(
+        "http",
+        _boolean,
+        False,
+        "Start the HTTP control API beside the proxy (vaurienctl and vaurien.Client use it).",
+    ),
+    Setting(
+        "http_host",
+        _host,
+        "localhost",
+        "Address of the control API. Anyone who can reach it can reconfigure the proxy: "
+        "keep it on a loopback address.",
+        "HOST",
+    ),
+    Setting("http_port", _integer(0, 65535), 8080, "Port of the control API.", "PORT"),
+    Setting(
+        "statsd_enabled",
+        _boolean,
+        False,
+        "Send the proxy's counters to statsd (needs the statsd package: vaurien[statsd]).",
+        section="statsd",
+    ),
+    Setting(
+        "statsd_host", _host, "localhost", "Host of the statsd server.", "HOST", section="statsd"
+    ),
+    Setting(
+        "statsd_port",
+        _integer(1, 65535),
+        8125,
+        "UDP port of the statsd server.",
+        "PORT",
+        section="statsd",
+    ),
+    Setting(
+        "statsd_prefix",
+        _text,
+        "vaurien",
+        "Prefix of every statsd counter.",
+        "PREFIX",
+        section="statsd",
+    ),
+    Setting(
+        "statsd_sample_rate",
+        _rate,
+        1.0,
+        "Share of the counter updates sent to statsd, above 0 and at most 1.",
+        "RATE",
+        section="statsd",
+    ),
 )
+
+#: The INI sections that hold settings: ``[vaurien]`` and ``[statsd]``.
+SETTING_SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(setting.section for setting in SETTINGS))
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 

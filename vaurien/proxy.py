@@ -54,6 +54,7 @@ class Proxy:
         self.sessions: set[Session] = set()
         self.pipes = PipePool() if PipePool.available else None
         self.applied: collections.Counter[str] = collections.Counter()
+        self.events: collections.Counter[str] = collections.Counter()  # by direction
         self.total_sessions = 0
         self.bytes_to_backend = 0
         self.bytes_to_client = 0
@@ -216,7 +217,7 @@ class Proxy:
             self.bytes_to_client += session.backend.bytes_received
 
     def stats(self) -> dict[str, Any]:
-        """Counters: sessions, bytes each way, and how often each behavior was applied."""
+        """Counters: sessions, bytes and events each way, how often each behavior was applied."""
         active = list(self.sessions)
         return {
             "active_connections": len(active),
@@ -224,6 +225,8 @@ class Proxy:
             "bytes_to_backend": self.bytes_to_backend
             + sum(s.client.bytes_received for s in active),
             "bytes_to_client": self.bytes_to_client + sum(s.backend.bytes_received for s in active),
+            "events_to_backend": self.events["to_backend"],
+            "events_to_client": self.events["to_client"],
             "behaviors": dict(self.applied),
         }
 
@@ -309,6 +312,8 @@ class Session:
         proxy = self.proxy
         protocol = proxy.protocol
         applied = proxy.applied
+        events = proxy.events
+        direction = "to_backend" if to_backend else "to_client"
         loop = self._loop
         lock = self._event_lock
         pick = self.pick if proxy.config.scope == "connection" else None
@@ -336,6 +341,7 @@ class Session:
                         lock.release()
                 self.last_activity = loop.now()
                 applied[behavior.name] += 1
+                events[direction] += 1
                 if not keep_going or self.closed or source._closed or dest._closed:
                     self.close()
                     return

@@ -1,0 +1,407 @@
+"""The HTTP control API of a running proxy.
+
+``vaurien --http`` starts it beside the proxy, in the same gevent hub (``gevent.pywsgi``). JSON in
+and out, compatible with Vaurien 1.x::
+
+    GET  /behavior          {"behavior": "dummy"}: the name, or the spec when several share events
+    PUT  /behavior          {"name": "delay", "sleep": 2} -> {"status": "ok"}
+    GET  /behavior/options  {"behavior": "delay", "options": {"delay": {"sleep": 2.0, ...}}}
+    GET  /behaviors         {"behaviors": ["abort", "blackout", ...]}
+    GET  /protocols         {"protocols": ["tcp", ...]}
+    GET  /backend           {"backend": "localhost:8888"}
+    PUT  /backend           {"backend": "localhost:8889"} -> {"status": "ok"}
+    GET  /stats             connections, bytes and events each way, behaviors applied
+    GET  /metrics           the same counters in the Prometheus text format
+
+``PUT /behavior`` takes ``name`` (a behavior or a spec such as ``"20:delay,80:dummy"``) and the
+options of the behaviors it names, either flat (``"sleep": 2`` goes to every behavior of the mix
+that has a ``sleep`` option) or by behavior (``"options": {"delay": {"sleep": 2}}``, what
+``GET /behavior/options`` returns, so a client can put back exactly what was there). Options not
+given take the values of the command line or the config file. Everything is checked before the
+new mix is put in force, in one step.
+
+Refused requests get ``{"status": "error", "errors": [{"location": ..., "name": ...,
+"description": ...}]}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import http
+import ipaddress
+import json
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import gevent.socket
+from gevent.pywsgi import LoggingLogAdapter, WSGIServer
+
+from vaurien.errors import OptionError, VaurienError
+from vaurien.mix import BehaviorMix
+from vaurien.settings import Address
+
+log = logging.getLogger(__name__)
+
+#: The largest request body accepted, in bytes.
+MAX_BODY = 64 * 1024
+
+_JSON = "application/json"
+
+
+class ApiError(Exception):
+    """A request the API refuses: the status, and which field is wrong and why."""
+
+    def __init__(
+        self,
+        status: int,
+        name: str,
+        description: str,
+        location: str = "body",
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(description)
+        self.status = status
+        self.name = name
+        self.description = description
+        self.location = location
+        self.headers = list(headers)
+
+
+def error_response(error: ApiError) -> tuple[int, list[tuple[str, str]], dict[str, Any]]:
+    """The status, headers and JSON body that answer a refused request (the 1.x error form)."""
+    body = {
+        "status": "error",
+        "errors": [
+            {"location": error.location, "name": error.name, "description": error.description}
+        ],
+    }
+    return error.status, error.headers, body
+
+
+class ControlApp:
+    """The WSGI application: routes requests to a :class:`~vaurien.proxy.Proxy`."""
+
+    def __init__(self, proxy: Any) -> None:
+        self.proxy = proxy
+        self.routes: dict[str, dict[str, Callable[[dict[str, Any]], Any]]] = {
+            "/behavior": {"GET": self.get_behavior, "PUT": self.put_behavior},
+            "/behavior/options": {"GET": self.get_behavior_options},
+            "/behaviors": {"GET": self.get_behaviors},
+            "/protocols": {"GET": self.get_protocols},
+            "/backend": {"GET": self.get_backend, "PUT": self.put_backend},
+            "/stats": {"GET": self.get_stats},
+            "/metrics": {"GET": self.get_metrics},
+        }
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "") or "/"
+        try:
+            status, headers, body = self.dispatch(method, path, environ)
+        except ApiError as e:
+            status, headers, body = error_response(e)
+        except Exception:
+            log.exception("control API: %s %s failed", method, path)
+            status, headers, body = error_response(
+                ApiError(500, "", "internal error; the proxy's log has the details", "url")
+            )
+        if isinstance(body, bytes):  # already rendered, with its Content-Type in headers
+            data = body
+        else:
+            data = json.dumps(body).encode()
+            headers = [("Content-Type", _JSON), *headers]
+        phrase = http.HTTPStatus(status).phrase
+        start_response(f"{status} {phrase}", [*headers, ("Content-Length", str(len(data)))])
+        return [data]
+
+    def dispatch(
+        self, method: str, path: str, environ: dict[str, Any]
+    ) -> tuple[int, list[tuple[str, str]], Any]:
+        """Run the handler of ``method`` on ``path``; refusals are raised as :class:`ApiError`."""
+        handlers = self.routes.get(path.rstrip("/") or "/")
+        if handlers is None:
+            raise ApiError(404, "path", f"no such resource: {path}", "url")
+        handler = handlers.get(method)
+        if handler is None:
+            allowed = ", ".join(handlers)
+            raise ApiError(
+                405,
+                "method",
+                f"{method} is not allowed on {path} (allowed: {allowed})",
+                "url",
+                headers=[("Allow", allowed)],
+            )
+        body = read_json(environ) if method == "PUT" else {}
+        result = handler(body)
+        if isinstance(result, tuple):
+            return result
+        return 200, [], result
+
+    # -- the behavior ----------------------------------------------------------------------
+
+    def get_behavior(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The mix in force: a name when one behavior has every event, else the spec."""
+        return {"behavior": str(self.proxy.behavior)}
+
+    def get_behavior_options(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The mix in force and the option values of each of its behaviors."""
+        instances = self.proxy.instances
+        return {
+            "behavior": str(self.proxy.behavior),
+            "options": {name: dict(instances[name].settings) for name in self.proxy.behavior.names},
+        }
+
+    def put_behavior(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Check a new mix and its options, then put it in force for every following event."""
+        fields = dict(body)
+        if "name" not in fields:
+            raise ApiError(
+                400,
+                "name",
+                'the body must have a "name": a behavior, or a spec such as "20:delay,80:dummy"',
+            )
+        mix = self._mix(fields.pop("name"))
+        nested = fields.pop("options", None)
+        options = self._options(mix, fields, nested)
+        try:
+            self.proxy.set_behavior(mix, options)
+        except OptionError as e:
+            raise ApiError(400, e.option, str(e)) from e
+        except VaurienError as e:  # a plugin that cannot be created with these options
+            raise ApiError(400, "name", str(e)) from e
+        given = "; ".join(
+            f"{name}: " + ", ".join(f"{key}={value!r}" for key, value in values.items())
+            for name, values in options.items()
+            if values
+        )
+        log.info("control API: behavior set to %s%s", mix, f" ({given})" if given else "")
+        return {"status": "ok"}
+
+    def _mix(self, name: Any) -> BehaviorMix:
+        if not isinstance(name, str) or not name.strip():
+            raise ApiError(400, "name", f"name must be a behavior name or a spec, got {name!r}")
+        try:
+            mix = BehaviorMix.parse(name) if ":" in name else BehaviorMix.single(name.strip())
+        except VaurienError as e:
+            raise ApiError(400, "name", str(e)) from e
+        registry = self.proxy.config.behaviors
+        for behavior in mix.names:
+            # Registered names only: the API never imports code named by a dotted path.
+            if behavior not in registry:
+                known = ", ".join(registry.names())
+                raise ApiError(400, "name", f"unknown behavior {behavior!r} (known: {known})")
+        return mix
+
+    def _options(
+        self, mix: BehaviorMix, flat: dict[str, Any], nested: Any
+    ) -> dict[str, dict[str, Any]]:
+        registry = self.proxy.config.behaviors
+        tables = {name: registry.options(name) for name in mix.names}
+        options: dict[str, dict[str, Any]] = {name: {} for name in mix.names}
+        for key, value in flat.items():
+            owners = [name for name in mix.names if key in tables[name]]
+            if not owners:
+                known = sorted({option for table in tables.values() for option in table})
+                raise ApiError(
+                    400,
+                    key,
+                    f"unknown option {key!r} for {', '.join(mix.names)} "
+                    f"(known: {', '.join(known) or 'none'})",
+                )
+            for name in owners:
+                options[name][key] = _check(tables[name][key], value)
+        if nested is None:
+            return options
+        if not isinstance(nested, dict):
+            raise ApiError(400, "options", "options must map behavior names to their options")
+        for name, values in nested.items():
+            if name not in tables:
+                raise ApiError(400, "options", f"behavior {name!r} is not in the mix {mix}")
+            if not isinstance(values, dict):
+                raise ApiError(400, "options", f"the options of {name!r} must be an object")
+            for key, value in values.items():
+                if key not in tables[name]:
+                    known = ", ".join(sorted(tables[name])) or "none"
+                    raise ApiError(400, key, f"unknown option {key!r} for {name} (known: {known})")
+                options[name][key] = _check(tables[name][key], value)
+        return options
+
+    def get_behaviors(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The names of the behaviors this proxy knows."""
+        return {"behaviors": self.proxy.config.behaviors.names()}
+
+    def get_protocols(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The names of the protocols this proxy knows."""
+        return {"protocols": self.proxy.config.protocols.names()}
+
+    # -- the backend -----------------------------------------------------------------------
+
+    def get_backend(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Where new connections go."""
+        return {"backend": str(self.proxy.backend)}
+
+    def put_backend(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Send new connections to another backend; open ones stay where they are."""
+        for key in body:
+            if key != "backend":
+                raise ApiError(400, key, f'unknown field {key!r} (known: "backend")')
+        text = body.get("backend")
+        if not isinstance(text, str):
+            raise ApiError(400, "backend", f'"backend" must be "HOST:PORT", got {text!r}')
+        try:
+            address = Address.parse(text)
+        except VaurienError as e:
+            raise ApiError(400, "backend", str(e)) from e
+        self.proxy.backend = address
+        log.info("control API: backend set to %s", address)
+        return {"status": "ok"}
+
+    # -- counters --------------------------------------------------------------------------
+
+    def get_stats(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The proxy's counters."""
+        return self.proxy.stats()
+
+    def get_metrics(self, body: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The counters in the Prometheus text format."""
+        from vaurien.metrics import prometheus_text
+
+        try:
+            text, content_type = prometheus_text(self.proxy)
+        except ImportError as e:
+            raise ApiError(
+                501,
+                "metrics",
+                f"/metrics needs prometheus-client ({e}): pip install 'vaurien[prometheus]'",
+                "url",
+            ) from e
+        return 200, [("Content-Type", content_type)], text
+
+
+def _check(option: Any, value: Any) -> Any:
+    try:
+        return option.check(value)
+    except OptionError as e:
+        raise ApiError(400, e.option, str(e)) from e
+
+
+def read_json(environ: dict[str, Any]) -> dict[str, Any]:
+    """The request's JSON object; at most :data:`MAX_BODY` bytes are read."""
+    length_text = environ.get("CONTENT_LENGTH") or ""
+    stream = environ["wsgi.input"]
+    if length_text:
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise ApiError(
+                400, "Content-Length", f"invalid Content-Length {length_text!r}", "header"
+            )
+        if length > MAX_BODY:
+            raise _too_large()
+        data = stream.read(length)
+    else:  # chunked, or no body
+        data = stream.read(MAX_BODY + 1)
+        if len(data) > MAX_BODY:
+            raise _too_large()
+    try:
+        value = json.loads(data)
+    except ValueError as e:  # also UnicodeDecodeError
+        raise ApiError(400, "body", f"the body is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "body", f"the body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _too_large() -> ApiError:
+    return ApiError(
+        413, "body", f"the body is over {MAX_BODY} bytes", headers=[("Connection", "close")]
+    )
+
+
+def is_exposed(host: str) -> bool:
+    """Whether a listening address is reachable from other machines (not a loopback address)."""
+    try:
+        return not ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return True
+
+
+class ControlServer:
+    """The control API of ``proxy``, served on ``host:port`` in the proxy's gevent hub.
+
+    ``port`` 0 picks a free port; :attr:`address` tells which. Use it as a context manager, or
+    call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(self, proxy: Any, host: str = "localhost", port: int = 8080) -> None:
+        self.proxy = proxy
+        self.host = host
+        self.port = port
+        self.app = ControlApp(proxy)
+        self._server: WSGIServer | None = None
+
+    def start(self) -> ControlServer:
+        """Bind and start serving; a bind failure is a :class:`VaurienError`."""
+        listener = _listen(self.host, self.port)
+        self._server = WSGIServer(
+            listener,
+            self.app,
+            log=LoggingLogAdapter(log, logging.DEBUG),
+            error_log=LoggingLogAdapter(log, logging.ERROR),
+        )
+        self._server.start()
+        host, port = self.address
+        log.info("control API on %s", self.url)
+        if is_exposed(host):
+            log.warning(
+                "the control API listens on %s, which is not a loopback address: anyone who can "
+                "reach it can reconfigure the proxy",
+                Address(host, port),
+            )
+        return self
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop serving; requests in progress get ``timeout`` seconds to finish."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop(timeout=timeout)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The address actually listened on."""
+        if self._server is None:
+            raise RuntimeError("the control API is not started")
+        host, port = self._server.socket.getsockname()[:2]
+        return host, port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``."""
+        host, port = self.address
+        return f"http://{Address(host, port)}"
+
+    def __enter__(self) -> ControlServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+
+def _listen(host: str, port: int) -> gevent.socket.socket:
+    where = Address(host, port)
+    try:
+        family, type_, proto, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as e:
+        raise VaurienError(f"control API: cannot listen on {where}: {e.strerror}") from None
+    sock = gevent.socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise VaurienError(f"control API: cannot listen on {where}: {e.strerror}") from None
+    return sock

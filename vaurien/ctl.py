@@ -1,0 +1,128 @@
+"""``vaurienctl``: drive a running proxy from the shell through its control API.
+
+::
+
+    vaurienctl list-behaviors
+    vaurienctl set-behavior delay --option sleep=2
+    vaurienctl --host http://localhost:8081 get-behavior
+
+Exit status: 0 when done, 1 when the proxy cannot be reached or refuses, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+PROG = "vaurienctl"
+DEFAULT_HOST = "http://localhost:8080"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit status 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _option(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``vaurienctl``."""
+    parser = _Parser(
+        prog=PROG,
+        description="Drive a running Vaurien proxy through its control API (vaurien --http).",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        metavar="URL",
+        help=f"URL of the control API (default: {DEFAULT_HOST})",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    commands.add_parser("list-behaviors", help="List the behaviors the proxy knows.")
+    commands.add_parser("get-behavior", help="Show the behavior in force.")
+    setter = commands.add_parser("set-behavior", help="Put a behavior (or a spec) in force.")
+    setter.add_argument("name", help='a behavior, or a spec such as "20:delay,80:dummy"')
+    setter.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=_option,
+        metavar="KEY=VALUE",
+        help="an option of the behavior; repeat for several",
+    )
+    commands.add_parser("get-backend", help="Show where new connections go.")
+    backend = commands.add_parser("set-backend", help="Send new connections elsewhere.")
+    backend.add_argument("address", metavar="ADDR", help="HOST:PORT of the new backend")
+    return parser
+
+
+def _client(url: str) -> Any:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--host must be a URL such as {DEFAULT_HOST}, got {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"--host {url!r}: the port must be a number from 0 to 65535") from None
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    from vaurien.client import Client
+
+    return Client(parts.hostname, port, parts.scheme)
+
+
+def run(client: Any, args: argparse.Namespace) -> str:
+    """Run one command; return what to print."""
+    if args.command == "list-behaviors":
+        return ", ".join(client.list_behaviors())
+    if args.command == "get-behavior":
+        return client.get_behavior()
+    if args.command == "set-behavior":
+        client.set_behavior(args.name, **dict(args.option))
+        return f'Behavior changed to "{args.name}"'
+    if args.command == "get-backend":
+        return client.get_backend()
+    client.set_backend(args.address)
+    return f'Backend changed to "{args.address}"'
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``vaurienctl``; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        client = _client(args.host)
+    except ValueError as e:
+        parser.error(str(e))
+    except ImportError as e:
+        print(f"{PROG}: error: {e}: pip install 'vaurien[client]'", file=sys.stderr)
+        return 1
+    import requests
+
+    try:
+        print(run(client, args))
+    except ValueError as e:
+        print(f"{PROG}: error: the proxy refused: {e}", file=sys.stderr)
+        return 1
+    except requests.ConnectionError:
+        print(
+            f"{PROG}: error: cannot reach the proxy's control API at {args.host}", file=sys.stderr
+        )
+        return 1
+    except requests.RequestException as e:
+        print(f"{PROG}: error: {args.host}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

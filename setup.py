@@ -46,7 +46,10 @@ setup(
     packages=find_packages(include=["vaurien", "vaurien.*"]),
     install_requires=["gevent>=23.9"],
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["vaurien = vaurien.cli:main"]},
+    entry_points={
+        "console_scripts": ["vaurien = vaurien.cli:main", "vaurienctl = vaurien.ctl:main"],
+        "pytest11": ["vaurien = vaurien.pytest_plugin"],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Software Development :: Testing",

@@ -327,6 +327,16 @@ def is_exposed(host: str) -> bool:
         return True
 
 
+def warn_if_exposed(host: str, port: int) -> None:
+    """Log a warning when the control API listens on an address other machines can reach."""
+    if is_exposed(host):
+        log.warning(
+            "the control API listens on %s, which is not a loopback address: anyone who can "
+            "reach it can reconfigure the proxy",
+            Address(host, port),
+        )
+
+
 class ControlServer:
     """The control API of ``proxy``, served on ``host:port`` in the proxy's gevent hub.
 
@@ -351,14 +361,8 @@ class ControlServer:
             error_log=LoggingLogAdapter(log, logging.ERROR),
         )
         self._server.start()
-        host, port = self.address
         log.info("control API on %s", self.url)
-        if is_exposed(host):
-            log.warning(
-                "the control API listens on %s, which is not a loopback address: anyone who can "
-                "reach it can reconfigure the proxy",
-                Address(host, port),
-            )
+        warn_if_exposed(*self.address)
         return self
 
     def stop(self, timeout: float = 1.0) -> None:

@@ -1,0 +1,64 @@
+"""Test helpers: the control API of an in-process proxy, and a backend that says who it is."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from support import ProxyThread
+from vaurien.api import ControlServer
+
+
+class ControlledProxy:
+    """A :class:`ProxyThread` with its control API on a free loopback port, in its hub."""
+
+    def __init__(self, thread: ProxyThread) -> None:
+        self.thread = thread
+        self.server = thread.call(lambda: ControlServer(thread.proxy, "127.0.0.1", 0).start())
+        self.port = self.server.address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def proxy(self) -> Any:
+        return self.thread.proxy
+
+    def client(self) -> Any:
+        from vaurien.client import Client
+
+        return Client("127.0.0.1", self.port)
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        return self.thread.connect(timeout)
+
+    def stop(self) -> None:
+        self.thread.call(self.server.stop)
+
+
+class GreetingServer:
+    """A threaded TCP server that sends ``greeting`` to each client, then closes."""
+
+    def __init__(self, greeting: bytes) -> None:
+        self.greeting = greeting
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.sendall(self.greeting)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        except OSError:
+            pass
+        self.listener.close()

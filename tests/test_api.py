@@ -279,7 +279,7 @@ def test_a_huge_declared_body_is_refused_before_it_is_read(api):
 
 
 def test_put_backend_switches_new_connections_only(api, echo_backend):
-    host, port = echo_backend.address
+    host, port = echo_backend.host, echo_backend.port
     assert get(api, "/backend").json() == {"backend": f"{host}:{port}"}
     other = GreetingServer(b"the other backend\n")
     try:
@@ -360,7 +360,7 @@ def test_vaurien_http_fails_in_one_line_when_the_port_is_taken(echo_backend):
                 "--proxy",
                 "127.0.0.1:0",
                 "--backend",
-                "{}:{}".format(*echo_backend.address),
+                echo_backend.address,
                 "--http",
                 "--http-host",
                 "127.0.0.1",

@@ -128,7 +128,7 @@ def test_statsd_sample_rate_is_sent_with_the_counters(echo_backend, start_proxy,
 
 
 def test_vaurien_statsd_flags(echo_backend, sink):
-    host, port = echo_backend.address
+    host, port = echo_backend.host, echo_backend.port
     process = ProxyProcess(
         proxy_host="127.0.0.1",
         proxy_port=free_port(),

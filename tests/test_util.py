@@ -167,7 +167,7 @@ def test_a_proxy_that_does_not_answer_in_time_is_stopped_and_reported():
 
 
 def test_proxy_process_is_a_context_manager(echo_backend):
-    host, port = echo_backend.address
+    host, port = echo_backend.host, echo_backend.port
     with ProxyProcess(
         proxy_host="127.0.0.1",
         proxy_port=free_port(),
@@ -190,7 +190,7 @@ def test_a_proxy_that_ignores_sigterm_is_killed(echo_backend):
     process = ProxyProcess(
         proxy_host="127.0.0.1",
         proxy_port=free_port(),
-        backend_port=echo_backend.address[1],
+        backend_port=echo_backend.port,
         http_port=free_port(),
     ).start()
     os.kill(process.pid, signal.SIGSTOP)  # a stopped process cannot act on SIGTERM

@@ -81,9 +81,11 @@ def test_everything_started_is_stopped_at_the_end_of_the_test(pytester, echo_bac
     pid_file = pytester.path / "pids"
     pytester.makepyfile(
         f"""
+        import pathlib
+
         def test_uses_two_proxies(vaurien_proxy):
             pids = [vaurien_proxy({echo_backend.address!r}).pid for _ in range(2)]
-            open({str(pid_file)!r}, "w").write(" ".join(map(str, pids)))
+            pathlib.Path({str(pid_file)!r}).write_text(" ".join(map(str, pids)))
         """
     )
     result = pytester.runpytest("-p", "no:cacheprovider")

@@ -71,6 +71,16 @@ def test_unknown_behavior_raises_value_error_with_the_proxys_description(client)
     assert client.get_behavior() == "dummy"
 
 
+def test_api_fields_are_not_options_and_behavior_may_be_one(client):
+    with pytest.raises(ValueError, match="'name' is a field of the API"):
+        client.set_behavior("delay", name="hang")
+    with pytest.raises(ValueError, match="'options' is a field of the API"):
+        client.set_behavior("delay", options={})
+    with pytest.raises(ValueError, match="unknown option 'behavior' for delay"):
+        client.set_behavior("delay", behavior="x")  # sent, and refused by the proxy
+    assert client.get_behavior() == "dummy"
+
+
 def test_with_behavior_restores_the_previous_behavior_and_its_options(client, controlled):
     client.set_behavior("delay", sleep=0.2, before=False)
     with client.with_behavior("blackout"):

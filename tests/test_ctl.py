@@ -110,6 +110,7 @@ def test_an_unreachable_proxy_is_one_line_and_exit_1():
         ["set-behavior"],
         ["set-behavior", "delay", "--option", "sleep"],
         ["set-behavior", "delay", "--option", "=1"],
+        ["set-behavior", "delay", "--option", "name=hang"],
         ["set-backend"],
         ["--host", "localhost:8080", "get-behavior"],
         ["--host", "ftp://localhost:8080", "get-behavior"],

@@ -109,7 +109,7 @@ class ControlApp:
         if isinstance(body, bytes):  # already rendered, with its Content-Type in headers
             data = body
         else:
-            data = json.dumps(body).encode()
+            data = json.dumps(body, default=str).encode()  # str: options of any custom type
             headers = [("Content-Type", _JSON), *headers]
         phrase = http.HTTPStatus(status).phrase
         start_response(f"{status} {phrase}", [*headers, ("Content-Length", str(len(data)))])

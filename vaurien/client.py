@@ -64,12 +64,15 @@ class Client:
 
     # -- the behavior ----------------------------------------------------------------------
 
-    def set_behavior(self, behavior: str, **options: Any) -> None:
+    def set_behavior(self, behavior: str, /, **options: Any) -> None:
         """Put ``behavior`` (a name or a spec such as ``"20:delay,80:dummy"``) in force.
 
         ``options`` go to the behaviors that have them; the others keep the values of the
         proxy's command line or config file.
         """
+        for reserved in ("name", "options"):
+            if reserved in options:
+                raise ValueError(f"{reserved!r} is a field of the API, not a behavior option")
         self._call("PUT", "/behavior", {**options, "name": behavior})
 
     def get_behavior(self) -> str:
@@ -89,7 +92,7 @@ class Client:
         return self._call("GET", "/protocols")["protocols"]
 
     @contextlib.contextmanager
-    def with_behavior(self, behavior: str, **options: Any) -> Iterator[None]:
+    def with_behavior(self, behavior: str, /, **options: Any) -> Iterator[None]:
         """Put ``behavior`` in force for the ``with`` block, then put back what was there.
 
         The previous behavior comes back with the option values it had, also when the block

@@ -28,9 +28,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _option(text: str) -> tuple[str, str]:
     key, equals, value = text.partition("=")
-    if not equals or not key.strip():
+    key = key.strip()
+    if not equals or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), value
+    if key in ("name", "options"):
+        raise argparse.ArgumentTypeError(f"{key!r} is a field of the API, not a behavior option")
+    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ import requests
 import vaurien
 from control import ControlledProxy, GreetingServer
 from support import free_port, recv_exactly
+from vaurien.api import ControlServer
 from vaurien.client import Client
 
 
@@ -139,6 +140,18 @@ def test_stats(client, controlled):
         sock.sendall(b"abc")
         assert recv_exactly(sock, 3) == b"abc"
     assert client.get_stats()["bytes_to_backend"] == 3
+
+
+def test_a_control_api_on_ipv6_loopback(echo_backend, start_proxy):
+    thread = start_proxy(echo_backend.address)
+    server = thread.call(lambda: ControlServer(thread.proxy, "::1", 0).start())
+    try:
+        client = Client("::1", server.address[1])
+        assert client.root_url == f"http://[::1]:{server.address[1]}"
+        client.set_behavior("hang")
+        assert client.get_behavior() == "hang"
+    finally:
+        thread.call(server.stop)
 
 
 def test_an_unreachable_proxy_raises_connection_error():

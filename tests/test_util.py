@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from support import free_port, recv_exactly
+from vaurien import Client
 from vaurien.util import ProxyProcess, ProxyStartError, start_proxy, stop_proxy
 
 
@@ -39,9 +40,6 @@ class TestHttpProxy(unittest.TestCase):
     """A functional test written as Vaurien 1.x's documentation shows, run unchanged."""
 
     def setUp(self):
-        from vaurien import Client
-        from vaurien.util import start_proxy
-
         self._web = start_web_server()
         self._proxy_port, self._http_port = free_port(), free_port()
         self._proxy_pid = start_proxy(
@@ -59,8 +57,6 @@ class TestHttpProxy(unittest.TestCase):
         assert self.client.get_behavior() == "dummy"
 
     def tearDown(self):
-        from vaurien.util import stop_proxy
-
         stop_proxy(self._proxy_pid)
         self._web.shutdown()
         self._web.server_close()
@@ -112,8 +108,6 @@ def test_start_proxy_against_the_http_server_fixture(http_server):
         http_port,
     )
     try:
-        from vaurien import Client
-
         client = Client("127.0.0.1", http_port)
         assert client.get_behavior() == "dummy"
         session = requests.Session()  # keep-alive: one connection, one session in the proxy

@@ -10,6 +10,20 @@ from support import ProxyThread
 from vaurien.api import ControlServer
 
 
+def option_values(behavior: str, **given: Any) -> dict[str, Any]:
+    """Every option value of a registered behavior: its defaults, ``given`` replacing some."""
+    from vaurien.behaviors import Behavior
+
+    return {name: option.default for name, option in Behavior.options(behavior).items()} | given
+
+
+def known_options(behavior: str) -> str:
+    """How the API lists a behavior's options in an error: ``before, direction, ...``."""
+    from vaurien.behaviors import Behavior
+
+    return ", ".join(sorted(Behavior.options(behavior))) or "none"
+
+
 class ControlledProxy:
     """A :class:`ProxyThread` with its control API on a free loopback port, in its hub."""
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 import vaurien
-from control import ControlledProxy, GreetingServer
+from control import ControlledProxy, GreetingServer, option_values
 from support import free_port, recv_exactly
 from vaurien.api import ControlServer
 from vaurien.client import Client
@@ -55,7 +55,9 @@ def test_set_get_and_list(client, controlled):
     assert client.get_behavior() == "dummy"
     client.set_behavior("delay", sleep=0.5)
     assert client.get_behavior() == "delay"
-    assert client.get_behavior_options() == {"delay": {"sleep": 0.5, "before": True}}
+    assert client.get_behavior_options() == {
+        "delay": option_values("delay", sleep=0.5, before=True)
+    }
     client.set_behavior("20:delay,10:error", warmup=2)
     assert client.get_behavior() == "20:delay,10:error,70:dummy"
     assert client.list_behaviors() == controlled.proxy.config.behaviors.names()
@@ -63,7 +65,7 @@ def test_set_get_and_list(client, controlled):
 
 
 def test_unknown_behavior_raises_value_error_with_the_proxys_description(client):
-    with pytest.raises(ValueError, match=r"unknown behavior 'nope' \(known: abort, blackout"):
+    with pytest.raises(ValueError, match=r"unknown behavior 'nope' \(known: abort, "):
         client.set_behavior("nope")
     with pytest.raises(ValueError, match="unknown option 'slep' for delay"):
         client.set_behavior("delay", slep=1)
@@ -90,18 +92,22 @@ def test_with_behavior_restores_the_previous_behavior_and_its_options(client, co
             sock.sendall(b"x")
             assert sock.recv(10) == b""
     assert client.get_behavior() == "delay"
-    assert client.get_behavior_options() == {"delay": {"sleep": 0.2, "before": False}}
+    assert client.get_behavior_options() == {
+        "delay": option_values("delay", sleep=0.2, before=False)
+    }
 
 
 def test_with_behavior_restores_a_mix_with_its_options(client):
     client.set_behavior("30:delay,20:error", sleep=0.3, warmup=4)
     with client.with_behavior("delay", sleep=1):
-        assert client.get_behavior_options() == {"delay": {"sleep": 1.0, "before": True}}
+        assert client.get_behavior_options() == {
+            "delay": option_values("delay", sleep=1.0, before=True)
+        }
     assert client.get_behavior() == "30:delay,20:error,50:dummy"
     assert client.get_behavior_options() == {
-        "delay": {"sleep": 0.3, "before": True},
-        "error": {"inject": False, "warmup": 4},
-        "dummy": {},
+        "delay": option_values("delay", sleep=0.3, before=True),
+        "error": option_values("error", inject=False, warmup=4),
+        "dummy": option_values("dummy"),
     }
 
 
@@ -118,7 +124,9 @@ def test_with_behavior_that_is_refused_changes_nothing(client):
     with pytest.raises(ValueError, match="unknown behavior"):
         with client.with_behavior("nope"):
             raise AssertionError("the block must not run")
-    assert client.get_behavior_options() == {"delay": {"sleep": 0.4, "before": True}}
+    assert client.get_behavior_options() == {
+        "delay": option_values("delay", sleep=0.4, before=True)
+    }
 
 
 def test_backend_get_and_set(client, controlled, echo_backend):

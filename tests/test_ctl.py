@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from control import ControlledProxy
+from control import ControlledProxy, option_values
 from support import free_port
 
 
@@ -59,7 +59,9 @@ def test_set_behavior_with_options_then_get_behavior(controlled):
         controlled, "set-behavior", "delay", "--option", "sleep=0.25", "--option", "before=no"
     )
     assert (result.returncode, result.stdout) == (0, 'Behavior changed to "delay"\n'), result.stderr
-    assert controlled.proxy.instances["delay"].settings == {"sleep": 0.25, "before": False}
+    assert controlled.proxy.instances["delay"].settings == option_values(
+        "delay", sleep=0.25, before=False
+    )
     result = ctl(controlled, "get-behavior")
     assert (result.returncode, result.stdout) == (0, "delay\n")
 

@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from control import option_values
 from support import recv_exactly
 from vaurien.pytest_plugin import command_line
 
@@ -45,7 +46,7 @@ def test_the_fixture_takes_a_behavior_and_options_as_flags(vaurien_proxy, echo_b
         stay_connected=True,
     )
     assert proxy.client.get_behavior() == "50:delay,50:dummy"
-    assert proxy.client.get_behavior_options()["delay"] == {"sleep": 0.25, "before": True}
+    assert proxy.client.get_behavior_options()["delay"] == option_values("delay", sleep=0.25)
     assert "--stay-connected" in proxy.argv
 
 

@@ -125,6 +125,18 @@ class Registry:
         self._load_entry_points()
         return sorted(self._classes)
 
+    def builtin_names(self) -> list[str]:
+        """The registered names of the plugins Vaurien itself ships, sorted.
+
+        Those are the classes defined in the ``vaurien`` package, as opposed to plugins
+        registered by the user, by a test or by an installed package.
+        """
+        return [
+            name
+            for name in self.names()
+            if self._classes[name].__module__.partition(".")[0] == "vaurien"
+        ]
+
     def __contains__(self, name: object) -> bool:
         self._load_entry_points()
         return name in self._classes

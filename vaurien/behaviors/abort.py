@@ -13,6 +13,11 @@ class Abort(BaseBehavior):
     """
 
     name = "abort"
+    client_sees = (
+        "Data going to the backend is forwarded, then the connection is closed before any "
+        "answer: the backend did the work, the client reads end of file. Picked for an "
+        "answer, the answer is dropped and the connection closed."
+    )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
         if to_backend:

@@ -56,6 +56,10 @@ class BaseBehavior:
     #: Set by the proxy from ``direction``: the ``to_backend`` value of the events this
     #: behavior sits out (``None``: it sits out none).
     sits_out: bool | None = None
+    #: For the reference docs: what a client sees when this behavior is picked, in
+    #: reStructuredText. ``{protocol.error_form}`` (or any ``{protocol.ATTRIBUTE}``) is filled in
+    #: for each protocol. Vaurien's own behaviors must set it; the docs build checks.
+    client_sees: str | None = None
 
     def __init__(self) -> None:
         self.settings: dict[str, Any] = {}

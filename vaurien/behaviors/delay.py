@@ -17,6 +17,10 @@ class Delay(BaseBehavior):
     """
 
     name = "delay"
+    client_sees = (
+        "The data of the event arrives ``sleep`` seconds late. With ``before`` false it is "
+        "forwarded at once, and the next event on the same side waits ``sleep`` seconds instead."
+    )
     options = {
         "sleep": ("Delay in seconds", float, 1.0),
         "jitter": (

@@ -12,3 +12,4 @@ class Dummy(BaseBehavior):
     """
 
     name = "dummy"
+    client_sees = "Nothing changes: the data passes as it is, in both directions."

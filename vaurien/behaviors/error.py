@@ -16,6 +16,10 @@ class Error(BaseBehavior):
     """
 
     name = "error"
+    client_sees = (
+        "The first ``warmup`` events it is picked for pass unchanged; each later one fails. "
+        "{protocol.error_form}"
+    )
     options = {
         "inject": (
             "Insert random bytes into the real answer instead of replacing it",

@@ -13,6 +13,11 @@ class Hang(BaseBehavior):
     """
 
     name = "hang"
+    client_sees = (
+        "The data of the event, and everything sent after it on that side, is read and dropped: "
+        "no answer comes back. The connection stays open until the client gives up or the "
+        "idle ``--timeout`` closes it."
+    )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
         while protocol._get_data(source):

@@ -14,6 +14,10 @@ class Transient(BaseBehavior):
     """
 
     name = "transient"
+    client_sees = (
+        "Each of the first ``agitate`` events it is picked for fails; the later ones pass "
+        "unchanged. {protocol.error_form}"
+    )
     options = {"agitate": ("Number of calls that fail before the others pass", int, 1)}
 
     def __init__(self):

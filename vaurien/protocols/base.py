@@ -33,6 +33,11 @@ class BaseProtocol:
     #: backend sends) or on the request (true: the client is answered with an error instead).
     #: The error behaviors count a call only for events of that direction.
     errors_on_request: bool = False
+    #: For the reference docs: what one event of this protocol is (reStructuredText).
+    event_unit: str | None = None
+    #: For the reference docs: what :meth:`send_error` does, as a client sees it, in one or two
+    #: sentences. Vaurien's own protocols must set both; the docs build checks.
+    error_form: str | None = None
 
     def __init__(self) -> None:
         self.settings: dict[str, Any] = {}

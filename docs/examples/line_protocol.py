@@ -21,6 +21,8 @@ class Lines(BaseProtocol):
     }
     # Each event reads the answer to its request, so the events of a session run one at a time.
     duplex = False
+    # Errors answer requests: the error behaviors count and fail requests, not answers.
+    errors_on_request = True
 
     def _handle(self, source, dest, to_backend):
         line = self.read_line(source)
@@ -33,9 +35,7 @@ class Lines(BaseProtocol):
 
     def send_error(self, source, dest, to_backend, inject=False):
         """Answer the request with the error line; the backend never sees it."""
-        if not to_backend:
-            self._handle(source, dest, to_backend)
-        elif self.read_line(source):
+        if self.read_line(source):
             source.sendall(self.option("error_line").encode() + b"\r\n")
 
     def read_line(self, sock):

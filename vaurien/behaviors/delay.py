@@ -17,10 +17,6 @@ class Delay(BaseBehavior):
     """
 
     name = "delay"
-    client_sees = (
-        "The data of the event arrives ``sleep`` seconds late. With ``before`` false it is "
-        "forwarded at once, and the next event on the same side waits ``sleep`` seconds instead."
-    )
     options = {
         "sleep": ("Delay in seconds", float, 1.0),
         "jitter": (
@@ -34,6 +30,10 @@ class Delay(BaseBehavior):
             True,
         ),
     }
+    client_sees = (
+        "The data of the event arrives ``sleep`` seconds late. With ``before`` false it is "
+        "forwarded at once, and the next event on the same side waits ``sleep`` seconds instead."
+    )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
         if self.settings["before"]:

@@ -16,10 +16,6 @@ class Error(BaseBehavior):
     """
 
     name = "error"
-    client_sees = (
-        "The first ``warmup`` events it is picked for pass unchanged; each later one fails. "
-        "{protocol.error_form}"
-    )
     options = {
         "inject": (
             "Insert random bytes into the real answer instead of replacing it",
@@ -28,6 +24,10 @@ class Error(BaseBehavior):
         ),
         "warmup": ("Number of calls passed through before the errors start", int, 0),
     }
+    client_sees = (
+        "The first ``warmup`` calls it is picked for pass unchanged, and each later call "
+        "fails. {protocol.error_form}"
+    )
 
     def __init__(self):
         super().__init__()

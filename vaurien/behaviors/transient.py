@@ -14,11 +14,11 @@ class Transient(BaseBehavior):
     """
 
     name = "transient"
+    options = {"agitate": ("Number of calls that fail before the others pass", int, 1)}
     client_sees = (
-        "Each of the first ``agitate`` events it is picked for fails; the later ones pass "
+        "The first ``agitate`` calls it is picked for fail, and the later ones pass "
         "unchanged. {protocol.error_form}"
     )
-    options = {"agitate": ("Number of calls that fail before the others pass", int, 1)}
 
     def __init__(self):
         super().__init__()

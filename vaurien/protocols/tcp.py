@@ -21,15 +21,6 @@ class TCP(BaseProtocol):
 
     name = "tcp"
     duplex = True
-    event_unit = (
-        "One read on either side: at most ``buffer`` bytes, as they arrive. The two directions "
-        "are separate events, so a request and its answer are at least two events."
-    )
-    error_form = (
-        "A plain stream has no error message: what goes to the backend passes, and an answer "
-        "is replaced by as many random bytes (with the ``inject`` option of ``error``, random "
-        "bytes are inserted in its middle instead)."
-    )
     options = {
         "buffer": ("Most bytes one event carries", int, 262144),
         "keep_alive": ("TCP keep-alive probes on both connections", bool, False),
@@ -39,6 +30,15 @@ class TCP(BaseProtocol):
             False,
         ),
     }
+    event_unit = (
+        "Whatever has arrived on one side, up to ``buffer`` bytes, forwarded to the other. The "
+        "two directions are separate events, so a request and its answer are at least two events."
+    )
+    error_form = (
+        "A plain stream has no error message, so a call is a chunk of the backend's answer: it "
+        "is replaced by as many random bytes (with the ``inject`` option of ``error``, random "
+        "bytes are inserted in its middle instead). What goes to the backend always passes."
+    )
 
     def __init__(self):
         super().__init__()

@@ -1,0 +1,756 @@
+"""Every example of the documentation (docs/examples/) runs, and does what its page says.
+
+Plugins run through a real proxy; config files and command lines are loaded as ``vaurien``
+loads them; transcripts (``*.console``: ``$ command`` lines, each followed by what it prints)
+are run and their output compared. ``EXAMPLES`` maps each file to the tests that run it, and a
+test checks that no file of docs/examples/ is left out.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.metadata
+import io
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import unittest
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from support import free_port, recv_exactly, wait_until
+from vaurien import cli
+from vaurien.mix import BehaviorMix
+from vaurien.protocols import Protocol
+from vaurien.settings import Address
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+EXAMPLES_DIR = DOCS / "examples"
+if str(EXAMPLES_DIR) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES_DIR))
+
+#: Programs of the transcripts that the suite does not run, and why.
+NOT_RUN = {
+    "pip": "installs from the package index",
+    "apt-get": "installs Debian packages",
+    "ssh": "needs an SSH server and an account",
+}
+#: Programs the suite runs (or parses) when a transcript shows them.
+RUN = {"vaurien", "vaurienctl", "curl", "python", "export"}
+
+
+# -- transcripts -------------------------------------------------------------------------------
+
+
+@dataclass
+class Command:
+    """One ``$ ...`` line of a transcript (with its continuation lines) and what it prints."""
+
+    path: Path
+    line: int
+    env: dict[str, str]
+    argv: list[str]
+    output: str
+
+    @property
+    def program(self) -> str:
+        return self.argv[0]
+
+    def __str__(self) -> str:
+        return f"{self.path.name}:{self.line}: {shlex.join(self.argv)}"
+
+
+def transcript(name: str) -> list[Command]:
+    """The commands of ``docs/examples/NAME``."""
+    path = EXAMPLES_DIR / name
+    lines = path.read_text(encoding="utf-8").splitlines()
+    commands = []
+    i = 0
+    while i < len(lines):
+        if not lines[i].startswith("$ "):
+            raise AssertionError(f"{path.name}:{i + 1}: output before any command")
+        first = i
+        text = lines[i][2:]
+        while text.endswith("\\"):
+            i += 1
+            text = text[:-1] + " " + lines[i].strip()
+        i += 1
+        output = []
+        while i < len(lines) and not lines[i].startswith("$ "):
+            output.append(lines[i])
+            i += 1
+        tokens = shlex.split(text)
+        env = {}
+        while re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", tokens[0]):
+            key, _, value = tokens.pop(0).partition("=")
+            env[key] = value
+        commands.append(Command(path, first + 1, env, tokens, "\n".join(output)))
+    return commands
+
+
+def run_main(main, argv, capsys) -> tuple[int, str]:
+    """Run a ``main(argv)``; return its exit status and what it printed."""
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    captured = capsys.readouterr()
+    return code, (captured.out + captured.err).rstrip("\n")
+
+
+def load(command: Command, monkeypatch):
+    """Load a ``vaurien`` command line as ``vaurien`` would, without serving: its config."""
+    assert command.program == "vaurien", command
+    assert not command.output, f"{command}: a command that serves prints nothing"
+    for key, value in command.env.items():
+        monkeypatch.setenv(key, value)
+    config, _ = cli.parse_config(command.argv[1:])
+    return config
+
+
+def check_error(command: Command, capsys) -> None:
+    """Run a ``vaurien`` command that fails, and compare its one line and exit status."""
+    assert command.program == "vaurien" and command.output.startswith("vaurien: error: ")
+    code, output = run_main(cli.main, command.argv[1:], capsys)
+    assert (code, output) == (2, command.output), command
+
+
+def mix(config) -> str:
+    return ",".join(f"{percent:g}:{name}" for percent, name in config.behavior.entries)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- plugins through a real proxy ----------------------------------------------------------------
+
+
+def test_drop_behavior_keeps_the_first_bytes_and_the_connection(echo_backend, start_proxy):
+    proxy = start_proxy(
+        echo_backend.address,
+        behavior="100:drop_behavior.Drop",
+        plugin_options={("behavior", "drop"): {"keep": 3}},
+    )
+    with proxy.connect() as client:
+        client.sendall(b"hello world")
+        assert recv_exactly(client, 3) == b"hel"
+        client.sendall(b"second message")
+        assert recv_exactly(client, 3) == b"sec"
+
+
+def test_drop_behavior_keeping_nothing_sends_nothing(echo_backend, start_proxy):
+    proxy = start_proxy(echo_backend.address, behavior="100:drop_behavior:Drop")
+    with proxy.connect() as client:
+        client.sendall(b"lost")
+        client.shutdown(socket.SHUT_WR)
+        assert read_all(client) == b""
+
+
+def lines_proxy(start_proxy, backend, behavior, plugin_options=None, **options):
+    plugin_options = dict(plugin_options or {})
+    plugin_options[("protocol", "lines")] = options
+    return start_proxy(
+        backend,
+        protocol="line_protocol.Lines",
+        behavior=behavior,
+        plugin_options=plugin_options,
+    )
+
+
+def test_line_protocol_carries_requests_and_answers(echo_backend, start_proxy):
+    proxy = lines_proxy(start_proxy, echo_backend.address, "100:dummy")
+    with proxy.connect() as client:
+        client.sendall(b"GET a\nGET b\n")
+        assert recv_exactly(client, 12) == b"GET a\nGET b\n"
+
+
+def test_line_protocol_answers_errors_with_its_error_line(echo_backend, start_proxy):
+    proxy = lines_proxy(start_proxy, echo_backend.address, "100:error", error_line="ERROR busy")
+    with proxy.connect() as client:
+        client.sendall(b"GET a\nGET b\n")
+        assert recv_exactly(client, 24) == b"ERROR busy\r\nERROR busy\r\n"
+
+
+def test_line_protocol_delays_each_request(echo_backend, start_proxy):
+    proxy = lines_proxy(
+        start_proxy,
+        echo_backend.address,
+        "100:delay",
+        plugin_options={("behavior", "delay"): {"sleep": 0.2}},
+    )
+    with proxy.connect() as client:
+        start = time.monotonic()
+        client.sendall(b"a\nb\n")  # two requests in one packet: two events, two delays
+        assert recv_exactly(client, 4) == b"a\nb\n"
+        assert time.monotonic() - start >= 0.4
+
+
+def test_line_protocol_ends_a_session_with_an_endless_line(echo_backend, start_proxy):
+    proxy = lines_proxy(start_proxy, echo_backend.address, "100:dummy", max_line=16)
+    with proxy.connect() as client:
+        client.sendall(b"x" * 100)
+        assert read_all(client) == b""
+    with proxy.connect() as client:  # the proxy itself carries on
+        client.sendall(b"ok\n")
+        assert recv_exactly(client, 3) == b"ok\n"
+
+
+def test_stutter_handler_delivers_every_byte_late(echo_backend, start_proxy):
+    proxy = start_proxy(
+        echo_backend.address,
+        behavior="100:stutter_handler.Stutter",
+        plugin_options={("behavior", "stutter"): {"pause": 0.02}},
+    )
+    with proxy.connect() as client:
+        start = time.monotonic()
+        client.sendall(b"hello")
+        assert recv_exactly(client, 5) == b"hello"
+        assert time.monotonic() - start >= 4 * 0.02  # four pauses on the way to the backend
+
+
+def test_plugins_ini_registers_and_configures_its_plugins(echo_backend, start_proxy, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    config, _ = cli.parse_config(["--config", "docs/examples/plugins.ini"])
+    assert config.protocol == "lines"
+    assert mix(config) == "10:stutter,5:drop,85:dummy"
+    assert config.options_for("protocol", "lines") == {"error_line": "ERROR try again later"}
+    assert config.options_for("behavior", "stutter") == {"pause": 0.05}
+    assert config.options_for("behavior", "drop") == {"keep": 4}
+    config.proxy = Address("127.0.0.1", 0)
+    config.backend = Address.parse(echo_backend.address)
+    config.behavior = BehaviorMix.parse("100:error")
+    proxy = start_proxy(config=config)
+    with proxy.connect() as client:
+        client.sendall(b"GET a\n")
+        assert recv_exactly(client, 23) == b"ERROR try again later\r\n"
+
+
+def test_pyproject_entry_points_register_the_plugins(tmp_path):
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((EXAMPLES_DIR / "pyproject.toml").read_text())["project"]
+    dist_info = tmp_path / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    )
+    sections = []
+    for group, entries in project["entry-points"].items():
+        sections += [f"[{group}]", *(f"{name} = {ref}" for name, ref in entries.items()), ""]
+    (dist_info / "entry_points.txt").write_text("\n".join(sections))
+    script = (
+        "import json\n"
+        "from vaurien.behaviors import Behavior\n"
+        "from vaurien.protocols import Protocol\n"
+        "print(json.dumps({'drop': Behavior.get('drop').__module__,"
+        " 'stutter': Behavior.get('stutter').__module__,"
+        " 'lines': Protocol.get('lines').__module__}))\n"
+    )
+    path = os.pathsep.join(map(str, (tmp_path, EXAMPLES_DIR, ROOT)))
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "drop": "drop_behavior",
+        "stutter": "stutter_handler",
+        "lines": "line_protocol",
+    }
+
+
+# -- command lines and config files ----------------------------------------------------------------
+
+
+def test_quickstart_console(monkeypatch):
+    install, demo, first_proxy = transcript("quickstart.console")
+    assert install.program in NOT_RUN
+    load(demo, monkeypatch)
+    config = load(first_proxy, monkeypatch)
+    assert (str(config.proxy), str(config.backend)) == ("localhost:8000", "localhost:8888")
+    assert mix(config) == "20:delay,10:error,70:dummy"
+    assert config.options_for("behavior", "delay") == {}  # the default: one second
+
+
+def test_usage_run_console(monkeypatch):
+    plain, ipv6 = transcript("usage-run.console")
+    config = load(plain, monkeypatch)
+    assert (config.proxy, config.backend) == (
+        Address("localhost", 8000),
+        Address("localhost", 8888),
+    )
+    config = load(ipv6, monkeypatch)
+    assert (config.proxy, config.backend) == (Address("::1", 6380), Address("::1", 6379))
+
+
+def test_usage_errors_console(capsys):
+    commands = transcript("usage-errors.console")
+    assert len(commands) == 3
+    for command in commands:
+        check_error(command, capsys)
+
+
+def test_usage_options_console(monkeypatch):
+    delay, handler_spelling = transcript("usage-options.console")
+    config = load(delay, monkeypatch)
+    assert config.options_for("behavior", "delay") == {"sleep": 0.2, "before": False}
+    config = load(handler_spelling, monkeypatch)
+    assert mix(config) == "30:error,70:dummy"
+    assert config.options_for("behavior", "error") == {"warmup": 5}
+
+
+def test_usage_seed_console(monkeypatch):
+    (command,) = transcript("usage-seed.console")
+    config = load(command, monkeypatch)
+    assert (config.seed, config.log_level, mix(config)) == (1234, "debug", "10:blackout,90:dummy")
+
+
+def test_config_run_console_and_its_files(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    from_file, with_flags, with_environment = transcript("config-run.console")
+    config = load(from_file, monkeypatch)
+    assert (str(config.proxy), str(config.backend)) == ("localhost:8000", "localhost:8888")
+    assert (mix(config), config.timeout) == ("20:delay,10:error,70:dummy", 10.0)
+    assert config.options_for("behavior", "delay") == {"sleep": 0.5}
+    config = load(with_flags, monkeypatch)  # flags win, the rest comes from the file
+    assert (mix(config), config.timeout) == ("50:delay,50:dummy", 10.0)
+    assert config.options_for("behavior", "delay") == {"sleep": 2.0}
+    config = load(with_environment, monkeypatch)
+    assert (str(config.proxy), str(config.backend)) == ("localhost:8001", "localhost:6379")
+
+
+def test_config_errors_console(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    for variable in ("PROXY_PORT", "BACKEND"):
+        monkeypatch.delenv(variable, raising=False)
+    commands = transcript("config-errors.console")
+    assert len(commands) == 2
+    for command in commands:
+        check_error(command, capsys)
+
+
+def test_extending_plugins_console(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    export, drop, lines, stutter, from_file = transcript("extending-plugins.console")
+    assert export.argv == ["export", "PYTHONPATH=docs/examples"]
+    assert str(EXAMPLES_DIR) in sys.path  # what the export gives the commands below
+    config = load(drop, monkeypatch)
+    assert mix(config) == "10:drop,90:dummy"
+    assert config.options_for("behavior", "drop") == {"keep": 5}
+    config = load(lines, monkeypatch)
+    assert (config.protocol, mix(config)) == ("lines", "5:error,95:dummy")
+    assert config.options_for("protocol", "lines") == {"error_line": "ERROR busy"}
+    config = load(stutter, monkeypatch)
+    assert mix(config) == "20:stutter,80:dummy"
+    assert config.options_for("behavior", "stutter") == {"pause": 0.1}
+    config = load(from_file, monkeypatch)  # the flag wins over plugins.ini's keep = 4
+    assert config.options_for("behavior", "drop") == {"keep": 2}
+    assert config.options_for("behavior", "stutter") == {"pause": 0.05}
+
+
+# -- the scenarios of the examples page ------------------------------------------------------------
+
+SCENARIOS = {
+    "examples-http-errors.console": ("http", "20:error,80:dummy", {}),
+    "examples-smtp.console": ("smtp", "5:error,10:delay,85:dummy", {}),
+    "examples-warmup.console": ("http", "100:error", {"error": {"warmup": 12}}),
+    "examples-mysql.console": ("mysql", "100:delay", {"delay": {"sleep": 1.0}}),
+    "examples-redis.console": ("redis", "100:transient", {"transient": {"agitate": 3}}),
+    "examples-ssh.console": ("tcp", "10:delay,5:blackout,85:dummy", {}),
+}
+
+
+def needs(protocol):
+    """Skip a test, before its fixtures start servers, when ``protocol`` is not registered."""
+    return pytest.mark.skipif(
+        protocol not in Protocol, reason=f"the {protocol} protocol is not in this tree (issue 3)"
+    )
+
+
+def scenario(name, monkeypatch, backend=None):
+    """The config of a scenario's command, listening on a free port in front of ``backend``."""
+    protocol = SCENARIOS[name][0]
+    if protocol not in Protocol:
+        pytest.skip(f"the {protocol} protocol is not in this tree (issue 3)")
+    command, *others = transcript(name)
+    assert all(other.program in NOT_RUN for other in others)
+    config = load(command, monkeypatch)
+    if backend is not None:
+        config.proxy = Address("127.0.0.1", 0)
+        config.backend = Address.parse(backend)
+        config.seed = 20240601
+    return config
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenario_commands(name, monkeypatch):
+    protocol, expected_mix, options = SCENARIOS[name]
+    config = scenario(name, monkeypatch)
+    assert (config.protocol, mix(config)) == (protocol, expected_mix)
+    for behavior, values in options.items():
+        assert config.options_for("behavior", behavior) == values
+
+
+@needs("http")
+def test_scenario_http_errors(http_server, start_proxy, monkeypatch):
+    requests = pytest.importorskip("requests")
+    config = scenario("examples-http-errors.console", monkeypatch, http_server.address)
+    proxy = start_proxy(config=config)
+    host, port = proxy.address
+    statuses = [requests.get(f"http://{host}:{port}/", timeout=10).status_code for _ in range(60)]
+    assert set(statuses) <= {200, 500, 501, 502, 503}
+    assert 3 <= sum(status >= 500 for status in statuses) <= 30, statuses
+
+
+@needs("http")
+def test_scenario_errors_after_12_calls(http_server, start_proxy, monkeypatch):
+    requests = pytest.importorskip("requests")
+    config = scenario("examples-warmup.console", monkeypatch, http_server.address)
+    proxy = start_proxy(config=config)
+    host, port = proxy.address
+    statuses = [requests.get(f"http://{host}:{port}/", timeout=10).status_code for _ in range(14)]
+    assert statuses[:12] == [200] * 12
+    assert all(500 <= status <= 503 for status in statuses[12:]), statuses
+
+
+@needs("smtp")
+def test_scenario_smtp(smtp_server, start_proxy, monkeypatch):
+    import smtplib
+
+    config = scenario("examples-smtp.console", monkeypatch, smtp_server.address)
+    config.plugin_options[("behavior", "delay")] = {"sleep": 0.05}  # the page's 1 s, shorter
+    proxy = start_proxy(config=config)
+    host, port = proxy.address
+    sent, codes = 0, []
+    for number in range(30):
+        try:
+            with smtplib.SMTP(host, port, timeout=10) as smtp:
+                smtp.sendmail("app@example.com", ["user@example.com"], f"Subject: {number}\n\n")
+            sent += 1
+        except smtplib.SMTPRecipientsRefused as e:
+            codes += [code for code, _ in e.recipients.values()]
+        except smtplib.SMTPResponseException as e:
+            codes.append(e.smtp_code)
+    assert sent > 0
+    assert codes and set(codes) == {451}
+
+
+@needs("mysql")
+def test_scenario_mysql(mariadb_server, start_proxy, monkeypatch):
+    pymysql = pytest.importorskip("pymysql")
+    config = scenario("examples-mysql.console", monkeypatch, mariadb_server.address)
+    proxy = start_proxy(config=config)
+    host, port = proxy.address
+    kwargs = {**mariadb_server.connect_kwargs(), "host": host, "port": port}
+    start = time.monotonic()
+    connection = pymysql.connect(**kwargs)
+    assert time.monotonic() - start < 0.9  # the handshake is not delayed
+    with connection, connection.cursor() as cursor:
+        start = time.monotonic()
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+        assert time.monotonic() - start >= 1.0
+    impatient = pymysql.connect(**kwargs, read_timeout=0.5)
+    with pytest.raises(pymysql.err.OperationalError) as error:
+        impatient.cursor().execute("SELECT 1")
+    assert error.value.args[0] == 2013
+
+
+@needs("redis")
+def test_scenario_redis(redis_server, start_proxy, monkeypatch):
+    redis = pytest.importorskip("redis")
+    config = scenario("examples-redis.console", monkeypatch, f"127.0.0.1:{redis_server.port}")
+    proxy = start_proxy(config=config)
+    host, port = proxy.address
+    client = redis.Redis(host, port, lib_name=None, lib_version=None, socket_timeout=10)
+    for _ in range(3):
+        with pytest.raises(redis.exceptions.ResponseError):
+            client.ping()
+    assert client.ping() is True
+
+
+# -- the control API, the client, vaurienctl and the test helpers ------------------------------
+
+
+def contains(expected, actual) -> bool:
+    """Whether JSON ``actual`` has everything ``expected`` shows (objects may have more keys)."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and contains(value, actual[key]) for key, value in expected.items()
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(expected) == len(actual)
+            and all(map(contains, expected, actual))
+        )
+    return type(expected) is type(actual) and expected == actual
+
+
+@contextmanager
+def control_api(command: Command, tmp_path: Path):
+    """``vaurien`` as the transcript starts it, on free ports; yields the control API's port."""
+    assert command.program == "vaurien" and "--http" in command.argv, command
+    port = free_port()
+    argv = [
+        *command.argv[1:],
+        *("--proxy", f"127.0.0.1:{free_port()}"),
+        *("--http-host", "127.0.0.1", "--http-port", str(port)),
+    ]
+    log = tmp_path / "vaurien.log"
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vaurien", *argv],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+
+        def ready():
+            if process.poll() is not None:
+                raise AssertionError(f"vaurien exited:\n{log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(ready)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def check_curl(command: Command, port: int) -> None:
+    method, body, url = "GET", None, None
+    args = iter(command.argv[1:])
+    for arg in args:
+        if arg == "-s":
+            continue
+        if arg == "-X":
+            method = next(args)
+        elif arg == "-d":
+            body = next(args).encode()
+        else:
+            url = arg
+    assert url is not None and url.startswith("localhost:8080/"), command
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else {}
+    connection.request(method, url[len("localhost:8080") :], body=body, headers=headers)
+    response = connection.getresponse()
+    text = response.read().decode()
+    connection.close()
+    try:
+        expected = json.loads(command.output)
+    except ValueError:  # text: its lines, in this order, with nothing between them
+        lines = text.splitlines()
+        wanted = command.output.splitlines()
+        assert any(lines[i : i + len(wanted)] == wanted for i in range(len(lines))), (
+            f"{command}\n--- shown\n{command.output}\n--- answered\n{text}"
+        )
+        assert response.status == 200
+        return
+    assert contains(expected, json.loads(text)), (
+        f"{command}\n  shown:    {command.output}\n  answered: {text}"
+    )
+    refused = expected.get("status") == "error"
+    assert (400 <= response.status < 500) if refused else response.status == 200, command
+
+
+def check_vaurienctl(command: Command, port: int, capsys) -> None:
+    from vaurien.ctl import main
+
+    argv = command.argv[1:]
+    if "--host" not in argv:
+        argv = ["--host", f"http://127.0.0.1:{port}", *argv]
+    code, output = run_main(main, argv, capsys)
+    expected_code = 1 if command.output.startswith("vaurienctl: error: ") else 0
+    assert (code, output) == (expected_code, command.output), command
+
+
+def run_api_transcript(name: str, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("vaurien.api", reason="the control API is not in this tree (issue 4)")
+    start, *commands = transcript(name)
+    with control_api(start, tmp_path) as port:
+        for command in commands:
+            if command.program == "curl":
+                check_curl(command, port)
+            elif command.program == "vaurienctl":
+                check_vaurienctl(command, port, capsys)
+            else:
+                raise AssertionError(f"{command}: not a command of the control API")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "api-behavior.console",
+        "api-lists.console",
+        "api-backend.console",
+        "api-stats.console",
+        "api-errors.console",
+        "api-vaurienctl.console",
+    ],
+)
+def test_api_transcripts(name, tmp_path, capsys):
+    if name == "api-stats.console":
+        pytest.importorskip("prometheus_client")
+    if name == "api-vaurienctl.console":
+        pytest.importorskip("requests")
+    run_api_transcript(name, tmp_path, capsys)
+
+
+def test_functional_test_example(monkeypatch):
+    pytest.importorskip("vaurien.util", reason="the test helpers are not in this tree (issue 4)")
+    import functional_test
+
+    monkeypatch.setattr(functional_test, "PROXY_PORT", free_port())
+    monkeypatch.setattr(functional_test, "CONTROL_PORT", free_port())
+    suite = unittest.defaultTestLoader.loadTestsFromModule(functional_test)
+    stream = io.StringIO()
+    result = unittest.TextTestRunner(stream=stream, verbosity=2).run(suite)
+    assert result.wasSuccessful(), stream.getvalue()
+    assert result.testsRun == 2
+
+
+def test_fixture_example():
+    pytest.importorskip("vaurien.pytest_plugin", reason="the fixture is not in this tree (issue 4)")
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    installed = importlib.metadata.entry_points(group="pytest11")
+    if not any(entry.value.startswith("vaurien.") for entry in installed):
+        argv += ["-p", "vaurien.pytest_plugin"]  # a checkout that is not installed
+    result = subprocess.run(
+        [*argv, str(EXAMPLES_DIR / "fixture_test.py")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+def test_performance_console(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    run = pytest.importorskip(
+        "benchmarks.run", reason="the benchmark is not in this tree (issue 6)"
+    )
+    install, *commands = transcript("performance-run.console")
+    assert install.program in NOT_RUN
+    for command in commands:
+        assert command.argv[:3] == ["python", "-m", "benchmarks"], command
+        run.parse_args(command.argv[3:])  # exits 2 on a flag the harness does not take
+
+
+# -- nothing on the site escapes the tests ---------------------------------------------------
+
+EXAMPLES = {
+    "drop_behavior.py": [
+        "test_drop_behavior_keeps_the_first_bytes_and_the_connection",
+        "test_drop_behavior_keeping_nothing_sends_nothing",
+    ],
+    "line_protocol.py": [
+        "test_line_protocol_carries_requests_and_answers",
+        "test_line_protocol_answers_errors_with_its_error_line",
+        "test_line_protocol_delays_each_request",
+        "test_line_protocol_ends_a_session_with_an_endless_line",
+    ],
+    "stutter_handler.py": ["test_stutter_handler_delivers_every_byte_late"],
+    "plugins.ini": ["test_plugins_ini_registers_and_configures_its_plugins"],
+    "pyproject.toml": ["test_pyproject_entry_points_register_the_plugins"],
+    "vaurien.ini": ["test_config_run_console_and_its_files"],
+    "env.ini": ["test_config_run_console_and_its_files", "test_config_errors_console"],
+    "quickstart.console": ["test_quickstart_console"],
+    "usage-run.console": ["test_usage_run_console"],
+    "usage-errors.console": ["test_usage_errors_console"],
+    "usage-options.console": ["test_usage_options_console"],
+    "usage-seed.console": ["test_usage_seed_console"],
+    "config-run.console": ["test_config_run_console_and_its_files"],
+    "config-errors.console": ["test_config_errors_console"],
+    "extending-plugins.console": ["test_extending_plugins_console"],
+    "examples-http-errors.console": ["test_scenario_commands", "test_scenario_http_errors"],
+    "examples-smtp.console": ["test_scenario_commands", "test_scenario_smtp"],
+    "examples-warmup.console": ["test_scenario_commands", "test_scenario_errors_after_12_calls"],
+    "examples-mysql.console": ["test_scenario_commands", "test_scenario_mysql"],
+    "examples-redis.console": ["test_scenario_commands", "test_scenario_redis"],
+    "examples-ssh.console": ["test_scenario_commands"],
+    "api-behavior.console": ["test_api_transcripts"],
+    "api-lists.console": ["test_api_transcripts"],
+    "api-backend.console": ["test_api_transcripts"],
+    "api-stats.console": ["test_api_transcripts"],
+    "api-errors.console": ["test_api_transcripts"],
+    "api-vaurienctl.console": ["test_api_transcripts"],
+    "functional_test.py": ["test_functional_test_example"],
+    "fixture_test.py": ["test_fixture_example"],
+    "performance-run.console": ["test_performance_console"],
+}
+
+
+def pages() -> dict[str, str]:
+    return {path.name: path.read_text(encoding="utf-8") for path in sorted(DOCS.glob("*.rst"))}
+
+
+def test_every_example_file_is_run_by_a_test():
+    files = {path.name for path in EXAMPLES_DIR.iterdir() if path.is_file()}
+    assert files == set(EXAMPLES)
+    for tests in EXAMPLES.values():
+        for test in tests:
+            assert callable(globals().get(test)), test
+
+
+def test_every_example_file_is_on_a_page_and_every_include_exists():
+    shown = set()
+    for name, text in pages().items():
+        for target in re.findall(r"(?:literalinclude:: |:download:`[^<`]*<)([^\s>`]+)", text):
+            assert (DOCS / target).is_file(), f"{name}: {target}"
+            if target.startswith("examples/"):
+                shown.add(target.removeprefix("examples/"))
+    assert shown == set(EXAMPLES)
+
+
+def test_pages_show_code_only_from_example_files():
+    for name, text in pages().items():
+        for number, line in enumerate(text.splitlines(), 1):
+            where = f"{name}:{number}: {line}"
+            if line.rstrip().endswith("::") and not line.lstrip().startswith(".. "):
+                raise AssertionError(f"{where}: a literal block; make it a file under examples/")
+            if "code-block::" in line:
+                assert line.split("code-block::")[1].strip() == "text", where  # diagrams only
+
+
+def test_transcripts_show_only_commands_the_suite_knows():
+    for path in sorted(EXAMPLES_DIR.glob("*.console")):
+        for command in transcript(path.name):
+            assert command.program in RUN | set(NOT_RUN), command
+
+
+def test_no_page_or_example_has_a_hole():
+    hole = re.compile(r"\b(XXX|TODO|TBD|FIXME)\b")
+    for path in [*DOCS.glob("*.rst"), *EXAMPLES_DIR.iterdir()]:
+        assert not hole.search(path.read_text(encoding="utf-8")), path

@@ -13,13 +13,13 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "vaurien/__init__.py").r
 #   client      requests, for vaurien.client.Client and vaurienctl
 #   statsd      statsd, a maintained statsd client, for the [statsd] metrics
 #   prometheus  prometheus-client, for GET /metrics in the Prometheus text format
-#   docs        Sphinx, to build the documentation
+#   docs        Sphinx (7.4+: parse_text_to_nodes), to build the documentation
 EXTRAS = {
     "http": ["h11>=0.14"],
     "client": ["requests>=2.28"],
     "statsd": ["statsd>=4.0"],
     "prometheus": ["prometheus-client>=0.17"],
-    "docs": ["sphinx>=7"],
+    "docs": ["sphinx>=7.4"],
 }
 EXTRAS["test"] = sorted(
     {dep for deps in EXTRAS.values() for dep in deps}

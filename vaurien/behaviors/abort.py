@@ -14,9 +14,9 @@ class Abort(BaseBehavior):
 
     name = "abort"
     client_sees = (
-        "Data going to the backend is forwarded, then the connection is closed before any "
-        "answer: the backend did the work, the client reads end of file. Picked for an "
-        "answer, the answer is dropped and the connection closed."
+        "The request reaches the backend, then the connection is closed before its answer "
+        "comes back: the backend did the work, the client reads end of file. Picked for data "
+        "coming from the backend, that data is dropped and the connection closed."
     )
 
     def on_before_handle(self, protocol, source, dest, to_backend):

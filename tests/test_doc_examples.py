@@ -315,6 +315,14 @@ def test_usage_options_console(monkeypatch):
     assert config.options_for("behavior", "error") == {"warmup": 5}
 
 
+def test_usage_direction_console(monkeypatch):
+    answers_only, per_connection = transcript("usage-direction.console")
+    config = load(answers_only, monkeypatch)
+    assert config.options_for("behavior", "delay") == {"direction": "to_client"}
+    config = load(per_connection, monkeypatch)
+    assert (config.scope, mix(config)) == ("connection", "10:reset,90:dummy")
+
+
 def test_usage_seed_console(monkeypatch):
     (command,) = transcript("usage-seed.console")
     config = load(command, monkeypatch)
@@ -373,6 +381,8 @@ SCENARIOS = {
     "examples-mysql.console": ("mysql", "100:delay", {"delay": {"sleep": 1.0}}),
     "examples-redis.console": ("redis", "100:transient", {"transient": {"agitate": 3}}),
     "examples-ssh.console": ("tcp", "10:delay,5:blackout,85:dummy", {}),
+    "examples-slow-answers.console": ("tcp", "100:delay", {"delay": {"direction": "to_client"}}),
+    "examples-resets.console": ("tcp", "10:reset,90:dummy", {}),
 }
 
 
@@ -483,6 +493,38 @@ def test_scenario_redis(redis_server, start_proxy, monkeypatch):
         with pytest.raises(redis.exceptions.ResponseError):
             client.ping()
     assert client.ping() is True
+
+
+def test_scenario_slow_answers_fast_requests(echo_backend, start_proxy, monkeypatch):
+    config = scenario("examples-slow-answers.console", monkeypatch, echo_backend.address)
+    proxy = start_proxy(config=config)
+    with proxy.connect() as client:
+        start = time.monotonic()
+        client.sendall(b"ping")
+        assert recv_exactly(client, 4) == b"ping"
+        # The answer waits its second; the request did not wait one too.
+        assert 1.0 <= time.monotonic() - start < 1.8
+
+
+def test_scenario_one_connection_in_ten_is_reset(echo_backend, start_proxy, monkeypatch):
+    config = scenario("examples-resets.console", monkeypatch, echo_backend.address)
+    assert config.scope == "connection"
+    proxy = start_proxy(config=config)
+    outcomes = []
+    for _ in range(40):
+        with proxy.connect() as client:
+            done = 0
+            try:
+                for _ in range(3):
+                    client.sendall(b"ping")
+                    if recv_exactly(client, 4) != b"ping":
+                        break
+                    done += 1
+            except ConnectionResetError:
+                pass
+            outcomes.append(done)
+    assert set(outcomes) <= {0, 3}, outcomes  # reset at once, or never touched
+    assert 1 <= outcomes.count(0) <= 15, outcomes
 
 
 # -- the control API, the client, vaurienctl and the test helpers ------------------------------
@@ -700,6 +742,15 @@ EXAMPLES = {
     "examples-mysql.console": ["test_scenario_commands", "test_scenario_mysql"],
     "examples-redis.console": ["test_scenario_commands", "test_scenario_redis"],
     "examples-ssh.console": ["test_scenario_commands"],
+    "examples-slow-answers.console": [
+        "test_scenario_commands",
+        "test_scenario_slow_answers_fast_requests",
+    ],
+    "examples-resets.console": [
+        "test_scenario_commands",
+        "test_scenario_one_connection_in_ten_is_reset",
+    ],
+    "usage-direction.console": ["test_usage_direction_console"],
     "api-behavior.console": ["test_api_transcripts"],
     "api-lists.console": ["test_api_transcripts"],
     "api-backend.console": ["test_api_transcripts"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import pkgutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from vaurien.errors import PluginError
@@ -168,14 +168,18 @@ class Registry:
             instance.option = settings.__getitem__
         return instance
 
-    def copy(self) -> Registry:
-        """An independent registry with the same classes, for one proxy to extend."""
+    def copy(self, names: Iterable[str] | None = None) -> Registry:
+        """An independent registry with the same classes, for one proxy to extend.
+
+        With ``names``, only those plugins are copied (``copy(builtin_names())`` for the docs).
+        """
         self._load_entry_points()
         other = Registry(
             self.kind, adapt=self._adapt, check=self._check, common_options=self._common_options
         )
-        other._classes = dict(self._classes)
-        other._options = dict(self._options)
+        kept = self._classes if names is None else {name: self.get(name) for name in names}
+        other._classes = dict(kept)
+        other._options = {name: self._options[name] for name in kept}
         return other
 
     def _option_table(self, name: str, cls: type) -> dict[str, Option]:

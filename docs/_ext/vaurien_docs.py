@@ -49,10 +49,7 @@ def escape(text: str) -> str:
 
 def builtin(registry: Registry) -> Registry:
     """A registry holding only the plugins Vaurien ships, not those of installed packages."""
-    shipped = Registry(registry.kind)
-    for name in registry.builtin_names():
-        shipped.register(registry.get(name), name=name)
-    return shipped
+    return registry.copy(registry.builtin_names())
 
 
 def heading(title: str, underline: str) -> list[str]:

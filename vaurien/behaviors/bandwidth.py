@@ -31,6 +31,10 @@ class Bandwidth(BaseBehavior):
 
     name = "bandwidth"
     options = {"rate": ("Throughput cap in KiB per second (0: no cap)", float, 100.0)}
+    client_sees = (
+        "The data arrives at ``rate`` KiB per second at most, evenly paced: a transfer "
+        "takes as long as it would on a slow link. A ``rate`` of 0 changes nothing."
+    )
 
     def new_state(self):
         return _Bucket()

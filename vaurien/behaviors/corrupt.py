@@ -18,6 +18,11 @@ class Corrupt(BaseBehavior):
     options = {
         "probability": ("Chance, from 0 to 1, that a byte gets one bit flipped", float, 0.001),
     }
+    client_sees = (
+        "The data arrives with its length unchanged but some bits flipped, each byte hit "
+        "with chance ``probability``: a checksum or a parser on the client's side reports "
+        "corrupt data, unless nothing checks."
+    )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
         data = protocol._get_data(source)

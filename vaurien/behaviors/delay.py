@@ -31,8 +31,9 @@ class Delay(BaseBehavior):
         ),
     }
     client_sees = (
-        "The data of the event arrives ``sleep`` seconds late. With ``before`` false it is "
-        "forwarded at once, and the next event on the same side waits ``sleep`` seconds instead."
+        "The data of the event arrives ``sleep`` seconds late, give or take ``jitter``. With "
+        "``before`` false it is forwarded at once, and the next event on the same side waits "
+        "instead."
     )
 
     def on_before_handle(self, protocol, source, dest, to_backend):

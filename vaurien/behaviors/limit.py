@@ -23,6 +23,11 @@ class Limit(BaseBehavior):
     options = {
         "bytes": ("Bytes let through in each direction before the close", int, 65536),
     }
+    client_sees = (
+        "Exactly ``bytes`` bytes get through in each direction (counted per connection over "
+        "the events it is picked for), then the connection is closed: the client reads a "
+        "truncated answer, then end of file."
+    )
 
     def new_state(self):
         return _Count()

@@ -18,6 +18,10 @@ class Reset(BaseBehavior):
     options = {
         "timeout": ("Seconds between the data's arrival and the reset (0: at once)", float, 0.0),
     }
+    client_sees = (
+        "The data is dropped and, after ``timeout`` seconds, both connections are reset: "
+        'the client gets "connection reset by peer" (``ECONNRESET``), not a clean end of file.'
+    )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
         protocol._get_data(source)

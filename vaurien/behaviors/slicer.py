@@ -21,6 +21,10 @@ class Slicer(BaseBehavior):
         "size_variation": ("Largest difference from the average size, in bytes", int, 512),
         "delay": ("Pause between two slices in seconds", float, 0.001),
     }
+    client_sees = (
+        "Every byte arrives, in order, but in many small reads of about ``average_size`` "
+        "bytes, ``delay`` seconds apart: a client that takes one read for one message breaks."
+    )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
         average, variation = self.settings["average_size"], abs(self.settings["size_variation"])

@@ -16,6 +16,10 @@ class SlowClose(BaseBehavior):
 
     name = "slow_close"
     options = {"delay": ("Seconds a close waits before it is passed on", float, 1.0)}
+    client_sees = (
+        "The data passes unchanged, but when one side closes its connection, the other "
+        "side sees the close ``delay`` seconds late."
+    )
 
     def on_after_handle(self, protocol, source, dest, to_backend):
         if source.eof:

@@ -21,6 +21,11 @@ class Timeout(BaseBehavior):
     options = {
         "timeout": ("Seconds before the close (0: never close, only drop the data)", float, 1.0),
     }
+    client_sees = (
+        "The data, and everything after it on that side, is dropped; after ``timeout`` "
+        "seconds the connection is closed, and the client reads end of file. With a "
+        "``timeout`` of 0 the data is dropped and the connection stays open."
+    )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
         timeout = self.settings["timeout"]

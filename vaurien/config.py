@@ -25,6 +25,7 @@ import configparser
 import dataclasses
 import os
 import re
+import textwrap
 from typing import Any
 
 from vaurien.errors import ConfigError, VaurienError
@@ -179,7 +180,10 @@ def _number(value: float) -> str:
 
 
 def _comment(text: str) -> list[str]:
-    return [f"# {line}".rstrip() for line in text.replace("``", "").splitlines()]
+    lines = []
+    for line in text.replace("``", "").splitlines():
+        lines += [f"# {part}" for part in textwrap.wrap(line, 94)] or ["#"]
+    return lines
 
 
 def _option_lines(option: Option) -> list[str]:

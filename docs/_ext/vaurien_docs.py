@@ -89,11 +89,10 @@ def cli_reference(parser: argparse.ArgumentParser, underline: str = "-") -> str:
         actions = [a for a in group._group_actions if a.help is not argparse.SUPPRESS]
         if not actions:
             continue
-        title = group.title or "options"
-        kind, _, plugin = title.partition(" ")
-        if title in ("options", "optional arguments"):
+        if group is parser._optionals:
             lines += heading("Global flags", underline)
         else:
+            kind, _, plugin = group.title.partition(" ")  # "behavior delay"
             lines += heading(f"{kind.capitalize()} {plugin}", underline)
             lines += [f"Options of the :ref:`{kind} {plugin} <{kind}-{plugin}>`.", ""]
         for action in actions:

@@ -509,6 +509,38 @@ def _try_ping(client, redis):
         return False
 
 
+def test_scenario_slow_answers_fast_requests(echo_backend, start_proxy, monkeypatch):
+    config = scenario("examples-slow-answers.console", monkeypatch, echo_backend.address)
+    proxy = start_proxy(config=config)
+    with proxy.connect() as client:
+        start = time.monotonic()
+        client.sendall(b"ping")
+        assert recv_exactly(client, 4) == b"ping"
+        # The answer waits its second; the request did not wait one too.
+        assert 1.0 <= time.monotonic() - start < 1.8
+
+
+def test_scenario_one_connection_in_ten_is_reset(echo_backend, start_proxy, monkeypatch):
+    config = scenario("examples-resets.console", monkeypatch, echo_backend.address)
+    assert config.scope == "connection"
+    proxy = start_proxy(config=config)
+    outcomes = []
+    for _ in range(40):
+        with proxy.connect() as client:
+            done = 0
+            try:
+                for _ in range(3):
+                    client.sendall(b"ping")
+                    if recv_exactly(client, 4) != b"ping":
+                        break
+                    done += 1
+            except ConnectionResetError:
+                pass
+            outcomes.append(done)
+    assert set(outcomes) <= {0, 3}, outcomes  # reset at once, or never touched
+    assert 1 <= outcomes.count(0) <= 15, outcomes
+
+
 # -- the control API, the client, vaurienctl and the test helpers ------------------------------
 
 

@@ -56,9 +56,9 @@ def test_every_key_is_in_the_sample():
         if setting.cli_only:
             assert f"\n{setting.name} =" not in text
         elif setting.default is None and setting.name != "backend":
-            assert f"\n# {setting.name} = " in text
+            assert f"\n# {setting.key} = " in text
         else:
-            assert parser.has_option("vaurien", setting.name), setting.name
+            assert parser.has_option(setting.section, setting.key), setting.name
     for kind, registry in (("behavior", Behavior), ("protocol", Protocol)):
         for name in registry.builtin_names():
             for option in registry.options(name).values():

@@ -203,25 +203,29 @@ def render_sample(
 ) -> str:
     """The text of ``vaurien.ini.sample``, from :data:`~vaurien.settings.SETTINGS` and the plugins.
 
-    Every ``[vaurien]`` key and every option of every plugin Vaurien ships is written with its
-    description and default (keys without a default are shown commented out). ``backend`` is
-    the one value the sample makes up: a config file cannot load without it.
+    Every key of the settings sections (``[vaurien]``, ``[statsd]``) and every option of every
+    plugin Vaurien ships is written with its description and default (keys without a default
+    are shown commented out). ``backend`` is the one value the sample makes up: a config file
+    cannot load without it.
     """
     from vaurien.behaviors import Behavior
     from vaurien.protocols import Protocol
 
-    lines = [_SAMPLE_HEADER, f"[{MAIN_SECTION}]"]
-    for setting in SETTINGS:
-        if setting.cli_only:
-            continue
-        lines += _comment(setting.help)
-        if setting.name == "backend":
-            lines.append(f"backend = {backend}")
-        elif setting.default is None:
-            lines += ["# Not set by default.", f"# {setting.name} = {setting.metavar or 'VALUE'}"]
-        else:
-            lines.append(f"{setting.name} = {ini_value(setting.default)}")
-        lines.append("")
+    lines = [_SAMPLE_HEADER]
+    for section in SETTING_SECTIONS:
+        lines.append(f"[{section}]")
+        for setting in SETTINGS:
+            if setting.section != section or setting.cli_only:
+                continue
+            lines += _comment(setting.help)
+            if setting.name == "backend":
+                lines.append(f"backend = {backend}")
+            elif setting.default is None:
+                placeholder = setting.metavar or "VALUE"
+                lines += ["# Not set by default.", f"# {setting.key} = {placeholder}"]
+            else:
+                lines.append(f"{setting.key} = {ini_value(setting.default)}")
+            lines.append("")
     for kind, registry in (
         ("behavior", behaviors or Behavior),
         ("protocol", protocols or Protocol),

@@ -108,14 +108,19 @@ def cli_reference(parser: argparse.ArgumentParser, underline: str = "-") -> str:
 
 
 def settings_reference() -> str:
-    """A table of the ``[vaurien]`` keys: flag, value, default and meaning."""
+    """A table of the settings: config key, flag, value, default and meaning."""
     rows = []
     for setting in settings.SETTINGS:
         value = "``true`` or ``false``" if setting.is_flag else escape(setting.metavar or "VALUE")
         flag = f"``{setting.flag}``"
         if setting.is_flag:
             flag += f", ``--no-{setting.flag[2:]}``"
-        key = "(command line only)" if setting.cli_only else f"``{setting.name}``"
+        if setting.cli_only:
+            key = "(command line only)"
+        elif setting.section == config.MAIN_SECTION:
+            key = f"``{setting.key}``"
+        else:
+            key = f"``{setting.key}`` in ``[{setting.section}]``"
         default = literal(setting.default)
         if setting.name == "backend":
             default = "none: required"

@@ -152,7 +152,8 @@ def test_vaurien_statsd_flags(echo_backend, sink):
         wait_until(lambda: process.client.get_stats()["active_connections"] == 0)
     finally:
         assert process.stop() == 0
-    totals = sink.drain()  # sent by the periodic flush, or by the last one, on stop
+    # Sent by the periodic flush, or by the last one, on stop.
+    totals = wait_until(lambda: sink.drain()["functional.connection.end"] and sink.totals, 10)
     assert totals["functional.connection.start"] == totals["functional.connection.end"] == 1
     assert totals["functional.bytes.to_backend"] == totals["functional.bytes.to_client"] == 5
     assert totals["functional.behavior.dummy"] >= 2

@@ -95,7 +95,8 @@ class StatsdReporter:
             self._client = statsd.StatsClient(self.host, self.port, prefix=self.prefix or None)
         except OSError as e:
             raise ConfigError(f"statsd: cannot reach {self.host}:{self.port}: {e}") from None
-        self._sent = counters(self.proxy)
+        # Everything since the proxy started counts, even what came before this reporter.
+        self._sent = {}
         self._timer = gevent.get_hub().loop.timer(self.interval, self.interval)
         # In a greenlet of its own: a flush never runs in the hub's callback itself.
         self._timer.start(gevent.spawn, self.flush)

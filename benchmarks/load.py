@@ -1,0 +1,218 @@
+"""Load generators for the benchmarks, each a subprocess that prints one JSON line.
+
+``python -m benchmarks.load rtt HOST:PORT --count N``
+    N request/response round trips of ``--size`` bytes on one connection; latency percentiles.
+``python -m benchmarks.load connect HOST:PORT --count N``
+    N times: connect, one round trip, close; latency percentiles.
+``python -m benchmarks.load concurrent HOST:PORT --connections N --rounds R``
+    N connections opened at once, R round trips each, all driven by one epoll loop; the total
+    time. With ``--hold`` the connections stay open after the JSON line until a line (or EOF)
+    arrives on standard input, so the caller can measure the proxy with all of them open.
+
+Plain blocking sockets (or one epoll loop) and preallocated buffers keep the Python cost per
+round trip to a few microseconds; the direct numbers in each run show the floor this sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import select
+import socket
+import sys
+import time
+
+from benchmarks.limits import raise_open_files_limit
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``'127.0.0.1:8000'`` -> ``('127.0.0.1', 8000)``."""
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def percentiles(samples_ns: list[int]) -> dict[str, float]:
+    """p50, p99 and max of ``samples_ns``, in microseconds."""
+    ordered = sorted(samples_ns)
+    last = len(ordered) - 1
+    return {
+        "p50_us": ordered[round(0.50 * last)] / 1000,
+        "p99_us": ordered[round(0.99 * last)] / 1000,
+        "max_us": ordered[last] / 1000,
+        "count": len(ordered),
+    }
+
+
+def _exchange(sock: socket.socket, payload: bytes, buffer: bytearray) -> None:
+    """Send ``payload`` and read the same number of bytes back into ``buffer``; check them."""
+    sock.sendall(payload)
+    view = memoryview(buffer)
+    got = 0
+    size = len(payload)
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise ConnectionError(f"connection closed after {got} of {size} bytes")
+        got += n
+    if buffer != payload:
+        raise ConnectionError("the echo differs from what was sent")
+
+
+def round_trips(address: tuple[str, int], count: int, size: int, warmup: int) -> dict[str, float]:
+    """Time ``count`` round trips of ``size`` bytes on one connection."""
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    buffer = bytearray(size)
+    samples = [0] * count
+    clock = time.perf_counter_ns
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(warmup):
+            _exchange(sock, payload, buffer)
+        for i in range(count):
+            start = clock()
+            _exchange(sock, payload, buffer)
+            samples[i] = clock() - start
+    return percentiles(samples)
+
+
+def connect_round_trips(
+    address: tuple[str, int], count: int, size: int, warmup: int
+) -> dict[str, float]:
+    """Time ``count`` times: open a connection, one round trip of ``size`` bytes, close."""
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    buffer = bytearray(size)
+    samples = [0] * count
+    clock = time.perf_counter_ns
+    for i in range(-warmup, count):
+        start = clock()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(10)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.connect(address)
+            _exchange(sock, payload, buffer)
+        finally:
+            sock.close()
+        if i >= 0:
+            samples[i] = clock() - start
+    return percentiles(samples)
+
+
+def concurrent(
+    address: tuple[str, int], connections: int, rounds: int, size: int, timeout: float
+) -> tuple[dict[str, float], list[socket.socket]]:
+    """Open ``connections`` at once and do ``rounds`` round trips on each, from one epoll loop.
+
+    Returns the result and the sockets still open (those that finished every round).
+    """
+    payload = b"x" * size
+    poller = select.epoll()
+    sockets: dict[int, socket.socket] = {}
+    connecting: set[int] = set()
+    left: dict[int, int] = {}  # fd -> answers still awaited
+    received: dict[int, int] = {}  # fd -> bytes of the current answer received so far
+    finished: list[socket.socket] = []
+    failures: dict[str, int] = {}
+    start = time.perf_counter()
+    deadline = start + timeout
+
+    def fail(fd: int, code: int) -> None:
+        if fd in sockets:
+            poller.unregister(fd)
+            sockets.pop(fd).close()
+        reason = errno.errorcode.get(code, "closed")
+        failures[reason] = failures.get(reason, 0) + 1
+
+    for _ in range(connections):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        code = sock.connect_ex(address)
+        if code not in (0, errno.EINPROGRESS):
+            sock.close()
+            fail(-1, code)
+            continue
+        fd = sock.fileno()
+        sockets[fd] = sock
+        connecting.add(fd)
+        left[fd] = rounds
+        received[fd] = 0
+        poller.register(fd, select.EPOLLOUT)
+    while sockets and time.perf_counter() < deadline:
+        for fd, _events in poller.poll(max(0.0, deadline - time.perf_counter())):
+            sock = sockets[fd]
+            if fd in connecting:
+                connecting.discard(fd)
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code:
+                    fail(fd, code)
+                    continue
+                sock.send(payload)
+                poller.modify(fd, select.EPOLLIN)
+                continue
+            try:
+                data = sock.recv(65536)
+            except OSError as e:
+                fail(fd, e.errno or 0)
+                continue
+            if not data:
+                fail(fd, 0)
+                continue
+            received[fd] += len(data)
+            if received[fd] < size:
+                continue
+            received[fd] = 0
+            left[fd] -= 1
+            if left[fd]:
+                sock.send(payload)
+            else:
+                poller.unregister(fd)
+                finished.append(sockets.pop(fd))
+    elapsed = time.perf_counter() - start
+    if sockets:
+        failures["timeout"] = len(sockets)
+        for sock in sockets.values():
+            sock.close()
+    poller.close()
+    result = {"seconds": elapsed, "open": len(finished), "failures": failures}
+    return result, finished
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one load generator and print its result as one JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__)
+    parser.add_argument("mode", choices=["rtt", "connect", "concurrent"])
+    parser.add_argument("address", type=parse_address, help="HOST:PORT to load")
+    parser.add_argument("--count", type=int, default=10000, help="round trips (rtt, connect)")
+    parser.add_argument("--size", type=int, default=32, help="bytes per request")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed round trips first")
+    parser.add_argument("--connections", type=int, default=5000, help="(concurrent)")
+    parser.add_argument("--rounds", type=int, default=5, help="round trips each (concurrent)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds (concurrent)")
+    parser.add_argument("--hold", action="store_true", help="keep connections open (concurrent)")
+    args = parser.parse_args(argv)
+    raise_open_files_limit()
+    held: list[socket.socket] = []
+    try:
+        if args.mode == "rtt":
+            result = round_trips(args.address, args.count, args.size, args.warmup)
+        elif args.mode == "connect":
+            result = connect_round_trips(args.address, args.count, args.size, args.warmup)
+        else:
+            result, held = concurrent(
+                args.address, args.connections, args.rounds, args.size, args.timeout
+            )
+    except OSError as e:
+        print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+        return 1
+    print(json.dumps(result), flush=True)
+    if args.hold:
+        sys.stdin.readline()
+    for sock in held:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

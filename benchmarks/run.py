@@ -1,0 +1,758 @@
+"""Run every benchmark direct and through Vaurien, and print medians, ratios and targets.
+
+``python -m benchmarks`` (``--quick`` for a short run, ``--help`` for the knobs). Backends, proxies
+and load tools all run on 127.0.0.1 as child processes of this one; see ``benchmarks/README.rst``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from benchmarks.limits import raise_open_files_limit
+from benchmarks.procs import (
+    Budget,
+    Child,
+    Processes,
+    TimeUp,
+    Unavailable,
+    cpu_seconds,
+    free_port,
+    pss_kib,
+    write_line,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+GIB = 1 << 30
+PINNED = frozenset({0})  # the CPU of the pinned round trips, as `taskset -c 0`
+T = TypeVar("T")
+GROUPS = ("bulk", "rtt", "connect", "concurrent", "http")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal for one row: on the ratio to direct, or on the proxied value itself."""
+
+    limit: float
+    at_least: bool  # True: the number must be >= limit; False: <= limit
+    on_ratio: bool  # True: applies to vaurien/direct; False: to the vaurien value
+
+    def describe(self) -> str:
+        """``'>=0.60x'``, ``'<=25'``..."""
+        return f"{'>=' if self.at_least else '<='}{self.limit:g}{'x' if self.on_ratio else ''}"
+
+    def met(self, value: float) -> bool:
+        """Whether ``value`` (a ratio or a vaurien number, see ``on_ratio``) meets the target."""
+        return value >= self.limit if self.at_least else value <= self.limit
+
+
+@dataclass
+class Row:
+    """One line of the result table and the samples behind it."""
+
+    key: str
+    label: str
+    unit: str
+    target: Target | None = None
+    direct: list[float] = field(default_factory=list)
+    proxied: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        """Attach ``text`` to the row once."""
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def medians(self) -> tuple[float | None, float | None]:
+        """Median of the direct samples and of the proxied samples (None when there are none)."""
+        return (
+            statistics.median(self.direct) if self.direct else None,
+            statistics.median(self.proxied) if self.proxied else None,
+        )
+
+    def ratio(self) -> float | None:
+        """Proxied median over direct median."""
+        direct, proxied = self.medians()
+        return proxied / direct if direct and proxied is not None else None
+
+    def verdict(self) -> str:
+        """``'pass'``, ``'FAIL'``, ``'n/a'`` (nothing to judge) or ``''`` (no target)."""
+        if self.target is None:
+            return ""
+        value = self.ratio() if self.target.on_ratio else self.medians()[1]
+        if value is None:
+            return "n/a"
+        return "pass" if self.target.met(value) else "FAIL"
+
+
+def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
+    """The rows of the table, in order, with the targets of issue 6."""
+
+    def at_least(x: float) -> Target:
+        return Target(x, at_least=True, on_ratio=True)
+
+    def at_most(x: float) -> Target:
+        return Target(x, at_least=False, on_ratio=True)
+
+    rows = [
+        Row("bulk", "bulk, one way", "Gbit/s", at_least(0.60)),
+        Row("bulk_both", "bulk, both ways (sum)", "Gbit/s", at_least(0.75)),
+        Row("cpu", "proxy CPU per GiB, one way", "s/GiB", Target(0.35, False, False)),
+        Row("cpu_both", "proxy CPU per GiB, both ways", "s/GiB"),
+        Row("rtt_p50", "32 B round trip p50", "us"),
+        Row("rtt_p99", "32 B round trip p99", "us"),
+        Row("rtt_pinned_p50", "32 B round trip p50, one CPU", "us", at_most(2.7)),
+        Row("rtt_pinned_p99", "32 B round trip p99, one CPU", "us", at_most(4.5)),
+        Row("connect_p50", "connect+round trip+close p50", "us", at_most(4.0)),
+        Row("connect_p99", "connect+round trip+close p99", "us", at_most(4.5)),
+        Row("concurrent", f"{concurrent} conns x {rounds} round trips", "s", at_most(4.0)),
+        Row("memory", "proxy memory per open connection", "KiB", Target(25, False, False)),
+        Row("http_tcp", "HTTP keep-alive, --protocol tcp", "req/s", at_least(0.46)),
+        Row("http_http", "HTTP keep-alive, --protocol http", "req/s", at_least(0.37)),
+        Row("bulk_delay", "bulk, one way, delay 0 s", "Gbit/s", at_least(0.45)),
+    ]
+    return {row.key: row for row in rows}
+
+
+GROUP_ROWS = {
+    "bulk": ("bulk", "bulk_both", "cpu", "cpu_both", "bulk_delay"),
+    "rtt": ("rtt_p50", "rtt_p99", "rtt_pinned_p50", "rtt_pinned_p99"),
+    "connect": ("connect_p50", "connect_p99"),
+    "concurrent": ("concurrent", "memory"),
+    "http": ("http_tcp", "http_http"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and bounds of one run."""
+
+    repeats: int
+    bulk_seconds: int
+    rtt_count: int
+    connect_count: int
+    concurrent: int
+    rounds: int
+    http_seconds: int
+    http_connections: int
+    groups: tuple[str, ...]
+    time_limit: float
+    json_path: Path | None
+    fail_on_miss: bool
+
+
+class Bench:
+    """One benchmark run: its settings, its processes and the rows it fills."""
+
+    def __init__(self, settings: Settings, procs: Processes, workdir: Path) -> None:
+        self.settings = settings
+        self.procs = procs
+        self.workdir = workdir
+        self.rows = make_rows(settings.concurrent, settings.rounds)
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+        self._proxy_failures: dict[tuple[str, ...], str] = {}
+
+    # -- processes ---------------------------------------------------------------------
+
+    def python(self, module: str, *args: str) -> list[str]:
+        """Command line running ``python -m module args`` with this interpreter."""
+        return [sys.executable, "-m", module, *args]
+
+    def echo_backend(self, name: str, cpus: frozenset[int] | None = None) -> int:
+        """Start an echo backend; return its port."""
+        child = self.procs.start(
+            self.python("benchmarks.echo"),
+            name=name,
+            cpus=cpus,
+            cwd=REPO,
+            env=self.env,
+            pipes=True,
+        )
+        return int(self.procs.read_line(child, 10))
+
+    def proxy(
+        self,
+        backend_port: int,
+        *options: str,
+        name: str = "vaurien",
+        protocol: str = "tcp",
+        behavior: str = "100:dummy",
+        cpus: frozenset[int] | None = None,
+    ) -> tuple[Child, int]:
+        """Start Vaurien in front of ``backend_port``; return it and the port it listens on.
+
+        A configuration that failed once is not tried again: :class:`Unavailable` at once.
+        """
+        config = (protocol, behavior, *options)
+        if config in self._proxy_failures:
+            raise Unavailable(self._proxy_failures[config])
+        port = free_port()
+        argv = self.python(
+            "vaurien",
+            "--proxy",
+            f"127.0.0.1:{port}",
+            "--backend",
+            f"127.0.0.1:{backend_port}",
+            "--protocol",
+            protocol,
+            "--behavior",
+            behavior,
+            *options,
+            "--log-level",
+            "warning",
+        )
+        child = self.procs.start(argv, name=name, cpus=cpus, cwd=REPO, env=self.env)
+        try:
+            self.procs.wait_listening(child, port, 15)
+        except Unavailable as e:
+            self.procs.stop(child)
+            self._proxy_failures[config] = f"vaurien did not start: {e}"
+            raise Unavailable(self._proxy_failures[config]) from e
+        return child, port
+
+    def load(self, *args: str, timeout: float, cpus: frozenset[int] | None = None) -> dict:
+        """Run one ``benchmarks.load`` generator; return its JSON result."""
+        output = self.procs.run(
+            self.python("benchmarks.load", *args), timeout=timeout, cpus=cpus, cwd=REPO, env=self.env
+        )
+        result = json.loads(output.strip().splitlines()[-1])
+        if "error" in result:
+            raise Unavailable(f"load generator: {result['error']}")
+        return result
+
+    def proxied(self, keys: Sequence[str], measure: Callable[[], T]) -> T | None:
+        """``measure()`` through Vaurien; on failure note why on the rows ``keys``, return None."""
+        try:
+            return measure()
+        except Unavailable as e:
+            text = str(e) if str(e).startswith("vaurien") else f"through vaurien: {e}"
+            for key in keys:
+                self.rows[key].note(text)
+            return None
+
+    def repeats(self) -> Iterator[int]:
+        """The repeat indexes, stopping early (with :class:`TimeUp`) when time runs out."""
+        for index in range(self.settings.repeats):
+            self.procs.budget.bound(1)
+            yield index
+
+    # -- measurements ------------------------------------------------------------------
+
+    def iperf3(self, port: int, bidir: bool) -> dict:
+        """One iperf3 client run against ``port``; its JSON report (``end`` section)."""
+        seconds = self.settings.bulk_seconds
+        argv = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"]
+        if bidir:
+            argv.append("--bidir")
+        for attempt in range(3):
+            report = json.loads(self.procs.run(argv, timeout=seconds + 20))
+            error = report.get("error", "")
+            if "busy" in error and attempt < 2:  # the previous test is still being torn down
+                time.sleep(0.5)
+                continue
+            if error:
+                raise Unavailable(f"iperf3: {error}")
+            return report["end"]
+        raise AssertionError("unreachable")
+
+    def bulk(self) -> None:
+        """iperf3 one way and both ways, direct and through Vaurien; the proxy's CPU per GiB."""
+        rows = self.rows
+        server_port = free_port()
+        server = self.procs.start(["iperf3", "-s", "-p", str(server_port)], name="iperf3-server")
+        self.procs.wait_listening(server, server_port, 10)
+        proxies: dict[str, tuple[Child, int] | None] = {}
+        for key, options in (("bulk", ()), ("bulk_delay", ("--behavior-delay-sleep", "0"))):
+            behavior = "100:delay" if key == "bulk_delay" else "100:dummy"
+            try:
+                proxies[key] = self.proxy(
+                    server_port, *options, name=f"vaurien-{key}", behavior=behavior
+                )
+            except Unavailable as e:
+                proxies[key] = None
+                keys = ("bulk_delay",) if key == "bulk_delay" else GROUP_ROWS["bulk"][:-1]
+                for row_key in keys:
+                    rows[row_key].note(str(e))
+        for _ in self.repeats():
+            end = self.iperf3(server_port, bidir=False)
+            rows["bulk"].direct.append(_gbits(end["sum_received"]))
+            rows["bulk_delay"].direct.append(_gbits(end["sum_received"]))
+            for key in ("bulk", "bulk_delay"):
+                if proxies[key] is None:
+                    continue
+                proxy, port = proxies[key]
+                before = cpu_seconds(proxy.pid)
+                end = self.proxied((key,), partial(self.iperf3, port, bidir=False))
+                if end is None:
+                    proxies[key] = None
+                    continue
+                used = cpu_seconds(proxy.pid) - before
+                rows[key].proxied.append(_gbits(end["sum_received"]))
+                if key == "bulk":
+                    rows["cpu"].proxied.append(used / (end["sum_received"]["bytes"] / GIB))
+            end = self.iperf3(server_port, bidir=True)
+            rows["bulk_both"].direct.append(_gbits_both(end))
+            if proxies["bulk"] is None:
+                continue
+            proxy, port = proxies["bulk"]
+            before = cpu_seconds(proxy.pid)
+            end = self.proxied(("bulk_both",), partial(self.iperf3, port, bidir=True))
+            if end is None:
+                proxies["bulk"] = None
+                continue
+            used = cpu_seconds(proxy.pid) - before
+            rows["bulk_both"].proxied.append(_gbits_both(end))
+            moved = end["sum_received"]["bytes"] + end["sum_received_bidir_reverse"]["bytes"]
+            rows["cpu_both"].proxied.append(used / (moved / GIB))
+
+    def rtt(self) -> None:
+        """32-byte round trips on one connection: free to use both CPUs, then all on CPU 0."""
+        count = str(self.settings.rtt_count)
+        timeout = 30 + self.settings.rtt_count / 1000
+        for suffix, cpus in (("", None), ("_pinned", PINNED)):
+            p50, p99 = self.rows[f"rtt{suffix}_p50"], self.rows[f"rtt{suffix}_p99"]
+            backend = self.echo_backend(f"echo{suffix}", cpus)
+            try:
+                _, port = self.proxy(backend, name=f"vaurien-rtt{suffix}", cpus=cpus)
+            except Unavailable as e:
+                port = None
+                p50.note(str(e))
+                p99.note(str(e))
+            for _ in self.repeats():
+                address = f"127.0.0.1:{backend}"
+                result = self.load("rtt", address, "--count", count, timeout=timeout, cpus=cpus)
+                p50.direct.append(result["p50_us"])
+                p99.direct.append(result["p99_us"])
+                if port is None:
+                    continue
+                address = f"127.0.0.1:{port}"
+                measure = partial(self.load, "rtt", address, "--count", count, timeout=timeout, cpus=cpus)
+                result = self.proxied((p50.key, p99.key), measure)
+                if result is None:
+                    port = None
+                    continue
+                p50.proxied.append(result["p50_us"])
+                p99.proxied.append(result["p99_us"])
+
+    def connect(self) -> None:
+        """Connect, one 32-byte round trip, close: latency percentiles."""
+        p50, p99 = self.rows["connect_p50"], self.rows["connect_p99"]
+        count = str(self.settings.connect_count)
+        timeout = 30 + self.settings.connect_count / 100
+        backend = self.echo_backend("echo-connect")
+        try:
+            _, port = self.proxy(backend, name="vaurien-connect")
+        except Unavailable as e:
+            port = None
+            p50.note(str(e))
+            p99.note(str(e))
+        for _ in self.repeats():
+            args = ("--count", count, "--warmup", "20")
+            result = self.load("connect", f"127.0.0.1:{backend}", *args, timeout=timeout)
+            p50.direct.append(result["p50_us"])
+            p99.direct.append(result["p99_us"])
+            if port is None:
+                continue
+            measure = partial(self.load, "connect", f"127.0.0.1:{port}", *args, timeout=timeout)
+            result = self.proxied((p50.key, p99.key), measure)
+            if result is None:
+                port = None
+                continue
+            p50.proxied.append(result["p50_us"])
+            p99.proxied.append(result["p99_us"])
+
+    def concurrent(self) -> None:
+        """Many connections at once, a few round trips each; the proxy's memory per connection.
+
+        Each repeat starts a fresh proxy, so the memory it grows is that of these connections,
+        not space left free by an earlier repeat.
+        """
+        timing, memory = self.rows["concurrent"], self.rows["memory"]
+        backend = self.echo_backend("echo-concurrent")
+        args = (
+            "--connections",
+            str(self.settings.concurrent),
+            "--rounds",
+            str(self.settings.rounds),
+            "--timeout",
+            "60",
+        )
+        available = True
+        for index in self.repeats():
+            result = self.load("concurrent", f"127.0.0.1:{backend}", *args, timeout=90)
+            if result["failures"]:
+                timing.note(f"direct failures: {result['failures']}")
+            else:
+                timing.direct.append(result["seconds"])
+            if not available:
+                continue
+            measure = partial(self._concurrent_through_proxy, index, backend, args)
+            outcome = self.proxied(("concurrent", "memory"), measure)
+            if outcome is None:
+                available = False
+                continue
+            result, grown = outcome
+            if result["failures"]:
+                timing.note(f"through vaurien: failures {result['failures']}")
+                continue
+            timing.proxied.append(result["seconds"])
+            memory.proxied.append(grown / result["open"])
+
+    def _concurrent_through_proxy(
+        self, index: int, backend: int, args: Sequence[str]
+    ) -> tuple[dict, int]:
+        """One concurrent run through a fresh proxy; the result and the proxy's PSS growth."""
+        proxy, port = self.proxy(backend, name=f"vaurien-concurrent-{index}")
+        try:
+            self.load("rtt", f"127.0.0.1:{port}", "--count", "10", timeout=10)  # warm up
+            baseline = pss_kib(proxy.pid)
+            argv = self.python("benchmarks.load", "concurrent", f"127.0.0.1:{port}", *args, "--hold")
+            client = self.procs.start(
+                argv, name=f"load-concurrent-{index}", cwd=REPO, env=self.env, pipes=True
+            )
+            try:
+                result = json.loads(self.procs.read_line(client, 90))
+                grown = pss_kib(proxy.pid) - baseline
+                write_line(client.popen.stdin, "close")
+                client.popen.wait(10)
+            finally:
+                self.procs.stop(client)
+        finally:
+            self.procs.stop(proxy)
+        if "error" in result:
+            raise Unavailable(f"load generator: {result['error']}")
+        return result, grown
+
+    def http(self) -> None:
+        """wrk keep-alive requests per second on a small static file served by nginx."""
+        tcp, http = self.rows["http_tcp"], self.rows["http_http"]
+        nginx_port = self.nginx()
+        proxies: dict[str, int | None] = {}
+        for protocol, row in (("tcp", tcp), ("http", http)):
+            try:
+                _, proxies[protocol] = self.proxy(
+                    nginx_port, name=f"vaurien-{protocol}", protocol=protocol
+                )
+            except Unavailable as e:
+                proxies[protocol] = None
+                row.note(str(e))
+        for _ in self.repeats():
+            rate = self.wrk(nginx_port)
+            tcp.direct.append(rate)
+            http.direct.append(rate)
+            for protocol, row in (("tcp", tcp), ("http", http)):
+                port = proxies[protocol]
+                if port is None:
+                    continue
+                rate = self.proxied((row.key,), partial(self.wrk, port))
+                if rate is None:
+                    proxies[protocol] = None
+                else:
+                    row.proxied.append(rate)
+
+    def nginx(self) -> int:
+        """Start nginx on a free port with a private configuration; return the port."""
+        if shutil.which("nginx") is None:
+            raise Unavailable("nginx is not installed")
+        root = self.workdir / "nginx"
+        (root / "www").mkdir(parents=True)
+        (root / "www" / "index.html").write_bytes(_small_page())
+        port = free_port()
+        config = root / "nginx.conf"
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        temp_paths = "".join(
+            f"    {kind}_temp_path {root}/{kind};\n"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        config.write_text(
+            f"{user}worker_processes 1;\ndaemon off;\npid {root}/nginx.pid;\n"
+            f"error_log {root}/error.log warn;\nevents {{ worker_connections 1024; }}\n"
+            "http {\n    access_log off;\n    keepalive_requests 10000000;\n"
+            f"{temp_paths}    server {{\n        listen 127.0.0.1:{port};\n"
+            f"        root {root}/www;\n    }}\n}}\n"
+        )
+        argv = ["nginx", "-p", str(root), "-e", str(root / "error.log"), "-c", str(config)]
+        server = self.procs.start(argv, name="nginx")
+        self.procs.wait_listening(server, port, 10)
+        return port
+
+    def wrk(self, port: int) -> float:
+        """Requests per second from one wrk run against ``port``; errors make it unavailable."""
+        seconds = self.settings.http_seconds
+        argv = [
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(self.settings.http_connections),
+            "-d",
+            f"{seconds}s",
+            f"http://127.0.0.1:{port}/index.html",
+        ]
+        output = self.procs.run(argv, timeout=seconds + 20)
+        match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+        if match is None:
+            raise Unavailable(f"wrk printed no rate: {output.strip()[-200:]}")
+        problems = re.findall(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)", output)
+        if problems:
+            raise Unavailable(f"wrk: {'; '.join(problems)}")
+        return float(match.group(1))
+
+
+def _gbits(summary: dict) -> float:
+    return summary["bits_per_second"] / 1e9
+
+
+def _gbits_both(end: dict) -> float:
+    return _gbits(end["sum_received"]) + _gbits(end["sum_received_bidir_reverse"])
+
+
+def _small_page() -> bytes:
+    """A 1 KiB HTML page."""
+    head = b"<!DOCTYPE html>\n<html><head><title>Vaurien benchmark</title></head><body>\n<p>"
+    tail = b"</p>\n</body></html>\n"
+    return head + b"x" * (1024 - len(head) - len(tail)) + tail
+
+
+# -- reporting --------------------------------------------------------------------------
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def render(rows: Sequence[Row], settings: Settings) -> str:
+    """The result table, its notes and the load-tool checks, as text."""
+    header = ("measurement", "unit", "direct", "vaurien", "ratio", "target", "result")
+    lines = []
+    notes: list[str] = []
+    for row in rows:
+        if row.key not in {key for group in settings.groups for key in GROUP_ROWS[group]}:
+            continue
+        direct, proxied = row.medians()
+        ratio = row.ratio()
+        marks = ""
+        for text in row.notes:
+            if text not in notes:
+                notes.append(text)
+            marks += f" [{notes.index(text) + 1}]"
+        lines.append(
+            (
+                row.label,
+                row.unit,
+                _number(direct),
+                _number(proxied),
+                "-" if ratio is None else f"{ratio:.2f}x",
+                row.target.describe() if row.target else "",
+                row.verdict() + marks,
+            )
+        )
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
+    out = []
+    for i, line in enumerate([header, *lines]):
+        cells = [
+            cell.ljust(width) if col < 2 or col > 4 else cell.rjust(width)
+            for col, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * width for width in widths))
+    out.append(
+        f"medians of {settings.repeats} repeat(s); ratio = vaurien / direct; "
+        "round-trip targets apply to the one-CPU rows"
+    )
+    out.extend(f"[{i}] {text}" for i, text in enumerate(notes, 1))
+    out.extend(tool_checks(rows))
+    return "\n".join(out)
+
+
+def tool_checks(rows: Sequence[Row]) -> list[str]:
+    """Warnings when a direct number is too close to the proxied one to trust the load tool."""
+    checks = []
+    for row in rows:
+        ratio = row.ratio()
+        if ratio is None or row.unit not in {"Gbit/s", "req/s"}:
+            continue
+        headroom = 1 / ratio if ratio else float("inf")
+        state = "ok" if headroom >= 1.25 else "the load tool may be the limit"
+        checks.append(f"check: {row.label}: direct is {headroom:.1f}x vaurien ({state})")
+    return checks
+
+
+def describe_machine() -> str:
+    """One line on what ran the benchmark."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = "?"
+    return (
+        f"vaurien benchmark: commit {commit or '?'}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, Linux {platform.release()}"
+    )
+
+
+# -- command line -----------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> Settings:
+    """Settings from the command line; ``--quick`` changes the defaults, explicit flags win."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Measure Vaurien against direct connections on 127.0.0.1.",
+    )
+    parser.add_argument("--quick", action="store_true", help="short run: fewer, smaller repeats")
+    parser.add_argument("--repeats", type=_positive, help="repeats per measurement (5; quick 3)")
+    parser.add_argument("--bulk-seconds", type=_positive, help="seconds per iperf3 run (3; quick 1)")
+    parser.add_argument("--rtt-count", type=_positive, help="timed round trips (20000; quick 3000)")
+    parser.add_argument(
+        "--connect-count", type=_positive, help="timed connections (2000; quick 300)"
+    )
+    parser.add_argument(
+        "--concurrent", type=_positive, help="concurrent connections (5000; quick 2000)"
+    )
+    parser.add_argument("--rounds", type=_positive, default=5, help="round trips each (5)")
+    parser.add_argument("--http-seconds", type=_positive, help="seconds per wrk run (3; quick 1)")
+    parser.add_argument("--http-connections", type=_positive, default=32, help="wrk connections")
+    parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated groups to run (default all: {','.join(GROUPS)})",
+    )
+    parser.add_argument(
+        "--time-limit", type=_positive, default=570, help="stop measuring after this many seconds"
+    )
+    parser.add_argument("--json", type=Path, help="also write every sample to this file")
+    parser.add_argument(
+        "--fail-on-miss", action="store_true", help="exit 1 when a measured target is missed"
+    )
+    args = parser.parse_args(argv)
+    groups = tuple(name.strip() for name in args.only.split(",") if name.strip())
+    unknown = [name for name in groups if name not in GROUPS]
+    if unknown or not groups:
+        parser.error(f"--only: unknown group {unknown} (known: {', '.join(GROUPS)})")
+    quick = args.quick
+
+    def pick(value: int | None, normal: int, short: int) -> int:
+        return value if value is not None else (short if quick else normal)
+
+    return Settings(
+        repeats=pick(args.repeats, 5, 3),
+        bulk_seconds=pick(args.bulk_seconds, 3, 1),
+        rtt_count=pick(args.rtt_count, 20000, 3000),
+        connect_count=pick(args.connect_count, 2000, 300),
+        concurrent=pick(args.concurrent, 5000, 2000),
+        rounds=args.rounds,
+        http_seconds=pick(args.http_seconds, 3, 1),
+        http_connections=args.http_connections,
+        groups=groups,
+        time_limit=args.time_limit,
+        json_path=args.json,
+        fail_on_miss=args.fail_on_miss,
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the selected benchmarks, print the table; 0 unless ``--fail-on-miss`` and a miss."""
+    settings = parse_args(argv)
+    raise_open_files_limit()  # inherited by every child: the 5,000-connection run needs it
+    signal.signal(signal.SIGTERM, _terminate)
+    print(describe_machine(), flush=True)
+    budget = Budget(settings.time_limit)
+    with (
+        tempfile.TemporaryDirectory(prefix="vaurien-bench-") as tmp,
+        Processes(Path(tmp), budget) as procs,
+    ):
+        bench = Bench(settings, procs, Path(tmp))
+        steps: dict[str, Callable[[], None]] = {
+            "bulk": bench.bulk,
+            "rtt": bench.rtt,
+            "connect": bench.connect,
+            "concurrent": bench.concurrent,
+            "http": bench.http,
+        }
+        for group in settings.groups:
+            started = time.monotonic()
+            try:
+                steps[group]()
+            except TimeUp:
+                for key in GROUP_ROWS[group]:
+                    bench.rows[key].note("time limit reached: fewer repeats")
+            except Unavailable as e:
+                for key in GROUP_ROWS[group]:
+                    bench.rows[key].note(str(e))
+            finally:
+                procs.stop_all()
+            print(f"{group}: {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    rows = list(bench.rows.values())
+    print(render(rows, settings))
+    if settings.json_path is not None:
+        settings.json_path.write_text(json.dumps(to_json(rows, settings), indent=2) + "\n")
+    missed = [row.label for row in rows if row.verdict() == "FAIL"]
+    return 1 if settings.fail_on_miss and missed else 0
+
+
+def to_json(rows: Sequence[Row], settings: Settings) -> dict:
+    """Every sample, median, ratio and verdict, for other tools."""
+    return {
+        "settings": {
+            key: value for key, value in vars(settings).items() if key not in {"json_path"}
+        },
+        "rows": [
+            {
+                "key": row.key,
+                "label": row.label,
+                "unit": row.unit,
+                "direct": row.direct,
+                "vaurien": row.proxied,
+                "direct_median": row.medians()[0],
+                "vaurien_median": row.medians()[1],
+                "ratio": row.ratio(),
+                "target": row.target.describe() if row.target else None,
+                "result": row.verdict(),
+                "notes": row.notes,
+            }
+            for row in rows
+        ],
+    }

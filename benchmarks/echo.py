@@ -74,7 +74,9 @@ def _accept_all(
 def main(argv: list[str] | None = None) -> int:
     """Listen, print the port, echo forever."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.echo", description=__doc__)
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)"
+    )
     args = parser.parse_args(argv)
     raise_open_files_limit()
     listener = socket.socket()

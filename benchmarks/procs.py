@@ -146,7 +146,7 @@ class Processes:
         With ``pipes``, standard input and output are pipes instead (see :meth:`read_line`).
         """
         log_path = self.workdir / f"{name}.log"
-        log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        log = open(log_path, "ab")
         try:
             popen = subprocess.Popen(
                 list(argv),
@@ -155,7 +155,7 @@ class Processes:
                 stderr=log,
                 cwd=cwd,
                 env=env,
-                preexec_fn=lambda: _child_setup(cpus),  # noqa: PLW1509 - no threads
+                preexec_fn=lambda: _child_setup(cpus),
             )
         except OSError as e:
             log.close()

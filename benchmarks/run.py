@@ -231,7 +231,11 @@ class Bench:
     def load(self, *args: str, timeout: float, cpus: frozenset[int] | None = None) -> dict:
         """Run one ``benchmarks.load`` generator; return its JSON result."""
         output = self.procs.run(
-            self.python("benchmarks.load", *args), timeout=timeout, cpus=cpus, cwd=REPO, env=self.env
+            self.python("benchmarks.load", *args),
+            timeout=timeout,
+            cpus=cpus,
+            cwd=REPO,
+            env=self.env,
         )
         result = json.loads(output.strip().splitlines()[-1])
         if "error" in result:
@@ -344,7 +348,9 @@ class Bench:
                 if port is None:
                     continue
                 address = f"127.0.0.1:{port}"
-                measure = partial(self.load, "rtt", address, "--count", count, timeout=timeout, cpus=cpus)
+                measure = partial(
+                    self.load, "rtt", address, "--count", count, timeout=timeout, cpus=cpus
+                )
                 result = self.proxied((p50.key, p99.key), measure)
                 if result is None:
                     port = None
@@ -424,7 +430,9 @@ class Bench:
         try:
             self.load("rtt", f"127.0.0.1:{port}", "--count", "10", timeout=10)  # warm up
             baseline = pss_kib(proxy.pid)
-            argv = self.python("benchmarks.load", "concurrent", f"127.0.0.1:{port}", *args, "--hold")
+            argv = self.python(
+                "benchmarks.load", "concurrent", f"127.0.0.1:{port}", *args, "--hold"
+            )
             client = self.procs.start(
                 argv, name=f"load-concurrent-{index}", cwd=REPO, env=self.env, pipes=True
             )
@@ -548,9 +556,9 @@ def render(rows: Sequence[Row], settings: Settings) -> str:
     header = ("measurement", "unit", "direct", "vaurien", "ratio", "target", "result")
     lines = []
     notes: list[str] = []
-    for row in rows:
-        if row.key not in {key for group in settings.groups for key in GROUP_ROWS[group]}:
-            continue
+    chosen = {key for group in settings.groups for key in GROUP_ROWS[group]}
+    shown = [row for row in rows if row.key in chosen]
+    for row in shown:
         direct, proxied = row.medians()
         ratio = row.ratio()
         marks = ""
@@ -584,7 +592,7 @@ def render(rows: Sequence[Row], settings: Settings) -> str:
         "round-trip targets apply to the one-CPU rows"
     )
     out.extend(f"[{i}] {text}" for i, text in enumerate(notes, 1))
-    out.extend(tool_checks(rows))
+    out.extend(tool_checks(shown))
     return "\n".join(out)
 
 
@@ -630,7 +638,9 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     )
     parser.add_argument("--quick", action="store_true", help="short run: fewer, smaller repeats")
     parser.add_argument("--repeats", type=_positive, help="repeats per measurement (5; quick 3)")
-    parser.add_argument("--bulk-seconds", type=_positive, help="seconds per iperf3 run (3; quick 1)")
+    parser.add_argument(
+        "--bulk-seconds", type=_positive, help="seconds per iperf3 run (3; quick 1)"
+    )
     parser.add_argument("--rtt-count", type=_positive, help="timed round trips (20000; quick 3000)")
     parser.add_argument(
         "--connect-count", type=_positive, help="timed connections (2000; quick 300)"

@@ -85,7 +85,12 @@ def test_verdicts_follow_the_targets() -> None:
     time = Row("rtt_pinned_p50", "time", "us", Target(2.0, False, True), [10.0], [30.0])
     memory = Row("memory", "memory", "KiB", Target(25, False, False), [], [24.0, 30.0, 1.0])
     missing = Row("rtt_pinned_p99", "missing", "us", Target(2.0, False, True), [1.0], [])
-    assert [row.verdict() for row in (rate, time, memory, missing)] == ["pass", "FAIL", "pass", "n/a"]
+    assert [row.verdict() for row in (rate, time, memory, missing)] == [
+        "pass",
+        "FAIL",
+        "pass",
+        "n/a",
+    ]
     assert time.ratio() == 3.0
     table = render([rate, time, memory, missing], parse_args(["--only", "rtt,concurrent"]))
     assert "FAIL" in table

@@ -154,6 +154,7 @@ class Settings:
     time_limit: float
     json_path: Path | None
     fail_on_miss: bool
+    vaurien_options: tuple[str, ...] = ()
 
 
 class Bench:
@@ -218,6 +219,7 @@ class Bench:
             *options,
             "--log-level",
             "warning",
+            *self.settings.vaurien_options,
         )
         child = self.procs.start(argv, name=name, cpus=cpus, cwd=REPO, env=self.env)
         try:
@@ -260,6 +262,13 @@ class Bench:
 
     # -- measurements ------------------------------------------------------------------
 
+    def iperf3_server(self) -> int:
+        """Start ``iperf3 -s`` on a free port; return the port."""
+        port = free_port()
+        server = self.procs.start(["iperf3", "-s", "-p", str(port)], name="iperf3-server")
+        self.procs.wait_listening(server, port, 10)
+        return port
+
     def iperf3(self, port: int, bidir: bool) -> dict:
         """One iperf3 client run against ``port``; its JSON report (``end`` section)."""
         seconds = self.settings.bulk_seconds
@@ -280,9 +289,7 @@ class Bench:
     def bulk(self) -> None:
         """iperf3 one way and both ways, direct and through Vaurien; the proxy's CPU per GiB."""
         rows = self.rows
-        server_port = free_port()
-        server = self.procs.start(["iperf3", "-s", "-p", str(server_port)], name="iperf3-server")
-        self.procs.wait_listening(server, server_port, 10)
+        server_port = self.iperf3_server()
         proxies: dict[str, tuple[Child, int] | None] = {}
         for key, options in (("bulk", ()), ("bulk_delay", ("--behavior-delay-sleep", "0"))):
             behavior = "100:delay" if key == "bulk_delay" else "100:dummy"
@@ -623,7 +630,8 @@ def describe_machine() -> str:
         commit = "?"
     return (
         f"vaurien benchmark: commit {commit or '?'}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, Linux {platform.release()}"
+        f"{os.cpu_count()} CPUs, Linux {platform.release()}, "
+        f"load average {os.getloadavg()[0]:.2f} at the start"
     )
 
 
@@ -659,6 +667,14 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument(
         "--time-limit", type=_positive, default=570, help="stop measuring after this many seconds"
     )
+    parser.add_argument(
+        "--vaurien-option",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for every Vaurien command line, e.g. "
+        "--vaurien-option=--protocol-tcp-buffer=262144 (repeatable)",
+    )
     parser.add_argument("--json", type=Path, help="also write every sample to this file")
     parser.add_argument(
         "--fail-on-miss", action="store_true", help="exit 1 when a measured target is missed"
@@ -686,6 +702,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         time_limit=args.time_limit,
         json_path=args.json,
         fail_on_miss=args.fail_on_miss,
+        vaurien_options=tuple(args.vaurien_option),
     )
 
 
@@ -709,6 +726,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_open_files_limit()  # inherited by every child: the 5,000-connection run needs it
     signal.signal(signal.SIGTERM, _terminate)
     print(describe_machine(), flush=True)
+    if settings.vaurien_options:
+        print(f"vaurien options: {' '.join(settings.vaurien_options)}", flush=True)
     budget = Budget(settings.time_limit)
     with (
         tempfile.TemporaryDirectory(prefix="vaurien-bench-") as tmp,

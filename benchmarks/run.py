@@ -170,6 +170,7 @@ class Bench:
             [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
         )
         self._proxy_failures: dict[tuple[str, ...], str] = {}
+        self._proxy_logs: list[Child] = []  # the proxies of the group being run
 
     # -- processes ---------------------------------------------------------------------
 
@@ -228,7 +229,20 @@ class Bench:
             self.procs.stop(child)
             self._proxy_failures[config] = f"vaurien did not start: {e}"
             raise Unavailable(self._proxy_failures[config]) from e
+        self._proxy_logs.append(child)
         return child, port
+
+    def note_proxy_logs(self, keys: Sequence[str]) -> None:
+        """Note on the rows ``keys`` what the group's proxies logged (warnings and errors)."""
+        for child in self._proxy_logs:
+            lines = [
+                line for line in child.log_path.read_text(errors="replace").splitlines() if line
+            ]
+            if lines:
+                self.rows[keys[0]].note(
+                    f"{child.name} logged {len(lines)} line(s), the last: {lines[-1][:200]}"
+                )
+        self._proxy_logs.clear()
 
     def load(self, *args: str, timeout: float, cpus: frozenset[int] | None = None) -> dict:
         """Run one ``benchmarks.load`` generator; return its JSON result."""
@@ -239,6 +253,8 @@ class Bench:
             cwd=REPO,
             env=self.env,
         )
+        if not output.strip():
+            raise Unavailable(f"load generator {args[0]} printed nothing")
         result = json.loads(output.strip().splitlines()[-1])
         if "error" in result:
             raise Unavailable(f"load generator: {result['error']}")
@@ -753,6 +769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bench.rows[key].note(str(e))
             finally:
                 procs.stop_all()
+                bench.note_proxy_logs(GROUP_ROWS[group])
             print(f"{group}: {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     rows = list(bench.rows.values())
     print(render(rows, settings))

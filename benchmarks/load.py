@@ -110,6 +110,7 @@ def concurrent(
     poller = select.epoll()
     sockets: dict[int, socket.socket] = {}
     connecting: set[int] = set()
+    slowest_connect = 0.0  # seconds from the start to the last connection established
     left: dict[int, int] = {}  # fd -> answers still awaited
     received: dict[int, int] = {}  # fd -> bytes of the current answer received so far
     finished: list[socket.socket] = []
@@ -144,6 +145,7 @@ def concurrent(
             sock = sockets[fd]
             if fd in connecting:
                 connecting.discard(fd)
+                slowest_connect = time.perf_counter() - start
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code:
                     fail(fd, code)
@@ -175,7 +177,12 @@ def concurrent(
         for sock in sockets.values():
             sock.close()
     poller.close()
-    result = {"seconds": elapsed, "open": len(finished), "failures": failures}
+    result = {
+        "seconds": elapsed,
+        "open": len(finished),
+        "failures": failures,
+        "last_connect_seconds": slowest_connect,
+    }
     return result, finished
 
 

@@ -439,6 +439,12 @@ class Bench:
                 available = False
                 continue
             result, grown = outcome
+            waited = result["last_connect_seconds"]
+            if waited >= 1:
+                timing.note(
+                    f"through vaurien the last connection took {waited:.1f} s to establish:"
+                    " SYN retransmits, the listen queue overflowed"
+                )
             if result["failures"]:
                 timing.note(f"through vaurien: failures {result['failures']}")
                 continue

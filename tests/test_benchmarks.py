@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # benchmarks/ is not installed: plain `pytest` needs the checkout
+    sys.path.insert(0, str(REPO))
 TOOLS = ("iperf3", "wrk", "nginx")
 MISSING = [tool for tool in TOOLS if shutil.which(tool) is None]
 

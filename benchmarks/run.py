@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from benchmarks.limits import raise_open_files_limit
 from benchmarks.procs import (
@@ -232,6 +232,17 @@ class Bench:
         self._proxy_logs.append(child)
         return child, port
 
+    def proxy_or_note(
+        self, backend_port: int, keys: Sequence[str], *options: str, **kwargs: Any
+    ) -> tuple[Child, int] | None:
+        """:meth:`proxy`, or None with the reason noted on the rows ``keys``."""
+        try:
+            return self.proxy(backend_port, *options, **kwargs)
+        except Unavailable as e:
+            for key in keys:
+                self.rows[key].note(str(e))
+            return None
+
     def note_proxy_logs(self, keys: Sequence[str]) -> None:
         """Note on the rows ``keys`` what the group's proxies logged (warnings and errors)."""
         for child in self._proxy_logs:
@@ -306,18 +317,19 @@ class Bench:
         """iperf3 one way and both ways, direct and through Vaurien; the proxy's CPU per GiB."""
         rows = self.rows
         server_port = self.iperf3_server()
-        proxies: dict[str, tuple[Child, int] | None] = {}
-        for key, options in (("bulk", ()), ("bulk_delay", ("--behavior-delay-sleep", "0"))):
-            behavior = "100:delay" if key == "bulk_delay" else "100:dummy"
-            try:
-                proxies[key] = self.proxy(
-                    server_port, *options, name=f"vaurien-{key}", behavior=behavior
-                )
-            except Unavailable as e:
-                proxies[key] = None
-                keys = ("bulk_delay",) if key == "bulk_delay" else GROUP_ROWS["bulk"][:-1]
-                for row_key in keys:
-                    rows[row_key].note(str(e))
+        proxies = {
+            "bulk": self.proxy_or_note(
+                server_port, ("bulk", "bulk_both", "cpu", "cpu_both"), name="vaurien-bulk"
+            ),
+            "bulk_delay": self.proxy_or_note(
+                server_port,
+                ("bulk_delay",),
+                "--behavior-delay-sleep",
+                "0",
+                name="vaurien-delay",
+                behavior="100:delay",
+            ),
+        }
         for _ in self.repeats():
             end = self.iperf3(server_port, bidir=False)
             rows["bulk"].direct.append(_gbits(end["sum_received"]))
@@ -352,58 +364,49 @@ class Bench:
 
     def rtt(self) -> None:
         """32-byte round trips on one connection: free to use both CPUs, then all on CPU 0."""
-        count = str(self.settings.rtt_count)
+        args = ("--count", str(self.settings.rtt_count))
         timeout = 30 + self.settings.rtt_count / 1000
         for suffix, cpus in (("", None), ("_pinned", PINNED)):
-            p50, p99 = self.rows[f"rtt{suffix}_p50"], self.rows[f"rtt{suffix}_p99"]
+            keys = (f"rtt{suffix}_p50", f"rtt{suffix}_p99")
             backend = self.echo_backend(f"echo{suffix}", cpus)
-            try:
-                _, port = self.proxy(backend, name=f"vaurien-rtt{suffix}", cpus=cpus)
-            except Unavailable as e:
-                port = None
-                p50.note(str(e))
-                p99.note(str(e))
-            for _ in self.repeats():
-                address = f"127.0.0.1:{backend}"
-                result = self.load("rtt", address, "--count", count, timeout=timeout, cpus=cpus)
-                p50.direct.append(result["p50_us"])
-                p99.direct.append(result["p99_us"])
-                if port is None:
-                    continue
-                address = f"127.0.0.1:{port}"
-                measure = partial(
-                    self.load, "rtt", address, "--count", count, timeout=timeout, cpus=cpus
-                )
-                result = self.proxied((p50.key, p99.key), measure)
-                if result is None:
-                    port = None
-                    continue
-                p50.proxied.append(result["p50_us"])
-                p99.proxied.append(result["p99_us"])
+            proxy = self.proxy_or_note(backend, keys, name=f"vaurien-rtt{suffix}", cpus=cpus)
+            self.percentiles("rtt", keys, backend, proxy, args, timeout, cpus)
 
     def connect(self) -> None:
         """Connect, one 32-byte round trip, close: latency percentiles."""
-        p50, p99 = self.rows["connect_p50"], self.rows["connect_p99"]
-        count = str(self.settings.connect_count)
+        args = ("--count", str(self.settings.connect_count), "--warmup", "20")
         timeout = 30 + self.settings.connect_count / 100
+        keys = ("connect_p50", "connect_p99")
         backend = self.echo_backend("echo-connect")
-        try:
-            _, port = self.proxy(backend, name="vaurien-connect")
-        except Unavailable as e:
-            port = None
-            p50.note(str(e))
-            p99.note(str(e))
+        proxy = self.proxy_or_note(backend, keys, name="vaurien-connect")
+        self.percentiles("connect", keys, backend, proxy, args, timeout)
+
+    def percentiles(
+        self,
+        mode: str,
+        keys: tuple[str, str],
+        backend: int,
+        proxy: tuple[Child, int] | None,
+        args: Sequence[str],
+        timeout: float,
+        cpus: frozenset[int] | None = None,
+    ) -> None:
+        """Each repeat, one ``benchmarks.load mode`` run direct and one through Vaurien.
+
+        Their p50 and p99 go to the rows ``keys``.
+        """
+        p50, p99 = self.rows[keys[0]], self.rows[keys[1]]
         for _ in self.repeats():
-            args = ("--count", count, "--warmup", "20")
-            result = self.load("connect", f"127.0.0.1:{backend}", *args, timeout=timeout)
+            result = self.load(mode, f"127.0.0.1:{backend}", *args, timeout=timeout, cpus=cpus)
             p50.direct.append(result["p50_us"])
             p99.direct.append(result["p99_us"])
-            if port is None:
+            if proxy is None:
                 continue
-            measure = partial(self.load, "connect", f"127.0.0.1:{port}", *args, timeout=timeout)
-            result = self.proxied((p50.key, p99.key), measure)
+            address = f"127.0.0.1:{proxy[1]}"
+            measure = partial(self.load, mode, address, *args, timeout=timeout, cpus=cpus)
+            result = self.proxied(keys, measure)
             if result is None:
-                port = None
+                proxy = None
                 continue
             p50.proxied.append(result["p50_us"])
             p99.proxied.append(result["p99_us"])
@@ -482,24 +485,21 @@ class Bench:
         """wrk keep-alive requests per second on a small static file served by nginx."""
         tcp, http = self.rows["http_tcp"], self.rows["http_http"]
         nginx_port = self.nginx()
-        proxies: dict[str, int | None] = {}
-        for protocol, row in (("tcp", tcp), ("http", http)):
-            try:
-                _, proxies[protocol] = self.proxy(
-                    nginx_port, name=f"vaurien-{protocol}", protocol=protocol
-                )
-            except Unavailable as e:
-                proxies[protocol] = None
-                row.note(str(e))
+        proxies = {
+            protocol: self.proxy_or_note(
+                nginx_port, (row.key,), name=f"vaurien-{protocol}", protocol=protocol
+            )
+            for protocol, row in (("tcp", tcp), ("http", http))
+        }
         for _ in self.repeats():
             rate = self.wrk(nginx_port)
             tcp.direct.append(rate)
             http.direct.append(rate)
             for protocol, row in (("tcp", tcp), ("http", http)):
-                port = proxies[protocol]
-                if port is None:
+                proxy = proxies[protocol]
+                if proxy is None:
                     continue
-                rate = self.proxied((row.key,), partial(self.wrk, port))
+                rate = self.proxied((row.key,), partial(self.wrk, proxy[1]))
                 if rate is None:
                     proxies[protocol] = None
                 else:

@@ -13,13 +13,12 @@ import platform
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,106 +35,12 @@ from benchmarks.procs import (
     pss_kib,
     write_line,
 )
+from benchmarks.table import GROUP_ROWS, GROUPS, make_rows, render, to_json
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
 PINNED = frozenset({0})  # the CPU of the pinned round trips, as `taskset -c 0`
 T = TypeVar("T")
-GROUPS = ("bulk", "rtt", "connect", "concurrent", "http")
-
-
-@dataclass(frozen=True)
-class Target:
-    """A goal for one row: on the ratio to direct, or on the proxied value itself."""
-
-    limit: float
-    at_least: bool  # True: the number must be >= limit; False: <= limit
-    on_ratio: bool  # True: applies to vaurien/direct; False: to the vaurien value
-
-    def describe(self) -> str:
-        """``'>=0.60x'``, ``'<=25'``..."""
-        return f"{'>=' if self.at_least else '<='}{self.limit:g}{'x' if self.on_ratio else ''}"
-
-    def met(self, value: float) -> bool:
-        """Whether ``value`` (a ratio or a vaurien number, see ``on_ratio``) meets the target."""
-        return value >= self.limit if self.at_least else value <= self.limit
-
-
-@dataclass
-class Row:
-    """One line of the result table and the samples behind it."""
-
-    key: str
-    label: str
-    unit: str
-    target: Target | None = None
-    direct: list[float] = field(default_factory=list)
-    proxied: list[float] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def note(self, text: str) -> None:
-        """Attach ``text`` to the row once."""
-        if text not in self.notes:
-            self.notes.append(text)
-
-    def medians(self) -> tuple[float | None, float | None]:
-        """Median of the direct samples and of the proxied samples (None when there are none)."""
-        return (
-            statistics.median(self.direct) if self.direct else None,
-            statistics.median(self.proxied) if self.proxied else None,
-        )
-
-    def ratio(self) -> float | None:
-        """Proxied median over direct median."""
-        direct, proxied = self.medians()
-        return proxied / direct if direct and proxied is not None else None
-
-    def verdict(self) -> str:
-        """``'pass'``, ``'FAIL'``, ``'n/a'`` (nothing to judge) or ``''`` (no target)."""
-        if self.target is None:
-            return ""
-        value = self.ratio() if self.target.on_ratio else self.medians()[1]
-        if value is None:
-            return "n/a"
-        return "pass" if self.target.met(value) else "FAIL"
-
-
-def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
-    """The rows of the table, in order, with the targets of issue 6."""
-
-    def at_least(x: float) -> Target:
-        return Target(x, at_least=True, on_ratio=True)
-
-    def at_most(x: float) -> Target:
-        return Target(x, at_least=False, on_ratio=True)
-
-    rows = [
-        Row("bulk", "bulk, one way", "Gbit/s", at_least(0.60)),
-        Row("bulk_both", "bulk, both ways (sum)", "Gbit/s", at_least(0.75)),
-        Row("cpu", "proxy CPU per GiB, one way", "s/GiB", Target(0.35, False, False)),
-        Row("cpu_both", "proxy CPU per GiB, both ways", "s/GiB"),
-        Row("rtt_p50", "32 B round trip p50", "us"),
-        Row("rtt_p99", "32 B round trip p99", "us"),
-        Row("rtt_pinned_p50", "32 B round trip p50, one CPU", "us", at_most(2.7)),
-        Row("rtt_pinned_p99", "32 B round trip p99, one CPU", "us", at_most(4.5)),
-        Row("connect_p50", "connect+round trip+close p50", "us", at_most(4.0)),
-        Row("connect_p99", "connect+round trip+close p99", "us", at_most(4.5)),
-        Row("concurrent", f"{concurrent} conns x {rounds} round trips", "s", at_most(4.0)),
-        Row("memory", "proxy memory per open connection", "KiB", Target(25, False, False)),
-        Row("http_tcp", "HTTP keep-alive, --protocol tcp", "req/s", at_least(0.46)),
-        Row("http_http", "HTTP keep-alive, --protocol http", "req/s", at_least(0.37)),
-        Row("bulk_delay", "bulk, one way, delay 0 s", "Gbit/s", at_least(0.45)),
-    ]
-    return {row.key: row for row in rows}
-
-
-GROUP_ROWS = {
-    "bulk": ("bulk", "bulk_both", "cpu", "cpu_both", "bulk_delay"),
-    "rtt": ("rtt_p50", "rtt_p99", "rtt_pinned_p50", "rtt_pinned_p99"),
-    "connect": ("connect_p50", "connect_p99"),
-    "concurrent": ("concurrent", "memory"),
-    "http": ("http_tcp", "http_http"),
-}
 
 
 @dataclass(frozen=True)
@@ -569,75 +474,6 @@ def _small_page() -> bytes:
     return head + b"x" * (1024 - len(head) - len(tail)) + tail
 
 
-# -- reporting --------------------------------------------------------------------------
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.3g}"
-
-
-def render(rows: Sequence[Row], settings: Settings) -> str:
-    """The result table, its notes and the load-tool checks, as text."""
-    header = ("measurement", "unit", "direct", "vaurien", "ratio", "target", "result")
-    lines = []
-    notes: list[str] = []
-    chosen = {key for group in settings.groups for key in GROUP_ROWS[group]}
-    shown = [row for row in rows if row.key in chosen]
-    for row in shown:
-        direct, proxied = row.medians()
-        ratio = row.ratio()
-        marks = ""
-        for text in row.notes:
-            if text not in notes:
-                notes.append(text)
-            marks += f" [{notes.index(text) + 1}]"
-        lines.append(
-            (
-                row.label,
-                row.unit,
-                _number(direct),
-                _number(proxied),
-                "-" if ratio is None else f"{ratio:.2f}x",
-                row.target.describe() if row.target else "",
-                row.verdict() + marks,
-            )
-        )
-    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-    out = []
-    for i, line in enumerate([header, *lines]):
-        cells = [
-            cell.ljust(width) if col < 2 or col > 4 else cell.rjust(width)
-            for col, (cell, width) in enumerate(zip(line, widths, strict=True))
-        ]
-        out.append("  ".join(cells).rstrip())
-        if i == 0:
-            out.append("  ".join("-" * width for width in widths))
-    out.append(
-        f"medians of {settings.repeats} repeat(s); ratio = vaurien / direct; "
-        "round-trip targets apply to the one-CPU rows"
-    )
-    out.extend(f"[{i}] {text}" for i, text in enumerate(notes, 1))
-    out.extend(tool_checks(shown))
-    return "\n".join(out)
-
-
-def tool_checks(rows: Sequence[Row]) -> list[str]:
-    """Warnings when a direct number is too close to the proxied one to trust the load tool."""
-    checks = []
-    for row in rows:
-        ratio = row.ratio()
-        if ratio is None or row.unit not in {"Gbit/s", "req/s"}:
-            continue
-        headroom = 1 / ratio if ratio else float("inf")
-        state = "ok" if headroom >= 1.25 else "the load tool may be the limit"
-        checks.append(f"check: {row.label}: direct is {headroom:.1f}x vaurien ({state})")
-    return checks
-
-
 def describe_machine() -> str:
     """One line on what ran the benchmark."""
     try:
@@ -778,33 +614,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bench.note_proxy_logs(GROUP_ROWS[group])
             print(f"{group}: {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     rows = list(bench.rows.values())
-    print(render(rows, settings))
+    print(render(rows, settings.groups, settings.repeats))
     if settings.json_path is not None:
-        settings.json_path.write_text(json.dumps(to_json(rows, settings), indent=2) + "\n")
+        recorded = {key: value for key, value in vars(settings).items() if key != "json_path"}
+        settings.json_path.write_text(json.dumps(to_json(rows, recorded), indent=2) + "\n")
     missed = [row.label for row in rows if row.verdict() == "FAIL"]
     return 1 if settings.fail_on_miss and missed else 0
-
-
-def to_json(rows: Sequence[Row], settings: Settings) -> dict:
-    """Every sample, median, ratio and verdict, for other tools."""
-    return {
-        "settings": {
-            key: value for key, value in vars(settings).items() if key not in {"json_path"}
-        },
-        "rows": [
-            {
-                "key": row.key,
-                "label": row.label,
-                "unit": row.unit,
-                "direct": row.direct,
-                "vaurien": row.proxied,
-                "direct_median": row.medians()[0],
-                "vaurien_median": row.medians()[1],
-                "ratio": row.ratio(),
-                "target": row.target.describe() if row.target else None,
-                "result": row.verdict(),
-                "notes": row.notes,
-            }
-            for row in rows
-        ],
-    }

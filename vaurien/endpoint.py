@@ -97,6 +97,7 @@ class Endpoint:
 
     ``role`` is ``"client"`` or ``"backend"``; ``session`` is the :class:`~vaurien.proxy.Session`.
     Attributes that plugins may read: ``eof`` (the peer closed its side), ``bytes_received``,
+    ``last_read`` (the size of the last read),
     ``behavior`` (the behavior picked for the event being handled on this side), ``states``
     (behavior state for this connection and direction, see ``BaseBehavior.state``).
     """
@@ -119,6 +120,7 @@ class Endpoint:
         "_write_lock",
         "_pending",
         "_skip_wait",
+        "last_read",
         "__dict__",
     )
 
@@ -137,6 +139,7 @@ class Endpoint:
         self._write_lock: Semaphore | None = None
         self._pending = b""
         self._skip_wait = 0
+        self.last_read = 0
         self.eof = False
         self._closed = False
         self.bytes_received = 0
@@ -161,6 +164,7 @@ class Endpoint:
             self._hub.wait(self._ready)
 
     def _after_read(self, count: int, size: int) -> None:
+        self.last_read = count
         if count == size:
             if not self._skip_wait:
                 self._skip_wait = _MAX_SKIPPED_WAITS

@@ -31,6 +31,11 @@ from vaurien.settings import Address, ProxyConfig
 
 log = logging.getLogger(__name__)
 
+#: Connections accepted per wake-up of the listening socket.
+ACCEPT_BURST = 1000
+#: Seconds a lookup of the backend's name is reused for new connections.
+RESOLVE_EVERY = 10.0
+
 
 class Proxy:
     """One chaos proxy: its listening socket, protocol, behavior mix and counters.
@@ -53,6 +58,8 @@ class Proxy:
         )
         self.sessions: set[Session] = set()
         self.pipes = PipePool() if PipePool.available else None
+        self._loop = gevent.get_hub().loop
+        self._resolved: tuple[Address, float, list[tuple[Any, ...]]] | None = None
         self.applied: collections.Counter[str] = collections.Counter()
         self.events: collections.Counter[str] = collections.Counter()  # by direction
         self.total_sessions = 0
@@ -111,6 +118,8 @@ class Proxy:
         """Bind the listening socket and start accepting clients."""
         listener = self._listen()
         self._server = StreamServer(listener, self._handle)
+        # Accept a whole burst per wake-up: a full listen queue makes clients retransmit SYNs.
+        self._server.max_accept = ACCEPT_BURST
         self._server.start()
         self._stopped.clear()
         self._log_start()
@@ -190,16 +199,14 @@ class Proxy:
     def _handle(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
         backend = self.backend
         try:
-            backend_sock = gevent.socket.create_connection(
-                (backend.host, backend.port), timeout=self.config.timeout
-            )
+            backend_sock = self._connect_backend(backend)
         except OSError as e:
             reason = e.strerror or str(e) or type(e).__name__
             log.warning(
                 "cannot reach backend %s: %s; closing client %s",
                 backend,
                 reason,
-                _peer(client_address),
+                _PeerName(client_address),
             )
             client_sock.close()
             return
@@ -215,6 +222,40 @@ class Proxy:
             self.sessions.discard(session)
             self.bytes_to_backend += session.client.bytes_received
             self.bytes_to_client += session.backend.bytes_received
+
+    def _connect_backend(self, backend: Address) -> gevent.socket.socket:
+        """A connected socket to ``backend``, trying each of its addresses in turn."""
+        error: OSError = OSError("no address")
+        for family, type_, proto, _, sockaddr in self._resolve(backend):
+            sock = gevent.socket.socket(family, type_, proto)
+            sock.settimeout(self.config.timeout)
+            try:
+                sock.connect(sockaddr)
+            except OSError as e:
+                sock.close()
+                error = e
+                continue
+            sock.settimeout(None)
+            return sock
+        raise error
+
+    def _resolve(self, backend: Address) -> list[tuple[Any, ...]]:
+        """The backend's addresses, looked up at most every :data:`RESOLVE_EVERY` seconds.
+
+        A lookup per client would cost a trip through gevent's thread pool each time.
+        """
+        now = self._loop.now()
+        cached = self._resolved
+        if cached is not None and cached[0] == backend and now - cached[1] < RESOLVE_EVERY:
+            return cached[2]
+        try:
+            addresses = gevent.socket.getaddrinfo(
+                backend.host, backend.port, type=socket.SOCK_STREAM
+            )
+        except socket.gaierror as e:
+            raise OSError(e.errno, e.strerror) from None
+        self._resolved = (backend, now, addresses)
+        return addresses
 
     def stats(self) -> dict[str, Any]:
         """Counters: sessions, bytes and events each way, how often each behavior was applied."""
@@ -238,7 +279,7 @@ class Session:
         self, proxy: Proxy, client_sock: Any, client_address: Any, backend_sock: Any
     ) -> None:
         self.proxy = proxy
-        self.peer = _peer(client_address)
+        self.peer = _PeerName(client_address)
         self.client = Endpoint(client_sock, "client", self)
         self.backend = Endpoint(backend_sock, "backend", self)
         self.closed = False
@@ -253,7 +294,7 @@ class Session:
         self._picker: Any = None
         self._picked: Any = None
         # Events run one at a time when a plugin may read the other side within its event.
-        self._event_lock = Semaphore()
+        self._event_lock = Semaphore() if proxy.exclusive else None
         self._debug = log.isEnabledFor(logging.DEBUG)
 
     def __repr__(self) -> str:
@@ -315,12 +356,16 @@ class Session:
         events = proxy.events
         direction = "to_backend" if to_backend else "to_client"
         loop = self._loop
-        lock = self._event_lock
+        lock = None
         pick = self.pick if proxy.config.scope == "connection" else None
         try:
             while not self.closed:
                 source.wait_readable()
                 exclusive = proxy.exclusive
+                if exclusive:
+                    lock = self._event_lock
+                    if lock is None:  # a new mix made this session's events exclusive
+                        lock = self._event_lock = Semaphore()
                 if exclusive and not lock.acquire(blocking=False):
                     lock.acquire()
                     if not source.readable_now():
@@ -346,7 +391,10 @@ class Session:
                     self.close()
                     return
                 if source.eof:
-                    dest.shutdown(socket.SHUT_WR)
+                    # Half-close the other side, unless its own end of stream came first:
+                    # then the session closes both sockets now, which says the same.
+                    if not dest.eof:
+                        dest.shutdown(socket.SHUT_WR)
                     return
                 if consumed == source.bytes_received - len(source._pending):
                     log.error(
@@ -391,7 +439,16 @@ class Session:
             self._arm_idle_timer(timeout - idle)
 
 
-def _peer(address: Any) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        return str(Address(str(address[0]), int(address[1])))
-    return str(address)
+class _PeerName:
+    """A client address, formatted as ``host:port`` only when a log line is written."""
+
+    __slots__ = ("address",)
+
+    def __init__(self, address: Any) -> None:
+        self.address = address
+
+    def __str__(self) -> str:
+        address = self.address
+        if isinstance(address, tuple) and len(address) >= 2:
+            return str(Address(str(address[0]), int(address[1])))
+        return str(address)

@@ -7,6 +7,9 @@ import socket
 from vaurien.protocols import Protocol
 from vaurien.protocols.base import BaseProtocol
 
+#: Reads at least this large are followed by spliced ones.
+SPLICE_FROM = 16384
+
 
 @Protocol.register
 class TCP(BaseProtocol):
@@ -46,7 +49,9 @@ class TCP(BaseProtocol):
 
     def _handle(self, source, dest, to_backend):
         pipes = self.proxy.pipes if self.proxy is not None else None
-        if pipes is not None and not source.has_pending:
+        # Splicing pays off for bulk data; a small message is cheaper copied (two system calls
+        # instead of two splices and a pipe), so the size of the last read decides.
+        if pipes is not None and source.last_read >= SPLICE_FROM and not source.has_pending:
             count = source.splice_to(dest, pipes, self.settings["buffer"])
         else:
             chunk = self._chunk

@@ -33,11 +33,15 @@ class Error(BaseBehavior):
         super().__init__()
         self.calls = 0
 
+    def fails(self, call):
+        """Whether call number ``call`` (counted from 1, for this proxy) fails."""
+        return call > self.settings["warmup"]
+
     def on_before_handle(self, protocol, source, dest, to_backend):
         if to_backend != protocol.errors_on_request:
             return True
         self.calls += 1
-        if self.calls <= self.settings["warmup"]:
+        if not self.fails(self.calls):
             return True
-        protocol.send_error(source, dest, to_backend, inject=self.settings["inject"])
+        protocol.send_error(source, dest, to_backend, inject=self.settings.get("inject", False))
         return False

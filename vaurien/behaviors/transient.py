@@ -1,11 +1,11 @@
 """transient: the first calls fail, the later ones pass."""
 
 from vaurien.behaviors import Behavior
-from vaurien.behaviors.base import BaseBehavior
+from vaurien.behaviors.error import Error
 
 
 @Behavior.register
-class Transient(BaseBehavior):
+class Transient(Error):
     """Fail the first ``agitate`` calls as ``error`` does, then let every call pass.
 
     A service that errors while it warms up, then recovers: the retry logic under test must
@@ -20,15 +20,6 @@ class Transient(BaseBehavior):
         "unchanged. {protocol.error_form}"
     )
 
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def on_before_handle(self, protocol, source, dest, to_backend):
-        if to_backend != protocol.errors_on_request:
-            return True
-        self.calls += 1
-        if self.calls > self.settings["agitate"]:
-            return True
-        protocol.send_error(source, dest, to_backend)
-        return False
+    def fails(self, call):
+        """Whether call number ``call`` (counted from 1, for this proxy) fails."""
+        return call <= self.settings["agitate"]

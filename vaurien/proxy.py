@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import random
 import socket
 from typing import Any
@@ -60,6 +61,8 @@ class Proxy:
         self.pipes = PipePool() if PipePool.available else None
         self._loop = gevent.get_hub().loop
         self._resolved: tuple[Address, float, list[tuple[Any, ...]]] | None = None
+        # Every client being served, from accept to close (connecting to the backend included).
+        self._handlers: set[gevent.Greenlet] = set()
         self.applied: collections.Counter[str] = collections.Counter()
         self.events: collections.Counter[str] = collections.Counter()  # by direction
         self.total_sessions = 0
@@ -197,6 +200,21 @@ class Proxy:
     # -- sessions --------------------------------------------------------------------------
 
     def _handle(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
+        handler = gevent.getcurrent()
+        self._handlers.add(handler)
+        try:
+            self._serve(client_sock, client_address)
+        finally:
+            self._handlers.discard(handler)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s: closed; %d live sessions, %s open fds",
+                    _PeerName(client_address),
+                    len(self._handlers),
+                    open_fds(),
+                )
+
+    def _serve(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
         backend = self.backend
         try:
             backend_sock = self._connect_backend(backend)
@@ -258,11 +276,19 @@ class Proxy:
         return addresses
 
     def stats(self) -> dict[str, Any]:
-        """Counters: sessions, bytes and events each way, how often each behavior was applied."""
+        """Counters: sessions, bytes and events each way, how often each behavior was applied,
+        and resources.
+
+        ``live_sessions`` counts every client being served, those still connecting to the
+        backend included; ``open_fds`` is the process's open file descriptors (``None`` where
+        the system does not tell).
+        """
         active = list(self.sessions)
         return {
             "active_connections": len(active),
+            "live_sessions": len(self._handlers),
             "total_connections": self.total_sessions,
+            "open_fds": open_fds(),
             "bytes_to_backend": self.bytes_to_backend
             + sum(s.client.bytes_received for s in active),
             "bytes_to_client": self.bytes_to_client + sum(s.backend.bytes_received for s in active),
@@ -319,8 +345,6 @@ class Session:
                 self._idle_timer.close()
             self.client.really_close(self._reset)
             self.backend.really_close(self._reset)
-            if self._debug:
-                log.debug("%s: session closed", self.peer)
 
     def close(self) -> None:
         """End the session: both connections are closed (cleanly) as soon as possible."""
@@ -437,6 +461,17 @@ class Session:
             self.close()
         else:
             self._arm_idle_timer(timeout - idle)
+
+
+def open_fds() -> int | None:
+    """How many file descriptors this process has open; ``None`` where the system cannot tell."""
+    for directory in ("/proc/self/fd", "/dev/fd"):
+        try:
+            # The directory's own descriptor, open while it is listed, is not counted.
+            return len(os.listdir(directory)) - 1
+        except OSError:
+            continue
+    return None
 
 
 class _PeerName:

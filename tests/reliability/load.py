@@ -22,14 +22,17 @@ LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class Backend:
-    """A gevent TCP server on 127.0.0.1 and a free port, running ``handler(sock)`` per client."""
+    """A gevent TCP server (on 127.0.0.1 and a free port by default) running ``handler(sock)``
+    for each client."""
 
-    def __init__(self, handler: Callable[[Any], None]) -> None:
+    def __init__(
+        self, handler: Callable[[Any], None], address: tuple[str, int] = ("127.0.0.1", 0)
+    ) -> None:
         self.handler = handler
         self.connections = 0
         self.active = 0
         self.errors: list[BaseException] = []
-        self.server = StreamServer(("127.0.0.1", 0), self._handle, spawn="default")
+        self.server = StreamServer(address, self._handle, spawn="default")
         self.server.init_socket()
         self.server.socket.listen(4096)
         self.server.start()

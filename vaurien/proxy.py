@@ -12,6 +12,7 @@ behavior closes it, or after ``timeout`` idle seconds.
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 import random
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 ACCEPT_BURST = 1000
 #: Seconds a lookup of the backend's name is reused for new connections.
 RESOLVE_EVERY = 10.0
+#: accept() and connect() errors that mean the process or the system ran out of resources.
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class Proxy:
@@ -66,6 +69,9 @@ class Proxy:
         self.applied: collections.Counter[str] = collections.Counter()
         self.events: collections.Counter[str] = collections.Counter()  # by direction
         self.total_sessions = 0
+        self.refused_connections = 0
+        self._refusals_unlogged = 0
+        self._refusal_logged_at = float("-inf")
         self.bytes_to_backend = 0
         self.bytes_to_client = 0
         self._server: StreamServer | None = None
@@ -120,7 +126,7 @@ class Proxy:
     def start(self) -> None:
         """Bind the listening socket and start accepting clients."""
         listener = self._listen()
-        self._server = StreamServer(listener, self._handle)
+        self._server = _Server(listener, self._handle, self.name)
         # Accept a whole burst per wake-up: a full listen queue makes clients retransmit SYNs.
         self._server.max_accept = ACCEPT_BURST
         self._server.start()
@@ -200,6 +206,9 @@ class Proxy:
     # -- sessions --------------------------------------------------------------------------
 
     def _handle(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
+        if len(self._handlers) >= self.config.max_connections:
+            self._refuse(client_sock, client_address)
+            return
         handler = gevent.getcurrent()
         self._handlers.add(handler)
         try:
@@ -220,6 +229,8 @@ class Proxy:
             backend_sock = self._connect_backend(backend)
         except OSError as e:
             reason = e.strerror or str(e) or type(e).__name__
+            if e.errno in _EXHAUSTED:
+                reason = f"out of resources ({reason})"
             log.warning(
                 "cannot reach backend %s: %s; closing client %s",
                 backend,
@@ -275,6 +286,23 @@ class Proxy:
         self._resolved = (backend, now, addresses)
         return addresses
 
+    def _refuse(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
+        """Close a client beyond ``max_connections`` at once; log at most one line a second."""
+        client_sock.close()
+        self.refused_connections += 1
+        self._refusals_unlogged += 1
+        now = gevent.get_hub().loop.now()
+        if now - self._refusal_logged_at >= 1.0:
+            log.warning(
+                "%d clients served, the most --max-connections allows: closed %d new "
+                "client(s), the last %s",
+                len(self._handlers),
+                self._refusals_unlogged,
+                _PeerName(client_address),
+            )
+            self._refusal_logged_at = now
+            self._refusals_unlogged = 0
+
     def stats(self) -> dict[str, Any]:
         """Counters: sessions, bytes and events each way, how often each behavior was applied,
         and resources.
@@ -288,6 +316,7 @@ class Proxy:
             "active_connections": len(active),
             "live_sessions": len(self._handlers),
             "total_connections": self.total_sessions,
+            "refused_connections": self.refused_connections,
             "open_fds": open_fds(),
             "bytes_to_backend": self.bytes_to_backend
             + sum(s.client.bytes_received for s in active),
@@ -461,6 +490,67 @@ class Session:
             self.close()
         else:
             self._arm_idle_timer(timeout - idle)
+
+
+class _Server(StreamServer):
+    """gevent's StreamServer, pausing (and logging) rather than failing when accept() runs out
+    of file descriptors or memory.
+
+    gevent backs off on accept errors too, but reports each one with a traceback on stderr.
+    Here the pause doubles from 10 ms up to 1 s while the error lasts; one warning starts the
+    episode and one line ends it.
+    """
+
+    def __init__(self, listener: Any, handle: Any, name: str) -> None:
+        super().__init__(listener, handle)
+        self.name = name
+        self._pause = self.min_delay
+        self._paused_since: float | None = None
+        self._resume_timer: Any = None
+
+    def do_read(self) -> Any:
+        try:
+            accepted = super().do_read()
+        except OSError as e:
+            if e.errno not in _EXHAUSTED:
+                raise
+            self._back_off(e)
+            return None
+        if accepted is not None and self._paused_since is not None:
+            log.warning(
+                "%s: accepting clients again after %.1fs",
+                self.name,
+                self.loop.now() - self._paused_since,
+            )
+            self._paused_since = None
+            self._pause = self.min_delay
+        return accepted
+
+    def _back_off(self, error: OSError) -> None:
+        if self._paused_since is None:
+            self._paused_since = self.loop.now()
+            log.warning(
+                "%s: cannot accept clients: %s; retrying, waiting up to %gs between tries",
+                self.name,
+                error.strerror or error,
+                self.max_delay,
+            )
+        self.stop_accepting()
+        self._resume_timer = self.loop.timer(self._pause)
+        self._resume_timer.start(self._resume)
+        self._pause = min(self.max_delay, self._pause * 2)
+
+    def _resume(self) -> None:
+        self._resume_timer.close()
+        self._resume_timer = None
+        if not self.closed:
+            self.start_accepting()
+
+    def close(self) -> None:
+        if self._resume_timer is not None:
+            self._resume_timer.close()
+            self._resume_timer = None
+        super().close()
 
 
 def open_fds() -> int | None:

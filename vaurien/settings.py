@@ -220,6 +220,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("backlog", _integer(1), 8192, "Listen backlog of the proxy's socket.", "N"),
     Setting(
+        "max_connections",
+        _integer(1),
+        10000,
+        "Most clients served at once; beyond it new clients are closed at once.",
+        "N",
+    ),
+    Setting(
         "seed",
         _integer(0),
         None,

@@ -32,15 +32,22 @@ START_DEADLINE = 30.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def gwait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` with ``gevent.sleep`` between tries; fail after ``timeout`` seconds."""
+def gwait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.02,
+    context: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``predicate`` with ``gevent.sleep`` between tries; fail after ``timeout`` seconds
+    (with what ``context()`` returns in the message, such as the proxy's log)."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+            detail = f"\n{context()}" if context is not None else ""
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}{detail}")
         gevent.sleep(interval)
 
 

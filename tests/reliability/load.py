@@ -10,6 +10,7 @@ import hashlib
 import random
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,18 @@ def read_until_eof(sock: Any, limit: int = 1 << 30) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
     return b"".join(chunks)
+
+
+def ends_within(sock, seconds: float) -> tuple[str, float]:
+    """Read until the proxy ends the connection; return how (``eof``/``reset``) and when."""
+    started = time.monotonic()
+    with gevent.Timeout(seconds, AssertionError(f"connection still open after {seconds}s")):
+        try:
+            read_until_eof(sock)
+            how = "eof"
+        except ConnectionResetError:
+            how = "reset"
+    return how, time.monotonic() - started
 
 
 def payload(seed: int, size: int) -> bytes:

@@ -12,24 +12,12 @@ from collections.abc import Iterator
 
 import gevent
 from harness import ProxyProcess, gwait_until
-from load import Backend, echo, read_until_eof, recv_exactly, reset, socket_connect
+from load import Backend, echo, ends_within, read_until_eof, recv_exactly, reset, socket_connect
 from support import free_port
 
 #: A proxy waiting on sockets and timers uses next to no CPU; a busy loop would use all of one
 #: core. Generous, for a shared and noisy machine.
 IDLE_CPU_SHARE = 0.25
-
-
-def ends_within(sock, seconds: float) -> tuple[str, float]:
-    """Read until the proxy ends the connection; return how (``eof``/``reset``) and when."""
-    started = time.monotonic()
-    with gevent.Timeout(seconds, AssertionError(f"connection still open after {seconds}s")):
-        try:
-            read_until_eof(sock)
-            how = "eof"
-        except ConnectionResetError:
-            how = "reset"
-    return how, time.monotonic() - started
 
 
 def client_closed(address, timeout: float) -> float:

@@ -134,16 +134,26 @@ class Proxy:
         self._log_start()
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Stop accepting, close every session, and wait at most ``timeout`` for them to end."""
+        """Stop accepting, close every session, and wait at most ``timeout`` for them to end.
+
+        Clients still waiting for their backend connection are let go too.
+        """
         server = self._server
         if server is None:
             return
         address = self.address_text
         self._server = None
         server.close()
+        in_session = set()
         for session in list(self.sessions):
+            in_session.add(session.handler)
             session.close()
-        server.stop(timeout=timeout)
+        current = gevent.getcurrent()
+        handlers = [handler for handler in self._handlers if handler is not current]
+        for handler in handlers:
+            if handler not in in_session:
+                handler.kill(block=False)
+        gevent.joinall(handlers, timeout=timeout)
         if self.pipes is not None:
             self.pipes.close()
         self._stopped.set()
@@ -335,6 +345,7 @@ class Session:
     ) -> None:
         self.proxy = proxy
         self.peer = _PeerName(client_address)
+        self.handler = gevent.getcurrent()  # the proxy's greenlet serving this client
         self.client = Endpoint(client_sock, "client", self)
         self.backend = Endpoint(backend_sock, "backend", self)
         self.closed = False

@@ -124,6 +124,8 @@ class _Child:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         self._log.close()
         self.log_path.unlink(missing_ok=True)
 

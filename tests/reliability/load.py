@@ -6,12 +6,13 @@ function here is bounded in time by the caller's ``gevent.Timeout``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
@@ -93,6 +94,17 @@ def ends_within(sock, seconds: float) -> tuple[str, float]:
         except ConnectionResetError:
             how = "reset"
     return how, time.monotonic() - started
+
+
+@contextlib.contextmanager
+def blackhole() -> Iterator[tuple[str, int]]:
+    """An address where connecting hangs: the listener's accept queue is full, so the kernel
+    drops further SYNs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        with socket.create_connection(listener.getsockname(), timeout=5):
+            yield listener.getsockname()
 
 
 def payload(seed: int, size: int) -> bytes:

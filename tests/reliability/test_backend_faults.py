@@ -5,14 +5,20 @@ The proxy runs in its own process so its CPU time can be read from /proc while i
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import time
-from collections.abc import Iterator
 
 import gevent
 from harness import ProxyProcess, gwait_until
-from load import Backend, echo, ends_within, read_until_eof, recv_exactly, reset, socket_connect
+from load import (
+    Backend,
+    blackhole,
+    echo,
+    ends_within,
+    read_until_eof,
+    recv_exactly,
+    reset,
+    socket_connect,
+)
 from support import free_port
 
 #: A proxy waiting on sockets and timers uses next to no CPU; a busy loop would use all of one
@@ -26,17 +32,6 @@ def client_closed(address, timeout: float) -> float:
         sock.sendall(b"hello?")
         _, elapsed = ends_within(sock, timeout + 10)
     return elapsed
-
-
-@contextlib.contextmanager
-def blackhole() -> Iterator[tuple[str, int]]:
-    """An address where connecting hangs: the listener's accept queue is full, so the kernel
-    drops further SYNs."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        with socket.create_connection(listener.getsockname(), timeout=5):
-            yield listener.getsockname()
 
 
 def test_backend_down_clients_closed_at_once_without_spinning_then_backend_back():

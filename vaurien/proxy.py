@@ -249,10 +249,16 @@ class Proxy:
             )
             client_sock.close()
             return
-        for sock, role in ((client_sock, "client"), (backend_sock, "backend")):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.protocol.setup_socket(sock, role)
-        session = Session(self, client_sock, client_address, backend_sock)
+        try:
+            for sock, role in ((client_sock, "client"), (backend_sock, "backend")):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.protocol.setup_socket(sock, role)
+            session = Session(self, client_sock, client_address, backend_sock)
+        except Exception:
+            log.exception("%s: cannot set up the session; closing it", _PeerName(client_address))
+            backend_sock.close()
+            client_sock.close()
+            return
         self.sessions.add(session)
         self.total_sessions += 1
         try:

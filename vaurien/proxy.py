@@ -227,7 +227,7 @@ class Proxy:
             self._handlers.discard(handler)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
-                    "%s: closed; %d live sessions, %s open fds",
+                    "%s: session closed; %d live sessions, %s open fds",
                     _PeerName(client_address),
                     len(self._handlers),
                     open_fds(),

@@ -19,6 +19,7 @@ from load import (
     reset,
     socket_connect,
 )
+
 from support import free_port
 
 #: A proxy waiting on sockets and timers uses next to no CPU; a busy loop would use all of one

@@ -18,8 +18,8 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import recv_exactly, wait_until
 
+from support import recv_exactly, wait_until
 from vaurien.protocols import Protocol
 
 #: The proxy's idle timeout in these tests, and the margin allowed on top of it.

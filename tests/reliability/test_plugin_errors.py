@@ -7,8 +7,8 @@ import os
 import socket
 
 import pytest
-from support import recv_exactly, wait_until
 
+from support import recv_exactly, wait_until
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
 from vaurien.protocols import Protocol

@@ -7,6 +7,7 @@ import time
 import gevent
 from harness import VaurienProcess, descendants, gwait_until
 from load import Backend, blackhole, echo, ends_within, socket_connect
+
 from support import recv_exactly, wait_until
 
 

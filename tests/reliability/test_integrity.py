@@ -66,13 +66,13 @@ def run_integrity(connections: int, largest: int, deadline: float, **settings) -
 
 
 def test_integrity_fast():
-    run_integrity(50, 512 * 1024, deadline=60)
+    run_integrity(100, 2 * MIB, deadline=60)
 
 
 def test_integrity_fast_under_delay():
     run_integrity(
-        30,
-        256 * 1024,
+        50,
+        MIB,
         deadline=60,
         behavior="100:delay",
         plugin_options={"behavior:delay": {"sleep": 0.001}},

@@ -38,3 +38,20 @@ def test_a_debug_line_gives_live_sessions_and_open_fds(echo_backend, start_proxy
         assert recv_exactly(client, 4) == b"ping"
     pattern = re.compile(r"closed; 0 live sessions, \d+ open fds")
     wait_until(lambda: any(pattern.search(r.getMessage()) for r in caplog.records))
+
+
+def test_get_stats_of_the_control_api_gives_them_too(echo_backend, start_proxy):
+    import requests
+
+    from control import ControlledProxy
+
+    controlled = ControlledProxy(start_proxy(echo_backend.address))
+    try:
+        with controlled.connect() as client:
+            client.sendall(b"x")
+            assert recv_exactly(client, 1) == b"x"
+            stats = requests.get(controlled.url + "/stats", timeout=10).json()
+            assert stats["live_sessions"] == 1
+            assert stats["open_fds"] > 0
+    finally:
+        controlled.stop()

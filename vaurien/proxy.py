@@ -356,6 +356,7 @@ class Session:
         self.backend = Endpoint(backend_sock, "backend", self)
         self.closed = False
         self._reset = False
+        self._error_logged = False
         self._loop = gevent.get_hub().loop
         self.last_activity = self._loop.now()
         self._greenlets: list[Any] = []
@@ -484,7 +485,13 @@ class Session:
             log.debug("%s: %s", self.peer, e)
             self.close()
         except VaurienError as e:
-            log.warning("%s: %s", self.peer, e)
+            # One line per bad session: the other direction, woken before the close reached
+            # it, often trips on the same garbage.
+            if self._error_logged:
+                log.debug("%s: %s", self.peer, e)
+            else:
+                self._error_logged = True
+                log.warning("%s: %s", self.peer, e)
             self.close()
         except Exception:
             log.exception(

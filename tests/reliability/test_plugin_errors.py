@@ -6,11 +6,14 @@ import logging
 import os
 import socket
 
+import gevent.event
 import pytest
 
+from control import GreetingServer
 from support import recv_exactly, wait_until
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.errors import ProtocolError
 from vaurien.protocols import Protocol
 from vaurien.protocols.tcp import TCP
 
@@ -130,3 +133,41 @@ def test_an_exception_while_setting_up_a_session_is_logged_and_leaks_nothing(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 10
     assert all(r.exc_info and r.exc_info[0] is Broken for r in errors)
+
+
+class TwoFaced(TCP):
+    """Fails both directions of a session: the backend's greeting waits until the client's
+    request has failed, then fails too, as a framer fed garbage both ways would."""
+
+    name = "two_faced"
+
+    def __init__(self):
+        super().__init__()
+        self.requests_failed = {}
+
+    def _handle(self, source, dest, to_backend):
+        source.read()
+        failed = self.requests_failed.setdefault(source.session, gevent.event.Event())
+        if to_backend:
+            failed.set()  # wakes the other direction before the session's close reaches it
+            raise ProtocolError("not a request")
+        failed.wait()
+        raise ProtocolError("not a reply")
+
+
+def test_a_session_failing_both_ways_logs_one_line(start_proxy, caplog):
+    greeting = GreetingServer(b"220 hello\r\n")
+    protocols = Protocol.copy()
+    protocols.register(TwoFaced)
+    proxy = start_proxy(greeting.address, protocol="two_faced", protocols=protocols)
+    try:
+        with proxy.connect() as client:
+            wait_until(lambda: len(proxy.proxy.protocol.requests_failed) == 1)
+            client.sendall(b"garbage")
+            assert ended(client)
+        wait_until(lambda: proxy.call(proxy.proxy.stats)["live_sessions"] == 0)
+    finally:
+        greeting.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "not a request" in warnings[0]

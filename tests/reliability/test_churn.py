@@ -9,15 +9,19 @@ than 10% since the end of the first wave.
 
 from __future__ import annotations
 
+import gc
 import random
 import resource
 import time
+import weakref
 
 import gevent
 import gevent.pool
 import pytest
 from harness import ProxyProcess, gwait_until
 from load import CHURN_CLIENTS, Backend, churn_backend, churn_half_close
+
+from support import recv_exactly, wait_until
 
 MIB = 1 << 20
 
@@ -95,3 +99,21 @@ def test_churn_fast():
 @pytest.mark.full
 def test_churn_20000_connections():
     run_churn(waves=20, per_wave=1000, concurrency=200, deadline=280)
+
+
+def test_an_ended_session_is_freed_without_waiting_for_the_garbage_collector(
+    echo_backend, start_proxy
+):
+    proxy = start_proxy(echo_backend.address)
+    gc.collect()
+    gc.disable()
+    try:
+        with proxy.connect() as client:
+            client.sendall(b"ping")
+            assert recv_exactly(client, 4) == b"ping"
+            session = proxy.call(lambda: weakref.ref(next(iter(proxy.proxy.sessions))))
+            assert session() is not None
+        wait_until(lambda: proxy.call(proxy.proxy.stats)["live_sessions"] == 0)
+        wait_until(lambda: session() is None, timeout=5)
+    finally:
+        gc.enable()

@@ -30,15 +30,14 @@ import http
 import ipaddress
 import json
 import logging
-import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import gevent.socket
 from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
 from vaurien.errors import OptionError, VaurienError
 from vaurien.mix import BehaviorMix
+from vaurien.proxy import listen
 from vaurien.settings import Address
 
 log = logging.getLogger(__name__)
@@ -353,7 +352,7 @@ class ControlServer:
 
     def start(self) -> ControlServer:
         """Bind and start serving; a bind failure is a :class:`VaurienError`."""
-        listener = _listen(self.host, self.port)
+        listener = listen(Address(self.host, self.port), 128, what="control API")
         self._server = WSGIServer(
             listener,
             self.app,
@@ -390,22 +389,3 @@ class ControlServer:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
-
-
-def _listen(host: str, port: int) -> gevent.socket.socket:
-    where = Address(host, port)
-    try:
-        family, type_, proto, _, sockaddr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as e:
-        raise VaurienError(f"control API: cannot listen on {where}: {e.strerror}") from None
-    sock = gevent.socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(sockaddr)
-        sock.listen(128)
-    except OSError as e:
-        sock.close()
-        raise VaurienError(f"control API: cannot listen on {where}: {e.strerror}") from None
-    return sock

@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -125,7 +126,7 @@ class Proxy:
 
     def start(self) -> None:
         """Bind the listening socket and start accepting clients."""
-        listener = self._listen()
+        listener = listen(self.config.proxy, self.config.backlog, self.protocol.setup_listener)
         self._server = _Server(listener, self._handle, self.name)
         # Accept a whole burst per wake-up: a full listen queue makes clients retransmit SYNs.
         self._server.max_accept = ACCEPT_BURST
@@ -184,25 +185,6 @@ class Proxy:
         """The listening address as ``host:port``."""
         host, port = self.address if self._server is not None else (self.config.proxy.host, 0)
         return str(Address(host, port))
-
-    def _listen(self) -> gevent.socket.socket:
-        host, port = self.config.proxy.host, self.config.proxy.port
-        try:
-            family, type_, proto, _, sockaddr = socket.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )[0]
-        except socket.gaierror as e:
-            raise VaurienError(f"cannot listen on {self.config.proxy}: {e.strerror}") from None
-        sock = gevent.socket.socket(family, type_, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.protocol.setup_listener(sock)
-            sock.bind(sockaddr)
-            sock.listen(self.config.backlog)
-        except OSError as e:
-            sock.close()
-            raise VaurienError(f"cannot listen on {self.config.proxy}: {e.strerror}") from None
-        return sock
 
     def _log_start(self) -> None:
         config = self.config
@@ -616,3 +598,33 @@ class _PeerName:
         if isinstance(address, tuple) and len(address) >= 2:
             return str(Address(str(address[0]), int(address[1])))
         return str(address)
+
+
+def listen(
+    address: Address,
+    backlog: int,
+    prepare: Callable[[gevent.socket.socket], None] | None = None,
+    what: str = "",
+) -> gevent.socket.socket:
+    """A listening socket on ``address``; ``prepare`` adjusts it before it is bound.
+
+    Failures are :class:`VaurienError` naming the address (and ``what`` listens, if given).
+    """
+    where = f"{what}: cannot listen on {address}" if what else f"cannot listen on {address}"
+    try:
+        family, type_, proto, _, sockaddr = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as e:
+        raise VaurienError(f"{where}: {e.strerror}") from None
+    sock = gevent.socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if prepare is not None:
+            prepare(sock)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as e:
+        sock.close()
+        raise VaurienError(f"{where}: {e.strerror}") from None
+    return sock

@@ -340,6 +340,8 @@ class Session:
         self.closed = False
         self._reset = False
         self._error_logged = False
+        #: What the protocol keeps for this session (BaseProtocol.new_session_state).
+        self.state: Any = proxy.protocol.new_session_state(self)
         self._loop = gevent.get_hub().loop
         self.last_activity = self._loop.now()
         self._greenlets: list[Any] = []
@@ -420,6 +422,7 @@ class Session:
     def _pump(self, source: Endpoint, dest: Endpoint, to_backend: bool) -> None:
         proxy = self.proxy
         protocol = proxy.protocol
+        wants_behavior = protocol.wants_behavior
         applied = proxy.applied
         events = proxy.events
         direction = "to_backend" if to_backend else "to_client"
@@ -440,20 +443,25 @@ class Session:
                         lock.release()
                         continue
                 try:
-                    behavior = proxy.pick() if pick is None else pick()
-                    if behavior.sits_out is to_backend:  # its direction is the other one
-                        behavior = proxy.dummy
+                    # The protocol may decline: an answer follows its request's behavior.
+                    if wants_behavior(self, to_backend):
+                        behavior = proxy.pick() if pick is None else pick()
+                        if behavior.sits_out is to_backend:  # its direction is the other one
+                            behavior = proxy.dummy
+                    else:
+                        behavior = None
                     source.behavior = behavior
                     consumed = source.bytes_received - len(source._pending)
                     self.last_activity = loop.now()
-                    if self._debug:
+                    if self._debug and behavior is not None:
                         log.debug("%s: %s -> %s", self.peer, source.role, behavior.name)
                     keep_going = protocol.handle(source, dest, to_backend, behavior)
                 finally:
                     if exclusive:
                         lock.release()
                 self.last_activity = loop.now()
-                applied[behavior.name] += 1
+                if behavior is not None:
+                    applied[behavior.name] += 1
                 events[direction] += 1
                 if not keep_going or self.closed or source._closed or dest._closed:
                     self.close()
@@ -466,10 +474,10 @@ class Session:
                     return
                 if consumed == source.bytes_received - len(source._pending):
                     log.error(
-                        "%s: behavior %r returned without reading the data of its event; "
+                        "%s: %r returned without reading the data of its event; "
                         "closing the session rather than looping",
                         self.peer,
-                        behavior.name,
+                        behavior.name if behavior is not None else protocol.name,
                     )
                     self.close()
                     return

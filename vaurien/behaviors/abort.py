@@ -20,9 +20,6 @@ class Abort(BaseBehavior):
     )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
-        if to_backend:
-            protocol._handle(source, dest, to_backend)
-        else:
-            protocol._get_data(source)
-        source.session.close()
+        # The protocol knows when "before the answer" is: for a plain stream, at once.
+        protocol.abort(source, dest, to_backend)
         return False

@@ -24,6 +24,11 @@ class BaseProtocol:
     Set ``duplex = True`` when ``_handle`` never reads from ``dest``: both directions then run at
     once. The default, false, runs a session's events one at a time, which is what a protocol
     that reads the answer within the event (as Vaurien 1.x protocols did) needs.
+
+    Protocols that follow requests and answers use three more hooks:
+    :meth:`new_session_state` (per-session state, kept as ``session.state``),
+    :meth:`wants_behavior` (whether an event gets a behavior at all) and the verbs
+    :meth:`send_error` and :meth:`abort` that behaviors call.
     """
 
     name: str = ""
@@ -57,8 +62,11 @@ class BaseProtocol:
     def handle(self, source: Any, dest: Any, to_backend: bool, behavior: Any) -> bool:
         """Run one event: the behavior's hooks around the protocol's own handling.
 
-        Returns false when the session must end.
+        Returns false when the session must end. ``behavior`` is None when
+        :meth:`wants_behavior` declined the event: it is then handled as it is.
         """
+        if behavior is None:
+            return self._handle(source, dest, to_backend) is not False
         if not behavior.on_before_handle(self, source, dest, to_backend):
             return True
         keep_going = self._handle(source, dest, to_backend)
@@ -78,6 +86,25 @@ class BaseProtocol:
         behavior = source.behavior
         if behavior is not None:
             behavior.on_between_handle(self, source, dest, to_backend)
+
+    # -- per-session hooks -----------------------------------------------------------------
+
+    def new_session_state(self, session: Any) -> Any:
+        """Return the state this protocol keeps for one session (stored as ``session.state``).
+
+        Called once per session, before either direction is read. The base keeps none.
+        """
+        return None
+
+    def wants_behavior(self, session: Any, to_backend: bool) -> bool:
+        """Whether the next event on this side of ``session`` gets a behavior.
+
+        The proxy asks before each event; when this returns false it picks nothing, counts
+        nothing, and calls :meth:`handle` with ``behavior=None``. The base says yes to every
+        event. A protocol that follows exchanges says no to the answers (the request's behavior
+        governs its answer) and to traffic that must pass untouched (a handshake).
+        """
+        return True
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -106,6 +133,20 @@ class BaseProtocol:
             dest.sendall(data[:middle] + randbytes(max(1, min(len(data), 128))) + data[middle:])
         else:
             dest.sendall(randbytes(len(data)))
+
+    def abort(self, source: Any, dest: Any, to_backend: bool) -> None:
+        """Let this event's data reach the other side, then end the session before any answer.
+
+        Called by the ``abort`` behavior. The base forwards what ``source`` has (or drops it on
+        the way back to the client) and closes the session at once; a protocol that follows
+        exchanges closes when the answer to this very request arrives, so the answers to
+        earlier requests still reach the client.
+        """
+        if to_backend:
+            self._handle(source, dest, to_backend)
+        else:
+            self._get_data(source)
+        source.session.close()
 
     # -- sockets ---------------------------------------------------------------------------
 

@@ -1,0 +1,63 @@
+"""Drive a sans-IO framer over bytes cut at chosen points, as the proxy's loops do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from vaurien.protocols.framed import HOLD
+
+
+def cut(data: bytes, points: Iterable[int]) -> list[bytes]:
+    """``data`` split at ``points`` (offsets, in any order, duplicates allowed)."""
+    edges = sorted({p for p in points if 0 < p < len(data)})
+    return [data[a:b] for a, b in zip([0, *edges], [*edges, len(data)])]
+
+
+def run(
+    framer: Any, chunks: Sequence[bytes], requests: Sequence[Any] | None = None
+) -> tuple[bytes, list[tuple[int, Any]]]:
+    """Feed ``chunks`` to ``framer``; return what passes and the (offset, event) of each end.
+
+    For an answer framer, ``requests`` are handed to ``begin`` as each message starts.
+    Heads are checked to carry exactly the bytes they were made of.
+    """
+    passed = bytearray()
+    held = bytearray()
+    ends: list[tuple[int, Any]] = []
+    pending = list(requests) if requests is not None else None
+    offset = 0
+    for chunk in chunks:
+        pos = 0
+        while pos < len(chunk):
+            if pending is not None and framer.idle:
+                framer.begin(pending.pop(0) if pending else None)
+            newpos, event = framer.feed(chunk, pos, len(chunk))
+            assert pos < newpos <= len(chunk) or (event is not None and event is not HOLD)
+            if event is None:
+                assert not held
+                passed += chunk[pos:newpos]
+            elif event is HOLD:
+                held += chunk[pos:newpos]
+            else:
+                if event.raw is not None:
+                    assert event.held == len(held)
+                    assert event.raw == bytes(held) + chunk[pos:newpos]
+                    passed += event.raw
+                    held.clear()
+                else:
+                    assert not held
+                    passed += chunk[pos:newpos]
+                if event.end:
+                    ends.append((offset + newpos, event))
+            pos = newpos
+        offset += len(chunk)
+    last = framer.feed_eof()
+    if last is not None:
+        ends.append((offset, last))
+    return bytes(passed), ends
+
+
+def boundaries(ends: list[tuple[int, Any]]) -> list[tuple[int, str]]:
+    """The ends in a comparable form: offset and the event's repr."""
+    return [(offset, repr(event)) for offset, event in ends]

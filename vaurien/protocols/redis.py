@@ -1,0 +1,424 @@
+"""redis: Redis commands and replies, RESP2 and RESP3."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vaurien.errors import ProtocolError
+from vaurien.protocols import Protocol
+from vaurien.protocols.framed import (
+    COMPLETE,
+    DROP,
+    UNSOLICITED,
+    End,
+    FramedProtocol,
+    LineReader,
+)
+
+MAX_LINE = 64 * 1024  # bytes; Redis's own limit for an inline command
+MAX_COUNT = 1 << 31  # elements in one array
+MAX_LENGTH = 1 << 40  # bytes in one bulk string
+CAPTURED_ARGS = 3  # the first arguments kept (command, subcommand, its argument)
+CAPTURED_SIZE = 64  # bytes; longer arguments are counted through, not kept
+
+#: The first element of the pub/sub messages and confirmations a subscribed client receives.
+PUBSUB_KINDS = frozenset(
+    (
+        b"message",
+        b"pmessage",
+        b"smessage",
+        b"subscribe",
+        b"psubscribe",
+        b"ssubscribe",
+        b"unsubscribe",
+        b"punsubscribe",
+        b"sunsubscribe",
+    )
+)
+SUBSCRIBE_COMMANDS = frozenset(
+    (b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe", b"punsubscribe", b"sunsubscribe")
+)
+
+# Framer states.
+_LINE, _DATA, _CRLF, _CHUNK = range(4)
+
+
+def _integer(text: bytes, what: str) -> int:
+    """``text`` as a decimal integer, strictly (no spaces, no underscores)."""
+    digits = text[1:] if text[:1] == b"-" else text
+    if not digits.isdigit():
+        raise ProtocolError(f"Redis {what} is not a number: {bytes(text[:40])!r}")
+    return int(text)
+
+
+class Command(End):
+    """A command read whole: ``name`` (lowercase), its first few short arguments, ``argc``."""
+
+    __slots__ = ("name", "args", "argc")
+
+    def __init__(self, args: list[bytes], argc: int) -> None:
+        self.args = args
+        self.argc = argc
+        self.name = args[0].lower() if args else b""
+
+    def __repr__(self) -> str:
+        return f"<Command {self.name.decode(errors='replace')} argc={self.argc}>"
+
+
+class Reply(End):
+    """A reply read whole: its RESP ``type`` byte (``b"*"``, ``b">"``, ``b"-"`` ...) and, for
+    an aggregate, its first element when that is a short string (lowercase)."""
+
+    __slots__ = ("type", "first")
+
+    def __init__(self, type_: bytes, first: bytes | None) -> None:
+        self.type = type_
+        self.first = first
+
+    def __repr__(self) -> str:
+        return f"<Reply {self.type!r} {self.first!r}>"
+
+
+class CommandFramer:
+    """Frames what a Redis client sends: RESP arrays of bulk strings, and inline commands.
+
+    Returns a :class:`Command` at the end of each one. Bulk strings are counted through; only
+    the first few short arguments are kept.
+    """
+
+    passive = False
+
+    def __init__(self) -> None:
+        self.idle = True
+        self._lines = LineReader(MAX_LINE, "Redis command line")
+        self._state = _LINE
+        self._left = 0  # bulk strings still to come in the array
+        self._skip = 0  # bytes of the bulk string in progress still to come
+        self._crlf = 0  # bytes of the CRLF after it still to come
+        self._args: list[bytes] = []
+        self._argc = 0
+        self._capture: bytearray | None = None
+
+    def feed(self, data: Any, pos: int, end: int) -> tuple[int, Any]:
+        while pos < end:
+            state = self._state
+            if state is _DATA:
+                take = min(self._skip, end - pos)
+                if self._capture is not None:
+                    self._capture += data[pos : pos + take]
+                pos += take
+                self._skip -= take
+                if self._skip:
+                    return pos, None
+                self._state = _CRLF
+                self._crlf = 2
+                continue
+            if state is _CRLF:
+                pos = _expect_crlf(self, data, pos, end)
+                if self._crlf:
+                    return pos, None
+                if self._argc - self._left < CAPTURED_ARGS:
+                    capture = self._capture
+                    self._args.append(bytes(capture) if capture is not None else b"")
+                    self._capture = None
+                self._state = _LINE
+                self._left -= 1
+                if not self._left:
+                    return pos, self._finish()
+                continue
+            self.idle = False
+            line, pos = self._lines.take(data, pos, end)
+            if line is None:
+                return pos, None
+            if self._left:
+                if line[:1] != b"$":
+                    raise ProtocolError(f"Redis expected a bulk string, got {line[:40]!r}")
+                size = _integer(line[1:].rstrip(b"\r\n"), "bulk length")
+                if not 0 <= size <= MAX_LENGTH:
+                    raise ProtocolError(f"Redis bulk length out of range: {size}")
+                if self._argc - self._left < CAPTURED_ARGS and size <= CAPTURED_SIZE:
+                    self._capture = bytearray()
+                self._skip = size
+                self._state = _DATA if size else _CRLF
+                self._crlf = 2
+                continue
+            if line[:1] == b"*":
+                count = _integer(line[1:].rstrip(b"\r\n"), "array length")
+                if count > MAX_COUNT:
+                    raise ProtocolError(f"Redis array too long: {count}")
+                if count <= 0:
+                    return pos, self._finish()
+                self._left = self._argc = count
+                continue
+            # An inline command: words separated by spaces.
+            words = line.split()
+            self._argc = len(words)
+            self._args = [bytes(w) for w in words[:CAPTURED_ARGS]]
+            return pos, self._finish()
+        return pos, None
+
+    def _finish(self) -> Command:
+        command = Command(self._args, self._argc)
+        self._args = []
+        self._argc = 0
+        self._left = 0
+        self.idle = True
+        return command
+
+    def feed_eof(self) -> None:
+        return None
+
+
+class ReplyFramer:
+    """Frames what a Redis server sends: replies of every RESP2 and RESP3 type.
+
+    Aggregates nest to any depth, attributes (``|``) annotate the value that follows them,
+    streamed strings (``$?``) and aggregates (``*?`` ... ``.``) are followed to their end, bulk
+    strings are counted through. Returns a :class:`Reply` at the end of each top-level value.
+    """
+
+    def __init__(self) -> None:
+        self.idle = True
+        self._lines = LineReader(MAX_LINE, "Redis reply line")
+        self._state = _LINE
+        # Per open aggregate: [elements left (None: streamed), is an attribute, elements in all]
+        self._stack: list[list[Any]] = []
+        self._skip = 0
+        self._crlf = 0
+        self._chunked = False  # inside a streamed string
+        self._type: bytes | None = None
+        self._first: bytes | None = None
+        self._capture: bytearray | None = None
+
+    def begin(self, request: Any) -> None:
+        """Nothing to know: a reply's form does not depend on the command."""
+
+    def feed(self, data: Any, pos: int, end: int) -> tuple[int, Any]:
+        while pos < end:
+            state = self._state
+            if state is _DATA:
+                take = min(self._skip, end - pos)
+                if self._capture is not None:
+                    self._capture += data[pos : pos + take]
+                pos += take
+                self._skip -= take
+                if self._skip:
+                    return pos, None
+                self._state = _CRLF
+                self._crlf = 2
+                continue
+            if state is _CRLF:
+                pos = _expect_crlf(self, data, pos, end)
+                if self._crlf:
+                    return pos, None
+                if self._chunked:
+                    self._state = _CHUNK
+                    continue
+                if self._capture is not None:
+                    self._first = bytes(self._capture).lower()
+                    self._capture = None
+                self._state = _LINE
+                if self._value_done():
+                    return pos, self._finish()
+                continue
+            self.idle = False
+            line, pos = self._lines.take(data, pos, end)
+            if line is None:
+                return pos, None
+            if self._line(line):
+                return pos, self._finish()
+        return pos, None
+
+    def _line(self, line: bytes) -> bool:
+        """One header line; true when it completes the top-level value."""
+        kind = line[:1]
+        body = line[1:].rstrip(b"\r\n")
+        stack = self._stack
+        if self._state is _CHUNK:  # a streamed string: ;<length> parts until ;0
+            if kind != b";":
+                raise ProtocolError(f"Redis streamed string part expected, got {line[:40]!r}")
+            size = _integer(body, "string part length")
+            if size == 0:
+                self._chunked = False
+                self._state = _LINE
+                return self._value_done()
+            if size > MAX_LENGTH:
+                raise ProtocolError(f"Redis string part too long: {size}")
+            self._skip = size
+            self._state = _DATA
+            return False
+        first = (
+            len(stack) == 1
+            and stack[0][0] == stack[0][2]
+            and not stack[0][1]
+            and self._type in (b"*", b">")
+        )
+        if not stack and kind != b"|":
+            self._type = kind
+        if kind in _SIMPLE:
+            if first and kind == b"+" and len(body) <= CAPTURED_SIZE:
+                self._first = bytes(body).lower()
+            return self._value_done()
+        if kind in _BLOB:
+            if body == b"?":
+                self._chunked = True
+                self._state = _CHUNK
+                return False
+            size = _integer(body, "bulk length")
+            if size < 0:
+                return self._value_done()  # a null
+            if size > MAX_LENGTH:
+                raise ProtocolError(f"Redis bulk length out of range: {size}")
+            if first and size <= CAPTURED_SIZE:
+                self._capture = bytearray()
+            self._skip = size
+            self._state = _DATA if size else _CRLF
+            self._crlf = 2
+            return False
+        if kind in _AGGREGATE:
+            attribute = kind == b"|"
+            if body == b"?":
+                stack.append([None, attribute, None])
+                return False
+            count = _integer(body, "aggregate length")
+            if count > MAX_COUNT:
+                raise ProtocolError(f"Redis aggregate too long: {count}")
+            if count <= 0:
+                return False if attribute else self._value_done()
+            count *= 2 if kind in b"%|" else 1
+            stack.append([count, attribute, count])
+            return False
+        if kind == b".":
+            if not stack or stack[-1][0] is not None:
+                raise ProtocolError("Redis end of a streamed aggregate outside of one")
+            attribute = stack.pop()[1]
+            return False if attribute else self._value_done()
+        raise ProtocolError(f"not a Redis reply: {line[:40]!r}")
+
+    def _value_done(self) -> bool:
+        """A value ended: count it in its aggregate; true when the top-level value is done."""
+        stack = self._stack
+        while stack:
+            top = stack[-1]
+            if top[0] is None:  # a streamed aggregate ends with "."
+                return False
+            top[0] -= 1
+            if top[0]:
+                return False
+            stack.pop()
+            if top[1]:  # an attribute: the value it annotates comes next
+                return False
+        return True
+
+    def _finish(self) -> Reply:
+        reply = Reply(self._type or b"", self._first)
+        self._type = None
+        self._first = None
+        self.idle = True
+        return reply
+
+    def feed_eof(self) -> None:
+        return None
+
+
+_SIMPLE = frozenset((b"+", b"-", b":", b"_", b",", b"#", b"("))
+_BLOB = frozenset((b"$", b"!", b"="))
+_AGGREGATE = frozenset((b"*", b"~", b">", b"%", b"|"))
+
+
+def _expect_crlf(framer: Any, data: Any, pos: int, end: int) -> int:
+    """Check the CRLF after a bulk string, byte by byte as it arrives."""
+    while framer._crlf and pos < end:
+        expected = 13 if framer._crlf == 2 else 10
+        if data[pos] != expected:
+            raise ProtocolError("Redis bulk string not followed by CRLF")
+        pos += 1
+        framer._crlf -= 1
+    return pos
+
+
+class RedisState:
+    """What the redis protocol knows about one session beyond its exchanges."""
+
+    __slots__ = ("pubsub", "replies_off", "skip_next")
+
+    def __init__(self) -> None:
+        self.pubsub = False  # the client subscribed: pub/sub messages may come at any time
+        self.replies_off = False  # CLIENT REPLY OFF
+        self.skip_next = False  # CLIENT REPLY SKIP
+
+
+@Protocol.register
+class Redis(FramedProtocol):
+    """Redis (RESP2 and RESP3): one command is one exchange.
+
+    Commands are RESP arrays or inline lines; replies of every type are followed, nested to any
+    depth, bulk strings of any size counted through as they pass. Pipelines and MULTI/EXEC are
+    matched reply by reply. Pub/sub messages, subscription confirmations and RESP3 pushes pass
+    as they come (a SUBSCRIBE is done once sent); CLIENT REPLY OFF/SKIP are followed; after
+    MONITOR, SYNC or PSYNC the connection is a plain stream. With ``error`` the client gets
+    ``-ERR`` for that command. Traffic that is not RESP ends the session.
+    """
+
+    name = "redis"
+
+    def request_framer(self) -> CommandFramer:
+        return CommandFramer()
+
+    def answer_framer(self) -> ReplyFramer:
+        return ReplyFramer()
+
+    def new_session_state(self, session: Any) -> Any:
+        state = super().new_session_state(session)
+        state.redis = RedisState()
+        return state
+
+    def error_reply(self, state: Any, exchange: Any) -> bytes | None:
+        command = exchange.request
+        if not exchange.expects and command.name not in SUBSCRIBE_COMMANDS:
+            return None  # the client expects no reply: one would be taken for another's
+        name = command.name.decode("ascii", "replace")[:32] or "command"
+        return f"-ERR {name} failed (error injected by vaurien)\r\n".encode()
+
+    def _request_end(self, state: Any, exchange: Any, command: Command) -> None:
+        exchange.request = command
+        redis = state.redis
+        forwarded = exchange.action is not DROP  # what the server knows changes only then
+        name = command.name
+        if command.argc == 0:
+            exchange.expects = False  # an empty command: Redis says nothing
+            return
+        if name == b"client" and len(command.args) >= 3 and command.args[1].lower() == b"reply":
+            mode = command.args[2].lower()
+            if forwarded:
+                redis.replies_off = mode == b"off"
+                redis.skip_next = mode == b"skip"
+            exchange.expects = mode == b"on"
+            return
+        if redis.replies_off or redis.skip_next:
+            if forwarded:
+                redis.skip_next = False
+            exchange.expects = False
+            return
+        if name in SUBSCRIBE_COMMANDS:
+            # Their confirmations come as pub/sub messages (RESP3: pushes) and pass as such.
+            redis.pubsub = redis.pubsub or forwarded
+            exchange.expects = False
+        elif name in (b"sync", b"psync") and forwarded:
+            state.stream = True  # a replication stream follows
+            exchange.expects = False
+
+    def _answer_end(self, state: Any, target: Any, reply: Reply) -> str:
+        redis = state.redis
+        if reply.type == b">":
+            return UNSOLICITED
+        if redis.pubsub and reply.type == b"*" and reply.first in PUBSUB_KINDS:
+            return UNSOLICITED
+        if target is None:
+            return UNSOLICITED
+        name = target.request.name if target.request is not None else b""
+        if name == b"monitor" and reply.type == b"+":
+            state.stream = True  # every command the server runs follows, as simple strings
+        elif name == b"reset":
+            redis.pubsub = redis.replies_off = redis.skip_next = False
+        return COMPLETE

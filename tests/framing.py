@@ -11,7 +11,7 @@ from vaurien.protocols.framed import HOLD
 def cut(data: bytes, points: Iterable[int]) -> list[bytes]:
     """``data`` split at ``points`` (offsets, in any order, duplicates allowed)."""
     edges = sorted({p for p in points if 0 < p < len(data)})
-    return [data[a:b] for a, b in zip([0, *edges], [*edges, len(data)])]
+    return [data[a:b] for a, b in zip([0, *edges], [*edges, len(data)], strict=True)]
 
 
 def run(

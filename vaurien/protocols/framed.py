@@ -170,9 +170,10 @@ class Exchange:
     :data:`DROP`, :data:`SWALLOW`, :data:`ABORT`), ``request`` what the request framer said
     about it. ``expects`` is false for a request that gets no answer (the protocol says so
     when the request is read whole). ``waiting`` is true while the backend owes the answer,
-    ``sent`` once the whole request was read, ``released`` once ``on_between_handle`` returned. ``reply`` is written to
-    the client in the exchange's turn (an error reply), ``after`` runs then (the behavior's
-    ``on_after_handle``), and ``close_after`` ends the session.
+    ``sent`` once the whole request was read, ``released`` once ``on_between_handle``
+    returned. ``reply`` is written to the client in the exchange's turn (an error reply),
+    ``after`` runs then (the behavior's ``on_after_handle``), and ``close_after`` ends the
+    session.
     """
 
     __slots__ = (
@@ -228,6 +229,7 @@ class SessionState:
         self.stream = False
         self.closing = False
         self.gate: Exchange | None = None  # requests wait until this exchange is answered
+        self.partial: Exchange | None = None  # a request a behavior read only part of
         self.advancing = False
         self._changed: gevent.event.Event | None = None
 
@@ -260,6 +262,7 @@ class FramedProtocol(BaseProtocol):
     """
 
     duplex = True
+    errors_on_request = True
     #: Whether the ``keep_alive`` option means TCP keep-alive probes (as for ``tcp``).
     tcp_keep_alive = True
     options = {
@@ -295,11 +298,16 @@ class FramedProtocol(BaseProtocol):
         """A request head is complete: return other bytes to send instead of ``head.raw``."""
         return None
 
-    def _request_end(self, state: SessionState, exchange: Exchange | None, message: Any) -> None:
+    def _request_end(
+        self, state: SessionState, exchange: Exchange | None, message: Any
+    ) -> bytes | None:
         """A request was read whole: set what the exchange needs (``request``, ``expects``
         false when no answer comes, ``gate`` ...). ``exchange`` is None for traffic that passes
-        without one (a handshake)."""
+        without one (a handshake). ``exchange.action`` says whether the backend gets the
+        request (anything but :data:`DROP`): only then may what the server knows change.
+        May return bytes the proxy sends to the backend after the request."""
         exchange.request = message
+        return None
 
     def _answer_head(self, state: SessionState, target: Exchange | None, head: Head) -> None:
         """An answer's head is complete (``state.passing`` may be changed)."""
@@ -315,16 +323,36 @@ class FramedProtocol(BaseProtocol):
         if not to_backend:
             return False
         state = session.state
-        return not (state.closing or state.requests.passive) or state.stream
+        if state.stream:
+            return True
+        return not (state.closing or state.partial or state.requests.passive)
 
     def handle(self, source: Any, dest: Any, to_backend: bool, behavior: Any) -> bool:
+        state = source.session.state
         if behavior is None:
-            return self._handle(source, dest, to_backend) is not False
-        if source.session.state.stream:
+            partial = state.partial
+            if partial is None or not to_backend or partial.behavior is None:
+                return self._handle(source, dest, to_backend) is not False
+            # The rest of a request a behavior took only part of: the same behavior goes on.
+            behavior = source.behavior = partial.behavior
+        elif state.stream:
             return BaseProtocol.handle(self, source, dest, to_backend, behavior)
         if behavior.on_before_handle(self, source, dest, to_backend):
             self._request(source, dest, FORWARD, hooks=True)
         return True
+
+    def _get_data(self, sock: Any, size: int | None = None) -> bytes:
+        """What a behavior reads from ``sock``: from the client, exactly one request.
+
+        Behaviors that move the bytes themselves (``bandwidth``, ``slicer``, ``corrupt`` ...)
+        get the bytes of one whole request, or its first ``size`` bytes: the rest comes in the
+        next events, handed to the same behavior. The request is queued as forwarded, so its
+        answer is matched as usual.
+        """
+        state = sock.session.state
+        if sock.role != "client" or state.stream or state.closing:
+            return sock.read(size or self.buffer_size)
+        return self._take_request(state, sock, size or self.buffer_size)
 
     def _handle(self, source: Any, dest: Any, to_backend: bool) -> bool:
         state = source.session.state
@@ -384,6 +412,48 @@ class FramedProtocol(BaseProtocol):
 
     # -- requests ------------------------------------------------------------------------------
 
+    def _take_request(self, state: SessionState, source: Any, size: int) -> bytes:
+        """Read one request (at most about ``size`` bytes of it) and return its bytes."""
+        framer = state.requests
+        buf, _ = self._buffers()
+        exchange = state.partial
+        passive = framer.passive
+        out = bytearray()
+        while len(out) < size:
+            count = source.recv_into(buf, min(len(buf), size - len(out)))
+            if not count:
+                framer.feed_eof()
+                break
+            if exchange is None and not passive:
+                exchange = Exchange(source.behavior, FORWARD)
+                state.queue.append(exchange)
+            pos = 0
+            while pos < count:
+                newpos, event = framer.feed(buf, pos, count)
+                if event is None:
+                    out += buf[pos:newpos]
+                elif event is not HOLD:
+                    if event.raw is not None:
+                        replacement = (
+                            self._request_head(state, exchange, event)
+                            if exchange is not None
+                            else None
+                        )
+                        out += replacement if replacement is not None else event.raw
+                    else:
+                        out += buf[pos:newpos]
+                    if event.end or (exchange is not None and exchange.cut):
+                        if newpos < count:
+                            source.unread(buf[newpos:count])
+                        state.partial = None
+                        self._request_done(
+                            state, exchange, event, source, source.session.backend, out.extend
+                        )
+                        return bytes(out)
+                pos = newpos
+        state.partial = exchange
+        return bytes(out)
+
     def _request(self, source: Any, dest: Any, action: str, hooks: bool) -> None:
         """Read exactly one request from the client and do ``action`` with it."""
         state = source.session.state
@@ -403,7 +473,8 @@ class FramedProtocol(BaseProtocol):
         framer = state.requests
         buf, view = self._buffers()
         passing = action is not DROP
-        exchange = None
+        exchange = state.partial
+        state.partial = None
         passive = framer.passive
         while True:
             count = source.recv_into(buf)
@@ -443,19 +514,33 @@ class FramedProtocol(BaseProtocol):
                     dest.sendall(view[out:newpos])
                 if newpos < count:
                     source.unread(buf[newpos:count])
-                self._request_done(state, exchange, event, source, dest, hooks)
+                self._request_done(
+                    state, exchange, event, source, dest, dest.sendall if passing else None, hooks
+                )
                 return
             if passing and out < count:
                 dest.sendall(view[out:count])
 
     def _request_done(
-        self, state: SessionState, exchange: Exchange | None, message: Any, source, dest, hooks
+        self,
+        state: SessionState,
+        exchange: Exchange | None,
+        message: Any,
+        source: Any,
+        dest: Any,
+        send: Any,
+        hooks: bool = False,
     ) -> None:
+        """The request was read whole (and passed, unless dropped): queue what it needs."""
         if exchange is None:  # traffic that passes without an exchange
-            self._request_end(state, None, message)
+            trailer = self._request_end(state, None, message)
+            if trailer and send is not None:
+                send(trailer)
             return
         exchange.sent = True
-        self._request_end(state, exchange, message)
+        trailer = self._request_end(state, exchange, message)
+        if trailer and send is not None and exchange.action is not DROP:
+            send(trailer)
         action = exchange.action
         exchange.waiting = exchange.expects and action is not DROP
         if action is DROP:

@@ -87,6 +87,7 @@ class CommandFramer:
     """
 
     passive = False
+    strict = False  # Redis skips the CRLF after a bulk string unchecked
 
     def __init__(self) -> None:
         self.idle = True
@@ -176,6 +177,8 @@ class ReplyFramer:
     streamed strings (``$?``) and aggregates (``*?`` ... ``.``) are followed to their end, bulk
     strings are counted through. Returns a :class:`Reply` at the end of each top-level value.
     """
+
+    strict = True
 
     def __init__(self) -> None:
         self.idle = True
@@ -327,10 +330,13 @@ _AGGREGATE = frozenset((b"*", b"~", b">", b"%", b"|"))
 
 
 def _expect_crlf(framer: Any, data: Any, pos: int, end: int) -> int:
-    """Check the CRLF after a bulk string, byte by byte as it arrives."""
+    """Count through the CRLF after a bulk string, byte by byte as it arrives.
+
+    Replies must have it; in commands Redis skips two bytes unchecked, and so does the framer.
+    """
     while framer._crlf and pos < end:
         expected = 13 if framer._crlf == 2 else 10
-        if data[pos] != expected:
+        if framer.strict and data[pos] != expected:
             raise ProtocolError("Redis bulk string not followed by CRLF")
         pos += 1
         framer._crlf -= 1

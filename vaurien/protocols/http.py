@@ -1,0 +1,589 @@
+"""http: HTTP/1.0 and 1.1 requests and responses, parsed with h11."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vaurien.errors import PluginError, ProtocolError
+from vaurien.protocols import Protocol
+from vaurien.protocols.framed import (
+    BUFFER_OPTION,
+    COMPLETE,
+    DROP,
+    END,
+    HOLD,
+    PARTIAL,
+    REUSE_SOCKET_OPTION,
+    UNSOLICITED,
+    End,
+    FramedProtocol,
+    Head,
+    LineReader,
+)
+
+try:
+    import h11
+except ImportError:  # the "http" extra
+    h11 = None
+
+MAX_HEAD = 64 * 1024  # bytes in a request or response head
+MAX_CHUNK_LINE = 4096  # bytes in a chunk-size line or a trailer line
+CACHED_HEAD = 8192  # bytes; longer heads are parsed every time
+CACHE_SIZE = 1024  # heads remembered per kind (see HeadParser)
+
+CHUNKED = -1  # body framing: chunked transfer coding
+UNTIL_CLOSE = -2  # body framing: up to the end of the connection
+TUNNEL = -3  # no body: the connection becomes a plain stream
+
+#: Statuses the error behavior answers with.
+ERROR_STATUSES = (500, 501, 502, 503)
+REASONS = {
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+}
+
+
+def _tokens(headers: Any, name: bytes) -> set[bytes]:
+    """The comma-separated tokens of every ``name`` header, lowercase."""
+    found: set[bytes] = set()
+    for key, value in headers:
+        if key == name:
+            found.update(token.strip().lower() for token in value.split(b","))
+    return found
+
+
+def _span(raw: bytes, name: bytes) -> tuple[int, int] | None:
+    """Where the value of header ``name`` (lowercase) is in ``raw``, if it has one."""
+    start = raw.find(b"\n") + 1
+    while 0 < start < len(raw):
+        stop = raw.find(b"\n", start)
+        if stop < 0:
+            break
+        colon = raw.find(b":", start, stop)
+        if colon > start and raw[start:colon].strip().lower() == name:
+            value_start = colon + 1
+            value_stop = stop - 1 if raw[stop - 1 : stop] == b"\r" else stop
+            return value_start, value_stop
+        start = stop + 1
+    return None
+
+
+class Request:
+    """What the proxy knows about a request once its head is read (shared by equal heads)."""
+
+    __slots__ = (
+        "method",
+        "version",
+        "length",
+        "keep_alive",
+        "expect_continue",
+        "upgrade",
+        "host",
+        "connection",
+        "end_of_head",
+        "rewritten",
+    )
+
+    def __init__(self, event: Any, raw: bytes) -> None:
+        headers = event.headers
+        self.method = event.method
+        self.version = event.http_version
+        connection = _tokens(headers, b"connection")
+        if self.version == b"1.0":
+            self.keep_alive = b"keep-alive" in connection
+        else:
+            self.keep_alive = b"close" not in connection
+        self.length = 0
+        for name, value in headers:
+            if name == b"transfer-encoding":
+                self.length = CHUNKED  # h11 accepts no other transfer coding
+                break
+            if name == b"content-length":
+                self.length = int(value)
+        self.expect_continue = b"100-continue" in _tokens(headers, b"expect")
+        self.upgrade = self.method == b"CONNECT" or (
+            b"upgrade" in connection and any(name == b"upgrade" for name, _ in headers)
+        )
+        self.host = _span(raw, b"host")
+        self.connection = _span(raw, b"connection")
+        self.end_of_head = len(raw) - (2 if raw.endswith(b"\r\n\r\n") else 1)
+        self.rewritten: tuple[Any, bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method.decode(errors='replace')} HTTP/{self.version.decode()}>"
+
+
+class ResponseEnd(End):
+    """The end of a response's body: ``info`` is its :class:`Response`."""
+
+    __slots__ = ("info",)
+
+    def __init__(self, info: Response) -> None:
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"<end of {self.info!r}>"
+
+
+class Response:
+    """What the proxy knows about a response once its head is read (shared by equal heads)."""
+
+    __slots__ = ("status", "version", "length", "keep_alive", "done")
+
+    def __init__(self, event: Any) -> None:
+        headers = event.headers
+        self.status = event.status_code
+        self.version = event.http_version
+        connection = _tokens(headers, b"connection")
+        if self.version == b"1.0":
+            self.keep_alive = b"keep-alive" in connection
+        else:
+            self.keep_alive = b"close" not in connection
+        self.length = UNTIL_CLOSE
+        for name, value in headers:
+            if name == b"transfer-encoding":
+                self.length = CHUNKED
+                break
+            if name == b"content-length":
+                self.length = int(value)
+        self.done = ResponseEnd(self)
+
+    def framing(self, method: bytes | None) -> int:
+        """The body's framing given the request's method: a length, or CHUNKED ..."""
+        status = self.status
+        if status < 200:
+            return TUNNEL if status == 101 else 0
+        if method == b"HEAD" or status in (204, 304):
+            return 0
+        if method == b"CONNECT" and status < 300:
+            return TUNNEL
+        return self.length
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status}>"
+
+
+class RequestHead(Head):
+    """A request's head: ``info`` is its :class:`Request`."""
+
+    __slots__ = ("info",)
+
+    def __init__(self, raw: bytes, held: int, info: Request) -> None:
+        super().__init__(raw, held, info.length == 0)
+        self.info = info
+
+    def __repr__(self) -> str:
+        return repr(self.info)
+
+
+class ResponseHead(Head):
+    """A response's head: ``info`` is its :class:`Response`, ``framing`` its body's."""
+
+    __slots__ = ("info", "framing")
+
+    def __init__(self, raw: bytes, held: int, info: Response, framing: int) -> None:
+        super().__init__(raw, held, framing in (0, TUNNEL))
+        self.info = info
+        self.framing = framing
+
+    def __repr__(self) -> str:
+        return repr(self.info)
+
+
+class HeadParser:
+    """Parses heads with h11, remembering the last :data:`CACHE_SIZE` of each kind.
+
+    Parsing is a pure function of the head's bytes (and, for a response, of whether the
+    request proposed an upgrade), so equal heads, the rule on a keep-alive connection, are
+    parsed once. One parser per proxy.
+    """
+
+    def __init__(self) -> None:
+        if h11 is None:
+            raise PluginError("the http protocol needs h11: pip install 'vaurien[http]'")
+        self._requests: dict[bytes, RequestHead] = {}
+        self._responses: dict[bytes, Response] = {}
+
+    def request(self, raw: bytes, held: int) -> RequestHead:
+        if not held:
+            head = self._requests.get(raw)
+            if head is not None:
+                return head
+        connection = h11.Connection(h11.SERVER)
+        connection.receive_data(raw)
+        try:
+            event = connection.next_event()
+        except h11.RemoteProtocolError as e:
+            raise ProtocolError(f"not an HTTP request: {e}; head {raw[:60]!r}") from None
+        if not isinstance(event, h11.Request):
+            raise ProtocolError(f"not an HTTP request head: {raw[:60]!r}")
+        head = RequestHead(raw, held, Request(event, raw))
+        if not held and len(raw) <= CACHED_HEAD:
+            _remember(self._requests, raw, head)
+        return head
+
+    def response(self, raw: bytes) -> Response:
+        info = self._responses.get(raw)
+        if info is not None:
+            return info
+        connection = h11.Connection(h11.CLIENT)
+        # h11 reads a response once it has sent a request; one proposing an upgrade lets it
+        # read a 101 as well as any other answer.
+        connection.send(
+            h11.Request(
+                method=b"GET",
+                target=b"/",
+                headers=[(b"host", b"vaurien"), (b"connection", b"upgrade"), (b"upgrade", b"x")],
+            )
+        )
+        connection.send(h11.EndOfMessage())
+        connection.receive_data(raw)
+        try:
+            event = connection.next_event()
+        except h11.RemoteProtocolError as e:
+            raise ProtocolError(f"not an HTTP response: {e}; head {raw[:60]!r}") from None
+        if not isinstance(event, (h11.Response, h11.InformationalResponse)):
+            raise ProtocolError(f"not an HTTP response head: {raw[:60]!r}")
+        info = Response(event)
+        if len(raw) <= CACHED_HEAD:
+            _remember(self._responses, raw, info)
+        return info
+
+
+def _remember(cache: dict[bytes, Any], key: bytes, value: Any) -> None:
+    if len(cache) >= CACHE_SIZE:
+        del cache[next(iter(cache))]  # the oldest
+    cache[key] = value
+
+
+class _Message:
+    """Finding the end of a head, then counting through the body."""
+
+    def _reset(self) -> None:
+        self.idle = True
+        self._head = bytearray()  # an unfinished head
+        self._left = 0  # body bytes still to come (Content-Length)
+        self._chunked: _Chunks | None = None
+        self._until_close = False
+
+    def _blank_lines(self, data: Any, pos: int, end: int) -> int:
+        """Where the blank lines some peers send between messages end (they pass)."""
+        while pos < end and data[pos] in (13, 10):
+            pos += 1
+        return pos
+
+    def _find_head(self, data: Any, pos: int, end: int) -> tuple[int, bytes | None, int]:
+        """Look for the blank line that ends a head; return (newpos, raw head or None, held)."""
+        head = self._head
+        if not head:
+            stop = _head_end(data, pos, end)
+            if stop >= 0:
+                return stop, bytes(data[pos:stop]), 0
+            if end - pos > MAX_HEAD:
+                raise ProtocolError(f"HTTP head longer than {MAX_HEAD} bytes")
+            head += data[pos:end]
+            return end, None, 0
+        held = len(head)
+        scan = max(0, held - 3)
+        head += data[pos:end]
+        stop = _head_end(head, scan, len(head))
+        if stop < 0:
+            if len(head) > MAX_HEAD:
+                raise ProtocolError(f"HTTP head longer than {MAX_HEAD} bytes")
+            return end, None, 0
+        raw = bytes(head[:stop])
+        head.clear()
+        return pos + stop - held, raw, held
+
+    def _body(self, data: Any, pos: int, end: int) -> tuple[int, bool]:
+        """Count through the body; true when it is complete."""
+        chunked = self._chunked
+        if chunked is not None:
+            pos, done = chunked.feed(data, pos, end)
+            if done:
+                self._chunked = None
+            return pos, done
+        if self._until_close:
+            return end, False
+        take = min(self._left, end - pos)
+        self._left -= take
+        return pos + take, not self._left
+
+    def _start_body(self, length: int) -> None:
+        if length == CHUNKED:
+            self._chunked = _Chunks()
+        elif length == UNTIL_CLOSE:
+            self._until_close = True
+        else:
+            self._left = length
+
+
+def _head_end(data: Any, pos: int, end: int) -> int:
+    """The position just after the blank line that ends a head in ``data[pos:end]``, or -1."""
+    crlf = data.find(b"\n\r\n", pos, end)
+    lf = data.find(b"\n\n", pos, crlf if crlf >= 0 else end)
+    if lf >= 0:
+        return lf + 2
+    return crlf + 3 if crlf >= 0 else -1
+
+
+class _Chunks:
+    """The chunked transfer coding: size lines, data, trailers, counted through."""
+
+    __slots__ = ("_lines", "_left", "_crlf", "_trailer")
+
+    def __init__(self) -> None:
+        self._lines = LineReader(MAX_CHUNK_LINE, "HTTP chunk line")
+        self._left = 0  # chunk data bytes still to come
+        self._crlf = 0  # bytes of the CRLF after the data still to come
+        self._trailer = False
+
+    def feed(self, data: Any, pos: int, end: int) -> tuple[int, bool]:
+        while pos < end:
+            if self._left:
+                take = min(self._left, end - pos)
+                self._left -= take
+                pos += take
+                continue
+            if self._crlf:
+                byte = data[pos]
+                if self._crlf == 2 and byte == 13:
+                    self._crlf = 1
+                elif byte == 10:
+                    self._crlf = 0
+                else:
+                    raise ProtocolError("HTTP chunk data not followed by CRLF")
+                pos += 1
+                continue
+            line, pos = self._lines.take(data, pos, end)
+            if line is None:
+                return pos, False
+            if self._trailer:
+                if line in (b"\r\n", b"\n"):
+                    return pos, True
+                continue
+            size = line.split(b";", 1)[0].strip()
+            if not size or len(size) > 16 or size.strip(b"0123456789abcdefABCDEF"):
+                raise ProtocolError(f"bad HTTP chunk size line: {line[:40]!r}")
+            self._left = int(size, 16)
+            if self._left:
+                self._crlf = 2
+            else:
+                self._trailer = True
+        return pos, False
+
+
+class RequestFramer(_Message):
+    """Frames what an HTTP client sends: each request's head (held until complete, returned
+    as a :class:`RequestHead`, parsed by h11), then its body (Content-Length or chunked, with
+    trailers), counted through."""
+
+    passive = False
+
+    def __init__(self, parser: HeadParser) -> None:
+        self._parser = parser
+        self._reset()
+
+    def feed(self, data: Any, pos: int, end: int) -> tuple[int, Any]:
+        if self.idle or self._head:
+            if not self._head and data[pos] in (13, 10):
+                return self._blank_lines(data, pos, end), None
+            pos, raw, held = self._find_head(data, pos, end)
+            self.idle = False
+            if raw is None:
+                return pos, HOLD
+            head = self._parser.request(raw, held)
+            if head.end:
+                self.idle = True
+            else:
+                self._start_body(head.info.length)
+            return pos, head
+        pos, done = self._body(data, pos, end)
+        if done:
+            self.idle = True
+            return pos, END
+        return pos, None
+
+    def feed_eof(self) -> None:
+        return None
+
+
+class ResponseFramer(_Message):
+    """Frames what an HTTP server sends, knowing each response's request (``begin``): the
+    head (held until complete, a :class:`ResponseHead`), then the body: Content-Length,
+    chunked, none (HEAD, 1xx, 204, 304), or up to the end of the connection."""
+
+    def __init__(self, parser: HeadParser) -> None:
+        self._parser = parser
+        self._method: bytes | None = None
+        self._info: Response | None = None
+        self._reset()
+
+    def begin(self, request: Request | None) -> None:
+        self._method = request.method if request is not None else None
+
+    def feed(self, data: Any, pos: int, end: int) -> tuple[int, Any]:
+        if self.idle or self._head:
+            if not self._head and data[pos] in (13, 10):
+                return self._blank_lines(data, pos, end), None
+            pos, raw, held = self._find_head(data, pos, end)
+            self.idle = False
+            if raw is None:
+                return pos, HOLD
+            info = self._parser.response(raw)
+            framing = info.framing(self._method)
+            head = ResponseHead(raw, held, info, framing)
+            if head.end:
+                self.idle = True
+            else:
+                self._info = info
+                self._start_body(framing)
+            return pos, head
+        pos, done = self._body(data, pos, end)
+        if done:
+            self.idle = True
+            return pos, self._finish()
+        return pos, None
+
+    def _finish(self) -> ResponseEnd:
+        info = self._info
+        self._info = None
+        self._until_close = False
+        return info.done
+
+    def feed_eof(self) -> Any:
+        if self._until_close:
+            self.idle = True
+            return self._finish()
+        return None
+
+
+@Protocol.register
+class HTTP(FramedProtocol):
+    """HTTP/1.0 and 1.1: one request and its response are one exchange.
+
+    Heads are parsed with h11; bodies (Content-Length, chunked with trailers, or up to the
+    end of the connection) are counted through as they pass. Keep-alive and
+    ``Connection: close``, pipelining, HEAD, 1xx (``100 Continue``), 204 and 304 are followed;
+    after an accepted ``Upgrade`` (a WebSocket) or ``CONNECT`` the connection is a plain
+    stream. With ``error`` the client gets a well-formed 500, 501, 502 or 503 (Content-Length,
+    ``Connection: close``) and the backend never sees the request. Traffic that is not HTTP/1
+    ends the session.
+
+    ``overwrite_host_header`` puts the backend's address in each request's ``Host``;
+    ``keep_alive`` false makes every request the last of its connection (the proxy sends it
+    with ``Connection: close``); ``reuse_socket`` lets several proxies share the port
+    (``SO_REUSEPORT``); ``buffer`` is the largest read.
+    """
+
+    name = "http"
+    tcp_keep_alive = False
+    options = {
+        "overwrite_host_header": (
+            "Rewrite each request's Host with the backend's address",
+            bool,
+            True,
+        ),
+        "keep_alive": (
+            "Honour the client's keep-alive; false closes the connection after each response",
+            bool,
+            True,
+        ),
+        "reuse_socket": REUSE_SOCKET_OPTION,
+        "buffer": BUFFER_OPTION,
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parser: HeadParser | None = None
+
+    def _heads(self) -> HeadParser:
+        if self._parser is None:
+            self._parser = HeadParser()
+        return self._parser
+
+    def request_framer(self) -> RequestFramer:
+        return RequestFramer(self._heads())
+
+    def answer_framer(self) -> ResponseFramer:
+        return ResponseFramer(self._heads())
+
+    def error_reply(self, state: Any, exchange: Any) -> bytes:
+        status = self.proxy.random.choice(ERROR_STATUSES)
+        reason = REASONS[status]
+        body = b"%d %s (error injected by vaurien)\n" % (status, reason)
+        request = exchange.request
+        exchange.close_after = True
+        head = (
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % (status, reason, len(body))
+        )
+        if request is not None and request.method == b"HEAD":
+            return head
+        return head + body
+
+    def _request_head(self, state: Any, exchange: Any, head: RequestHead) -> bytes | None:
+        info = head.info
+        exchange.request = info
+        if exchange.action is DROP:
+            if info.expect_continue:
+                exchange.cut = True  # answer now: the client waits before it sends the body
+            return None
+        if info.upgrade:
+            exchange.gate = True
+        settings = self.settings
+        if not (settings["overwrite_host_header"] or not settings["keep_alive"]):
+            return None
+        if head.held:
+            return self._rewrite(info, head.raw)
+        rewritten = info.rewritten
+        backend = self.proxy.backend
+        if rewritten is None or rewritten[0] is not backend:
+            rewritten = info.rewritten = (backend, self._rewrite(info, head.raw))
+        return rewritten[1]
+
+    def _rewrite(self, info: Request, raw: bytes) -> bytes | None:
+        """The head with the Host and Connection headers the options ask for."""
+        edits = []
+        if self.settings["overwrite_host_header"] and info.host is not None:
+            edits.append((info.host, b" " + str(self.proxy.backend).encode()))
+        if not self.settings["keep_alive"]:
+            if info.connection is not None:
+                edits.append((info.connection, b" close"))
+            else:
+                edits.append(((info.end_of_head, info.end_of_head), b"Connection: close\r\n"))
+        if not edits:
+            return None
+        edits.sort()
+        out = []
+        last = 0
+        for (start, stop), text in edits:
+            out.append(raw[last:start])
+            out.append(text)
+            last = stop
+        out.append(raw[last:])
+        rewritten = b"".join(out)
+        return None if rewritten == raw else rewritten
+
+    def _request_end(self, state: Any, exchange: Any, message: Any) -> None:
+        info = exchange.request
+        if exchange.action is DROP or info is None:
+            return
+        if not info.keep_alive or not self.settings["keep_alive"]:
+            state.closing = True  # the backend ends the connection after its answer
+
+    def _answer_end(self, state: Any, target: Any, message: Any) -> str:
+        info = message.info
+        if target is None:
+            return UNSOLICITED
+        status = info.status
+        if status < 200 and status != 101:
+            return PARTIAL  # 100 Continue, 103 Early Hints: the response follows
+        request = target.request
+        if status == 101 or (request is not None and request.method == b"CONNECT" and status < 300):
+            state.stream = True
+        elif not info.keep_alive:
+            state.closing = True  # the backend ends the connection after this answer
+        return COMPLETE

@@ -123,6 +123,9 @@ class Head:
         self.held = held
         self.end = end
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.raw[:40]!r} end={self.end}>"
+
 
 class LineReader:
     """Finds the end of a line in fed data without searching any byte twice.

@@ -85,6 +85,9 @@ class AnswerHead(Head):
         super().__init__(raw, held)
         self.first = first
 
+    def __repr__(self) -> str:
+        return f"<AnswerHead {self.first.decode(errors='replace')} end={self.end}>"
+
 
 class _Blocks:
     """Counting through a data block and the CRLF after it.

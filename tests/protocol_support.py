@@ -1,10 +1,12 @@
-"""Drive a sans-IO framer over bytes cut at chosen points, as the proxy's loops do."""
+"""Helpers for the protocol tests: driving a sans-IO framer over bytes cut at chosen points
+(as the proxy's loops do), and a behavior that fails chosen requests."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from vaurien.behaviors.base import BaseBehavior
 from vaurien.protocols.framed import HOLD
 
 
@@ -61,3 +63,37 @@ def run(
 def boundaries(ends: list[tuple[int, Any]]) -> list[tuple[int, str]]:
     """The ends in a comparable form: offset and the event's repr."""
     return [(offset, repr(event)) for offset, event in ends]
+
+
+def same_under_any_split(framer_factory, data: bytes, points, requests=None) -> None:
+    """Framing ``data`` cut at ``points`` gives what framing it whole gives."""
+    whole_passed, whole_ends = run(framer_factory(), [data], requests)
+    passed, ends = run(framer_factory(), cut(data, points), requests)
+    assert passed == whole_passed == data
+    assert boundaries(ends) == boundaries(whole_ends)
+
+
+class ErrorOnCalls(BaseBehavior):
+    """A behavior for the tests: the requests numbered in ``calls`` (from 1) get the
+    protocol's error (or, with ``verb = abort``, are aborted); the others pass. Named by dotted
+    path: ``protocol_support.ErrorOnCalls``."""
+
+    name = "error_on_calls"
+    options = {
+        "calls": ("Comma-separated numbers of the requests that fail", str, "2"),
+        "verb": ("What happens to them", str, "error", ("error", "abort")),
+    }
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def on_before_handle(self, protocol, source, dest, to_backend):
+        self.count += 1
+        if str(self.count) not in self.settings["calls"].split(","):
+            return True
+        if self.settings["verb"] == "abort":
+            protocol.abort(source, dest, to_backend)
+        else:
+            protocol.send_error(source, dest, to_backend)
+        return False

@@ -1,0 +1,436 @@
+"""redis: RESP framing on bytes, and real redis-server sessions through the proxy."""
+
+import logging
+import socket
+import time
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol_support import cut, run, same_under_any_split
+from support import recv_exactly, wait_until
+from vaurien.errors import ProtocolError
+from vaurien.protocols.redis import CommandFramer, ReplyFramer
+
+# -- framing ----------------------------------------------------------------------------------
+
+
+def command(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+COMMANDS = (
+    command(b"SET", b"key", b"value")
+    + b"PING\r\n"
+    + b"\r\n"
+    + command(b"CLIENT", b"REPLY", b"OFF")
+    + command(b"SET", b"big", b"x" * 300)
+    + b"*0\r\n"
+    + command(b"subscribe", b"a", b"b")
+)
+
+REPLIES = (
+    b"+OK\r\n-ERR wrong\r\n:42\r\n$5\r\nhello\r\n$-1\r\n*-1\r\n*0\r\n"
+    b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$3\r\nabc\r\n"
+    b"*2\r\n*2\r\n:1\r\n:2\r\n*1\r\n$0\r\n\r\n"  # nested arrays
+    b"_\r\n,3.14\r\n#t\r\n(12345678901234567890\r\n!5\r\nwrong\r\n=9\r\ntxt:hello\r\n"
+    b"%2\r\n+a\r\n:1\r\n+b\r\n~2\r\n:1\r\n:2\r\n"  # a map holding a set
+    b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"  # a push
+    b"|1\r\n+ttl\r\n:3\r\n:7\r\n"  # an attribute, then the value it annotates
+    b"$?\r\n;4\r\nHell\r\n;1\r\no\r\n;0\r\n"  # a streamed string
+    b"*?\r\n:1\r\n*?\r\n.\r\n.\r\n"  # streamed aggregates
+)
+
+
+def test_commands_end_where_each_command_ends():
+    passed, ends = run(CommandFramer(), [COMMANDS])
+    assert passed == COMMANDS
+    names = [event.name for _, event in ends]
+    assert names == [b"set", b"ping", b"", b"client", b"set", b"", b"subscribe"]
+    assert ends[0][0] == len(command(b"SET", b"key", b"value"))
+    assert ends[3][1].args == [b"CLIENT", b"REPLY", b"OFF"]
+    assert ends[-1][1].argc == 3
+
+
+def test_replies_of_every_type_end_where_each_value_ends():
+    passed, ends = run(ReplyFramer(), [REPLIES])
+    assert passed == REPLIES
+    types = b"".join(event.type for _, event in ends)
+    assert types == b"+-:$$**" + b"**" + b"_,#(!=" + b"%" + b">" + b":" + b"$" + b"*"
+    firsts = [event.first for _, event in ends if event.first]
+    assert firsts == [b"message", b"subscribe"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, len(COMMANDS)), max_size=12))
+def test_commands_split_anywhere_frame_the_same(points):
+    same_under_any_split(CommandFramer, COMMANDS, points)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, len(REPLIES)), max_size=12))
+def test_replies_split_anywhere_frame_the_same(points):
+    same_under_any_split(ReplyFramer, REPLIES, points)
+
+
+def _serialize(value) -> bytes:
+    kind, body = value
+    if kind in b"+-:_,#(":
+        return kind + body + b"\r\n"
+    if kind in b"$!=":
+        return b"%s%d\r\n%s\r\n" % (kind, len(body), body)
+    if kind == b"?":  # a streamed string
+        return b"$?\r\n" + b"".join(b";%d\r\n%s\r\n" % (len(p), p) for p in body) + b";0\r\n"
+    if kind == b"|":  # an attribute, then the value it annotates
+        pairs, annotated = body
+        inner = b"".join(_serialize(v) for v in pairs)
+        return b"|%d\r\n%s%s" % (len(pairs) // 2, inner, _serialize(annotated))
+    elements = b"".join(_serialize(v) for v in body)
+    if kind == b"%":
+        return b"%%%d\r\n%s" % (len(body) // 2, elements)
+    return b"%s%d\r\n%s" % (kind, len(body), elements)
+
+
+_scalars = st.one_of(
+    st.tuples(
+        st.sampled_from([b"+", b"-", b"("]), st.binary(max_size=8).map(lambda b: b.hex().encode())
+    ),
+    st.tuples(st.just(b":"), st.integers(-(10**6), 10**6).map(lambda i: str(i).encode())),
+    st.tuples(st.just(b"_"), st.just(b"")),
+    st.tuples(st.sampled_from([b"$", b"!", b"="]), st.binary(max_size=40)),
+    st.tuples(st.just(b"?"), st.lists(st.binary(min_size=1, max_size=10), max_size=3)),
+)
+_values = st.recursive(
+    _scalars,
+    lambda children: st.one_of(
+        st.tuples(st.sampled_from([b"*", b"~", b">"]), st.lists(children, max_size=4)),
+        st.tuples(st.just(b"%"), st.lists(children, max_size=2).map(lambda v: v + v)),
+        st.tuples(st.just(b"|"), st.tuples(st.lists(children, min_size=2, max_size=2), children)),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_values, min_size=1, max_size=5), st.lists(st.integers(0, 2000), max_size=8))
+def test_generated_replies_end_exactly_after_each_value(values, points):
+    pieces = [_serialize(v) for v in values]
+    data = b"".join(pieces)
+    passed, ends = run(ReplyFramer(), cut(data, points))
+    assert passed == data
+    offsets, total = [], 0
+    for piece in pieces:
+        total += len(piece)
+        offsets.append(total)
+    assert [offset for offset, _ in ends] == offsets
+
+
+def test_a_big_bulk_string_is_counted_through_not_kept():
+    framer = ReplyFramer()
+    size = 50 << 20
+    data = b"$%d\r\n" % size
+    chunk = bytes(65536)
+    pos, event = framer.feed(data, 0, len(data))
+    assert event is None and pos == len(data)
+    for _ in range(size // len(chunk)):
+        assert framer.feed(chunk, 0, len(chunk)) == (len(chunk), None)
+        assert framer._lines.held == 0 and framer._capture is None
+    assert framer.feed(b"\r\n", 0, 2)[1].type == b"$"
+
+
+@pytest.mark.parametrize(
+    "junk", [b"HTTP/1.1 200 OK\r\n", b"$abc\r\n", b"*1\r\n.\r\n", b"$3\r\nabcXY"]
+)
+def test_what_is_not_a_reply_is_a_protocol_error(junk):
+    with pytest.raises(ProtocolError):
+        run(ReplyFramer(), [junk])
+
+
+def test_an_endless_inline_line_is_a_protocol_error():
+    with pytest.raises(ProtocolError):
+        run(CommandFramer(), [b"x" * 70000])
+
+
+# -- sessions with redis-server ---------------------------------------------------------------
+
+
+@pytest.fixture
+def direct(redis_server):
+    client = redis.Redis(redis_server.host, redis_server.port, protocol=2)
+    yield client
+    client.close()
+
+
+def start(start_proxy, redis_server, **settings):
+    settings.setdefault("timeout", 30)
+    return start_proxy(redis_server.address, protocol="redis", **settings)
+
+
+def connect(proxy, protocol=2, timeout=10):
+    host, port = proxy.address
+    return redis.Redis(host, port, protocol=protocol, socket_timeout=timeout, retry=None)
+
+
+def realistic_session(client, prefix):
+    """Commands a real application sends; returns what the client got."""
+    key = prefix + ":"
+    results = [
+        client.ping(),
+        client.set(key + "a", "1"),
+        client.get(key + "a"),
+        client.incrby(key + "n", 5),
+        client.get(key + "missing"),
+        client.rpush(key + "list", *range(10)),
+        client.lrange(key + "list", 0, -1),
+        client.hset(key + "h", mapping={"x": "1", "y": "2"}),
+        sorted(client.hgetall(key + "h").items()),
+        client.sadd(key + "s", "a", "b"),
+        sorted(client.smembers(key + "s")),
+        client.zadd(key + "z", {"a": 1.5, "b": 2}),
+        client.zrange(key + "z", 0, -1, withscores=True),
+        client.set(key + "big", b"\x00\xff" * (3 << 20)),
+        client.get(key + "big") == b"\x00\xff" * (3 << 20),
+        client.expire(key + "a", 100),
+        client.ttl(key + "a") > 0,
+        client.exists(key + "a", key + "missing"),
+    ]
+    pipe = client.pipeline(transaction=True)
+    pipe.incr(key + "n").get(key + "n").lpop(key + "list")
+    results.append(pipe.execute())
+    pipe = client.pipeline(transaction=False)
+    for i in range(200):
+        pipe.set(key + f"p{i}", i)
+    results.append(all(pipe.execute()))
+    with pytest.raises(redis.exceptions.ResponseError) as error:
+        client.lpush(key + "a", "x")  # a real error from the server: WRONGTYPE
+    results.append(str(error.value))
+    results.append(client.delete(key + "a", key + "n", key + "list", key + "h", key + "big"))
+    return results
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_a_realistic_session_through_dummy_gets_the_direct_results(
+    redis_server, start_proxy, protocol
+):
+    proxy = start(start_proxy, redis_server)
+    direct_client = redis.Redis(redis_server.host, redis_server.port, protocol=protocol)
+    expected = realistic_session(direct_client, f"direct{protocol}")
+    client = connect(proxy, protocol)
+    assert realistic_session(client, f"proxied{protocol}") == expected
+    client.close()
+    direct_client.close()
+    stats = proxy.call(proxy.proxy.stats)
+    assert set(stats["behaviors"]) == {"dummy"}
+
+
+def test_one_pick_per_command_and_none_for_answers(redis_server, start_proxy):
+    proxy = start(start_proxy, redis_server)
+    with proxy.connect() as sock:
+        sock.sendall(b"PING\r\n" * 50)
+        assert recv_exactly(sock, 7 * 50) == b"+PONG\r\n" * 50
+        # 50 pipelined commands: 50 events, whatever the reads; the answers pick nothing.
+        assert proxy.call(proxy.proxy.stats)["behaviors"] == {"dummy": 50}
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_pubsub_messages_and_pushes_pass_as_they_come(redis_server, start_proxy, direct, protocol):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy, protocol)
+    pubsub = client.pubsub()
+    pubsub.subscribe("news")
+    pubsub.psubscribe("n*")
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+    assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+    wait_until(lambda: direct.publish("news", "hello") == 2)
+    got = [pubsub.get_message(timeout=5) for _ in range(2)]
+    assert sorted(m["type"] for m in got) == ["message", "pmessage"]
+    assert all(m["data"] == b"hello" for m in got)
+    pubsub.ping()
+    assert pubsub.get_message(timeout=5)["type"] == "pong"
+    pubsub.unsubscribe()
+    pubsub.punsubscribe()
+    assert [pubsub.get_message(timeout=5)["type"] for _ in range(2)] == [
+        "unsubscribe",
+        "punsubscribe",
+    ]
+    pubsub.close()
+    assert client.ping()
+    client.close()
+
+
+def test_client_reply_off_and_skip_keep_the_answers_matched(redis_server, start_proxy):
+    proxy = start(start_proxy, redis_server)
+    proxy.call(
+        proxy.proxy.set_behavior,
+        "100:protocol_support.ErrorOnCalls",
+        {"error_on_calls": {"calls": "6"}},
+    )
+    with proxy.connect() as sock:
+        sock.sendall(
+            command(b"CLIENT", b"REPLY", b"SKIP")
+            + command(b"SET", b"rk", b"1")  # no reply
+            + command(b"CLIENT", b"REPLY", b"OFF")
+            + command(b"SET", b"rk", b"2")  # no reply
+            + command(b"CLIENT", b"REPLY", b"ON")  # +OK
+            + command(b"GET", b"rk")  # the 6th: the proxy's error
+            + command(b"GET", b"rk")
+        )
+        expected = b"+OK\r\n-ERR get failed (error injected by vaurien)\r\n$1\r\n2\r\n"
+        assert recv_exactly(sock, len(expected)) == expected
+
+
+def test_monitor_makes_the_session_a_stream(redis_server, start_proxy, direct):
+    proxy = start(start_proxy, redis_server)
+    with proxy.connect() as sock:
+        sock.sendall(b"MONITOR\r\n")
+        assert recv_exactly(sock, 5) == b"+OK\r\n"
+        wait_until(lambda: direct.set("monitored", "yes"))
+        seen = b""
+        while b"monitored" not in seen:
+            seen += sock.recv(4096)
+        assert seen.startswith(b"+")
+
+
+def test_error_answers_the_command_with_err_and_the_backend_never_sees_it(
+    redis_server, start_proxy, direct
+):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy)
+    assert client.set("err:before", "1")
+    proxy.call(proxy.proxy.set_behavior, "100:error")
+    with pytest.raises(redis.exceptions.ResponseError, match="injected by vaurien"):
+        client.set("err:key", "1")
+    assert direct.get("err:key") is None
+    proxy.call(proxy.proxy.set_behavior, "100:dummy")
+    assert client.get("err:before") == b"1"  # the same connection goes on
+    client.close()
+
+
+def test_error_with_inject_lets_the_command_run_and_replaces_its_reply(
+    redis_server, start_proxy, direct
+):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy)
+    client.ping()
+    proxy.call(proxy.proxy.set_behavior, "100:error", {"error": {"inject": True}})
+    with pytest.raises(redis.exceptions.ResponseError):
+        client.set("inject:key", "ran")
+    assert direct.get("inject:key") == b"ran"
+    proxy.call(proxy.proxy.set_behavior, "100:dummy")
+    assert client.get("inject:key") == b"ran"
+    client.close()
+
+
+def test_an_injected_error_keeps_its_place_in_a_pipeline(redis_server, start_proxy, direct):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy)
+    client.ping()
+    proxy.call(
+        proxy.proxy.set_behavior,
+        "100:protocol_support.ErrorOnCalls",
+        {"error_on_calls": {"calls": "2,4"}},
+    )
+    pipe = client.pipeline(transaction=False)
+    pipe.set("pipe:a", "1").incr("pipe:n").get("pipe:a").incr("pipe:n").get("pipe:a")
+    results = pipe.execute(raise_on_error=False)
+    assert results[0] is True and results[2] == b"1" and results[4] == b"1"
+    assert all(isinstance(results[i], redis.exceptions.ResponseError) for i in (1, 3))
+    assert direct.get("pipe:n") is None  # neither INCR reached the server
+    client.close()
+
+
+def test_delay_holds_each_request(redis_server, start_proxy):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy)
+    client.ping()
+    proxy.call(proxy.proxy.set_behavior, "100:delay", {"delay": {"sleep": 0.5}})
+    for _ in range(2):
+        started = time.monotonic()
+        client.get("delayed")
+        assert 0.45 < time.monotonic() - started < 10
+    proxy.call(proxy.proxy.set_behavior, "100:dummy")
+    started = time.monotonic()
+    client.get("delayed")
+    assert time.monotonic() - started < 0.4
+    client.close()
+
+
+def test_delay_after_answers_at_once_and_holds_what_follows(redis_server, start_proxy):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy)
+    client.ping()
+    proxy.call(proxy.proxy.set_behavior, "100:delay", {"delay": {"sleep": 0.8, "before": False}})
+    started = time.monotonic()
+    client.get("after")
+    assert time.monotonic() - started < 0.5
+    started = time.monotonic()
+    client.get("after")  # its answer waits until the delay after the first one is over
+    assert 0.3 < time.monotonic() - started < 10
+    client.close()
+
+
+def test_abort_lets_the_command_run_and_closes_before_its_reply(redis_server, start_proxy, direct):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy)
+    client.ping()
+    proxy.call(proxy.proxy.set_behavior, "100:abort")
+    with pytest.raises(redis.exceptions.ConnectionError):
+        client.set("abort:key", "done")
+    wait_until(lambda: direct.get("abort:key") == b"done")
+
+
+def test_abort_lets_the_answers_to_earlier_commands_through(redis_server, start_proxy):
+    proxy = start(start_proxy, redis_server)
+    proxy.call(
+        proxy.proxy.set_behavior,
+        "100:protocol_support.ErrorOnCalls",
+        {"error_on_calls": {"calls": "2", "verb": "abort"}},
+    )
+    with proxy.connect() as sock:
+        # Three commands at once: the answer to the first arrives, the session ends when the
+        # second's starts, the third never reaches the server.
+        sock.sendall(command(b"ECHO", b"one") + command(b"ECHO", b"two") + b"ECHO three\r\n")
+        received = b""
+        while chunk := sock.recv(100):
+            received += chunk
+        assert received == b"$3\r\none\r\n"
+
+
+def test_blackout_closes_and_the_command_never_runs(redis_server, start_proxy, direct):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy)
+    client.ping()
+    proxy.call(proxy.proxy.set_behavior, "100:blackout")
+    with pytest.raises(redis.exceptions.ConnectionError):
+        client.set("blackout:key", "done")
+    assert direct.get("blackout:key") is None
+
+
+def test_hang_leaves_the_client_waiting(redis_server, start_proxy, direct):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy, timeout=1)
+    client.ping()
+    proxy.call(proxy.proxy.set_behavior, "100:hang")
+    started = time.monotonic()
+    with pytest.raises(redis.exceptions.TimeoutError):
+        client.set("hang:key", "1")
+    assert time.monotonic() - started > 0.9
+    assert direct.get("hang:key") is None
+
+
+def test_a_backend_that_is_not_redis_ends_the_session_with_one_line(
+    http_server, start_proxy, caplog
+):
+    proxy = start_proxy(http_server.address, protocol="redis")
+    caplog.set_level(logging.WARNING, logger="vaurien")
+    with proxy.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(100) == b""
+    wait_until(lambda: any("not a Redis reply" in r.getMessage() for r in caplog.records))
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and not lines[0].exc_info
+    assert proxy.call(proxy.proxy.stats)["active_connections"] == 0
+    with socket.create_connection(proxy.address, timeout=10):
+        pass  # still serving

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from vaurien.behaviors.base import BaseBehavior
@@ -17,12 +17,16 @@ def cut(data: bytes, points: Iterable[int]) -> list[bytes]:
 
 
 def run(
-    framer: Any, chunks: Sequence[bytes], requests: Sequence[Any] | None = None
+    framer: Any,
+    chunks: Sequence[bytes],
+    requests: Sequence[Any] | None = None,
+    after: Callable[[Any, Any], None] | None = None,
 ) -> tuple[bytes, list[tuple[int, Any]]]:
     """Feed ``chunks`` to ``framer``; return what passes and the (offset, event) of each end.
 
     For an answer framer, ``requests`` are handed to ``begin`` as each message starts.
-    Heads are checked to carry exactly the bytes they were made of.
+    ``after(framer, event)`` runs after each end (to tell the framer what the other side
+    said). Heads are checked to carry exactly the bytes they were made of.
     """
     passed = bytearray()
     held = bytearray()
@@ -52,6 +56,8 @@ def run(
                     passed += chunk[pos:newpos]
                 if event.end:
                     ends.append((offset + newpos, event))
+                    if after is not None:
+                        after(framer, event)
             pos = newpos
         offset += len(chunk)
     last = framer.feed_eof()
@@ -65,10 +71,10 @@ def boundaries(ends: list[tuple[int, Any]]) -> list[tuple[int, str]]:
     return [(offset, repr(event)) for offset, event in ends]
 
 
-def same_under_any_split(framer_factory, data: bytes, points, requests=None) -> None:
+def same_under_any_split(framer_factory, data: bytes, points, requests=None, after=None) -> None:
     """Framing ``data`` cut at ``points`` gives what framing it whole gives."""
-    whole_passed, whole_ends = run(framer_factory(), [data], requests)
-    passed, ends = run(framer_factory(), cut(data, points), requests)
+    whole_passed, whole_ends = run(framer_factory(), [data], requests, after)
+    passed, ends = run(framer_factory(), cut(data, points), requests, after)
     assert passed == whole_passed == data
     assert boundaries(ends) == boundaries(whole_ends)
 

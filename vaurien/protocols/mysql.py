@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 MAX_PAYLOAD = 0xFFFFFF  # a packet this long is continued by the next one
 CAPTURE = 64  # bytes of each packet kept: enough for OK, EOF, column counts, PREPARE_OK
 CAPTURE_HANDSHAKE = 512  # bytes kept of the handshake packets, for the capability flags
+MAX_HANDSHAKE = 65536  # bytes; a longer greeting is not one
 
 # Capability flags (client and server).
 CLIENT_MYSQL = 1  # MariaDB: unset when the extended capabilities are in use
@@ -182,6 +183,7 @@ class _Packets:
                 if not self._continued:
                     self._length = self._plen
                     self._first.clear()
+                    self._check_header(self._plen, self.seq)
             if self._left:
                 take = min(self._left, end - pos)
                 want = self.capture - len(self._first)
@@ -199,6 +201,9 @@ class _Packets:
             return pos, True
         return pos, False
 
+    def _check_header(self, length: int, seq: int) -> None:
+        """A logical packet starts: refuse what cannot be MySQL."""
+
 
 class CommandFramer(_Packets):
     """Frames what a MySQL client sends: one command packet per request (16 MiB packets
@@ -213,6 +218,13 @@ class CommandFramer(_Packets):
     @property
     def passive(self) -> bool:
         return self.conversation.passive
+
+    def _check_header(self, length: int, seq: int) -> None:
+        conversation = self.conversation
+        if conversation.client_caps is None and seq != 1:
+            raise ProtocolError(f"not a MySQL handshake response (sequence id {seq})")
+        if not conversation.passive and seq != 0:
+            raise ProtocolError(f"not a MySQL command packet (sequence id {seq})")
 
     def feed(self, data: Any, pos: int, end: int) -> tuple[int, Any]:
         conversation = self.conversation
@@ -271,6 +283,10 @@ class ResultFramer(_Packets):
         self._count = 0  # column or parameter definitions still to come
         self._columns = 0  # columns after the parameters (prepare)
         self._kind = "ok"
+
+    def _check_header(self, length: int, seq: int) -> None:
+        if self.conversation.phase is GREETING and (seq != 0 or length > MAX_HANDSHAKE):
+            raise ProtocolError(f"not a MySQL handshake (length {length}, sequence id {seq})")
 
     def begin(self, request: Any) -> None:
         code = request.code if isinstance(request, Command) else None

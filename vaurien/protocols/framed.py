@@ -312,8 +312,12 @@ class FramedProtocol(BaseProtocol):
         exchange.request = message
         return None
 
-    def _answer_head(self, state: SessionState, target: Exchange | None, head: Head) -> None:
-        """An answer's head is complete (``state.passing`` may be changed)."""
+    def _answer_head(
+        self, state: SessionState, target: Exchange | None, head: Head
+    ) -> bytes | None:
+        """An answer's head is complete: ``state.passing`` may be changed, and other bytes
+        returned to send instead of ``head.raw``."""
+        return None
 
     def _answer_end(self, state: SessionState, target: Exchange | None, message: Any) -> str:
         """An answer message is complete: :data:`COMPLETE`, :data:`PARTIAL` or
@@ -640,17 +644,16 @@ class FramedProtocol(BaseProtocol):
                     continue
                 if event.raw is not None:
                     was_passing = state.passing
-                    self._answer_head(state, state.target, event)
+                    replacement = self._answer_head(state, state.target, event)
                     if was_passing and out < pos:
                         dest.sendall(view[out:pos])
-                    if state.passing:
-                        if event.held:
-                            dest.sendall(event.raw)
-                            out = newpos
-                        else:
-                            out = pos
-                    else:
+                    if not state.passing:
                         out = newpos
+                    elif replacement is not None or event.held:
+                        dest.sendall(replacement if replacement is not None else event.raw)
+                        out = newpos
+                    else:
+                        out = pos
                     if not event.end:
                         pos = newpos
                         continue
@@ -679,7 +682,8 @@ class FramedProtocol(BaseProtocol):
                     queue.popleft()
                     if state.gate is target:
                         state.notify()
-                    continue
+                    if not queue or queue[0].waiting:
+                        continue
                 # Replies, hooks and closes may switch greenlets: park the rest first.
                 if pos < count:
                     source.unread(buf[pos:count])

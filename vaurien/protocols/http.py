@@ -130,9 +130,11 @@ class ResponseEnd(End):
 class Response:
     """What the proxy knows about a response once its head is read (shared by equal heads)."""
 
-    __slots__ = ("status", "version", "length", "keep_alive", "done")
+    __slots__ = ("status", "version", "length", "keep_alive", "done", "raw", "closing")
 
-    def __init__(self, event: Any) -> None:
+    def __init__(self, event: Any, raw: bytes) -> None:
+        self.raw = raw
+        self.closing: bytes | None = None  # the head with Connection: close (keep_alive off)
         headers = event.headers
         self.status = event.status_code
         self.version = event.http_version
@@ -149,6 +151,18 @@ class Response:
             if name == b"content-length":
                 self.length = int(value)
         self.done = ResponseEnd(self)
+
+    def closing_head(self) -> bytes:
+        """This head saying ``Connection: close`` (made once)."""
+        if self.closing is None:
+            raw = self.raw
+            span = _span(raw, b"connection")
+            if span is not None:
+                self.closing = raw[: span[0]] + b" close" + raw[span[1] :]
+            else:
+                end = len(raw) - (2 if raw.endswith(b"\r\n\r\n") else 1)
+                self.closing = raw[:end] + b"Connection: close\r\n" + raw[end:]
+        return self.closing
 
     def framing(self, method: bytes | None) -> int:
         """The body's framing given the request's method: a length, or CHUNKED ..."""
@@ -246,7 +260,7 @@ class HeadParser:
             raise ProtocolError(f"not an HTTP response: {e}; head {raw[:60]!r}") from None
         if not isinstance(event, (h11.Response, h11.InformationalResponse)):
             raise ProtocolError(f"not an HTTP response head: {raw[:60]!r}")
-        info = Response(event)
+        info = Response(event, raw)
         if len(raw) <= CACHED_HEAD:
             _remember(self._responses, raw, info)
         return info
@@ -566,6 +580,13 @@ class HTTP(FramedProtocol):
         out.append(raw[last:])
         rewritten = b"".join(out)
         return None if rewritten == raw else rewritten
+
+    def _answer_head(self, state: Any, target: Any, head: ResponseHead) -> bytes | None:
+        info = head.info
+        if self.settings["keep_alive"] or info.status < 200 or not info.keep_alive:
+            return None
+        # keep_alive off: the client learns that this response is the connection's last.
+        return info.closing_head()
 
     def _request_end(self, state: Any, exchange: Any, message: Any) -> None:
         info = exchange.request

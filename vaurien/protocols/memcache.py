@@ -278,6 +278,7 @@ class Memcache(FramedProtocol):
     def _answer_head(self, state: Any, target: Any, head: AnswerHead) -> None:
         if head.first == b"MN" and target is not None and target.request.quiet:
             state.passing = False  # the proxy's own mn: the client never sent it
+        return None
 
     def _answer_end(self, state: Any, target: Any, answer: Answer) -> str:
         if target is None:

@@ -1,0 +1,490 @@
+"""http: request and response framing on bytes, and real HTTP sessions through the proxy, with
+requests and raw sockets."""
+
+import hashlib
+import logging
+import socket
+import threading
+import time
+
+import h11
+import pytest
+import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol_support import run, same_under_any_split
+from support import RecordingServer, recv_exactly, wait_until
+from vaurien.errors import ProtocolError
+from vaurien.protocols.http import HeadParser, RequestFramer, ResponseFramer
+
+# -- framing ----------------------------------------------------------------------------------
+
+REQUESTS = (
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+    b"\r\n"  # a stray blank line between requests
+    b"PUT /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5;ext=1\r\nhello\r\n0\r\nX-Trailer: yes\r\n\r\n"
+    b"HEAD /x HTTP/1.1\r\nhost: a\r\nExpect: 100-continue\r\n\r\n"
+    b"GET /lf HTTP/1.0\nHost: a\n\n"
+    b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n"
+)
+
+#: Responses and the request each answers.
+RESPONSES = [
+    (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"),
+    (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"),
+    (b"GET", b"HTTP/1.1 204 No Content\r\n\r\n"),
+    (b"GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n"),
+    (b"POST", b"HTTP/1.1 100 Continue\r\n\r\n"),
+    (b"POST", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nTrailer: 1\r\n\r\n"),
+    (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    (b"GET", b"HTTP/1.0 200 OK\r\n\r\nuntil the connection ends"),
+]  # fmt: skip
+RESPONSE_BYTES = b"".join(response for _, response in RESPONSES)
+
+
+class Asked:
+    """What the response framer is told about a request: its method."""
+
+    def __init__(self, method):
+        self.method = method
+
+
+def asked(methods):
+    requests_ = []
+    for method in methods:
+        if method == b"POST" and requests_ and requests_[-1].method == b"POST":
+            requests_.append(requests_[-1])  # the 100 Continue and the final answer
+        else:
+            requests_.append(Asked(method))
+    return requests_
+
+
+RESPONSE_REQUESTS = asked([method for method, _ in RESPONSES])
+
+
+def test_requests_end_after_their_bodies():
+    passed, ends = run(RequestFramer(HeadParser()), [REQUESTS])
+    assert passed == REQUESTS
+    offsets = [offset for offset, _ in ends]
+    first = len(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert offsets[0] == first
+    post = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+    assert offsets[1] == first + len(post)
+    assert REQUESTS[: offsets[2]].endswith(b"X-Trailer: yes\r\n\r\n")
+    assert offsets[-1] == len(REQUESTS)
+    assert len(ends) == 6
+    heads = [event for _, event in ends if event.raw is not None]
+    assert [h.info.method for h in heads] == [b"GET", b"HEAD", b"GET", b"CONNECT"]
+    assert heads[1].info.expect_continue and heads[3].info.upgrade
+    assert not heads[2].info.keep_alive  # HTTP/1.0 without keep-alive
+
+
+def test_responses_end_where_their_request_says():
+    framer = ResponseFramer(HeadParser())
+    passed, ends = run(framer, [RESPONSE_BYTES], RESPONSE_REQUESTS)
+    assert passed == RESPONSE_BYTES
+    offsets, total = [], 0
+    for _, response in RESPONSES:
+        total += len(response)
+        offsets.append(total)
+    assert [offset for offset, _ in ends] == offsets  # the last one at the end of the stream
+    assert [event.info.status for _, event in ends] == [200, 200, 204, 304, 100, 200, 200, 200]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, len(REQUESTS)), max_size=12))
+def test_requests_split_anywhere_frame_the_same(points):
+    same_under_any_split(lambda: RequestFramer(HeadParser()), REQUESTS, points)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, len(RESPONSE_BYTES)), max_size=12))
+def test_responses_split_anywhere_frame_the_same(points):
+    same_under_any_split(
+        lambda: ResponseFramer(HeadParser()), RESPONSE_BYTES, points, RESPONSE_REQUESTS
+    )
+
+
+def test_a_big_chunked_body_is_counted_through_not_kept():
+    framer = ResponseFramer(HeadParser())
+    framer.begin(Asked(b"GET"))
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert framer.feed(head, 0, len(head))[1].info.status == 200
+    chunk = b"10000\r\n" + bytes(0x10000) + b"\r\n"
+    for _ in range(300):  # about 20 MB
+        assert framer.feed(chunk, 0, len(chunk)) == (len(chunk), None)
+        assert not framer._head and framer._chunked._lines.held == 0
+    assert framer.feed(b"0\r\n\r\n", 0, 5)[1].info.status == 200
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"\x16\x03\x01\x00\x05hello\r\n\r\n",  # TLS to a plain HTTP port
+        b"GET / HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 70000,
+    ],
+)
+def test_what_is_not_an_http_request_is_a_protocol_error(junk):
+    with pytest.raises(ProtocolError):
+        run(RequestFramer(HeadParser()), [junk])
+
+
+def test_equal_heads_are_parsed_once():
+    parser = HeadParser()
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert parser.request(raw, 0) is parser.request(bytes(raw), 0)
+
+
+# -- sessions with a real HTTP server ---------------------------------------------------------
+
+
+def start(start_proxy, backend, **settings):
+    settings.setdefault("timeout", 30)
+    return start_proxy(backend, protocol="http", **settings)
+
+
+def options(**values):
+    return {"plugin_options": {("protocol", "http"): values}}
+
+
+def url(address, path="/"):
+    return f"http://{address[0]}:{address[1]}{path}"
+
+
+def realistic_session(address):
+    """What a client sees of a few typical requests on one keep-alive connection."""
+    session = requests.Session()
+    results = []
+
+    def keep(response):
+        results.append(
+            (
+                response.status_code,
+                hashlib.sha256(response.content).hexdigest(),
+                response.headers.get("Content-Type"),
+                response.headers.get("Content-Length"),
+                response.headers.get("Transfer-Encoding"),
+            )
+        )
+
+    keep(session.get(url(address)))
+    keep(session.get(url(address, "/bytes/5000000")))
+    keep(session.get(url(address, "/chunked?chunks=50&size=20000")))
+    keep(session.post(url(address, "/echo"), data=b"\x00\xff" * 100_000))
+    keep(session.put(url(address, "/echo"), data=iter([b"chunked ", b"upload"] * 1000)))
+    keep(session.head(url(address, "/bytes/1234")))
+    keep(session.get(url(address, "/status/204")))
+    keep(session.get(url(address, "/status/304")))
+    keep(session.get(url(address, "/status/503")))
+    keep(session.get(url(address, "/missing")))
+    headers = session.get(url(address, "/headers"), headers={"X-Test": "1"}).json()
+    results.append(sorted((k, v) for k, v in headers.items() if k != "Host"))
+    session.close()
+    return results
+
+
+def test_a_realistic_session_through_dummy_gets_the_direct_results(http_server, start_proxy):
+    proxy = start(start_proxy, http_server.address)
+    expected = realistic_session((http_server.host, http_server.port))
+    assert realistic_session(proxy.address) == expected
+    stats = proxy.call(proxy.proxy.stats)
+    assert stats["total_connections"] == 1  # keep-alive all along
+
+
+def test_overwrite_host_header_puts_the_backend_in_host(http_server, start_proxy):
+    proxy = start(start_proxy, http_server.address)
+    assert requests.get(url(proxy.address, "/headers")).json()["Host"] == http_server.address
+    kept = start(start_proxy, http_server.address, **options(overwrite_host_header=False))
+    host = requests.get(url(kept.address, "/headers")).json()["Host"]
+    assert host == f"{kept.address[0]}:{kept.address[1]}"
+
+
+def test_keep_alive_false_makes_each_request_the_last_of_its_connection(http_server, start_proxy):
+    proxy = start(start_proxy, http_server.address, **options(keep_alive=False))
+    session = requests.Session()
+    for _ in range(3):
+        response = session.get(url(proxy.address))
+        assert response.status_code == 200
+    wait_until(lambda: proxy.call(proxy.proxy.stats)["active_connections"] == 0)
+    assert proxy.call(proxy.proxy.stats)["total_connections"] == 3
+
+
+def read_responses(sock, count):
+    """Read ``count`` responses off a raw socket with h11; the last may end the connection."""
+    connection = h11.Connection(h11.CLIENT)
+    responses = []
+    for _ in range(count):
+        connection.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+        connection.send(h11.EndOfMessage())
+        body = b""
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(sock.recv(65536))
+                continue
+            if isinstance(event, h11.Response):
+                status, headers = event.status_code, dict(event.headers)
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                break
+        responses.append((status, headers, body))
+        if connection.our_state is h11.MUST_CLOSE or connection.their_state is h11.MUST_CLOSE:
+            break
+        connection.start_next_cycle()
+    return responses
+
+
+def test_pipelined_requests_get_their_responses_in_order(http_server, start_proxy):
+    proxy = start(start_proxy, http_server.address)
+    with proxy.connect() as sock:
+        sock.sendall(
+            b"GET /bytes/10 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /status/204 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /slow?s=0.3 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /bytes/3 HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        statuses = [(s, b) for s, _, b in read_responses(sock, 4)]
+    assert statuses == [
+        (200, bytes(range(10))),
+        (204, b""),
+        (200, b"slept 0.3\n"),
+        (200, b"\x00\x01\x02"),
+    ]
+
+
+def test_an_error_in_a_pipeline_comes_after_the_answers_before_it(http_server, start_proxy):
+    proxy = start(start_proxy, http_server.address)
+    proxy.call(
+        proxy.proxy.set_behavior,
+        "100:protocol_support.ErrorOnCalls",
+        {"error_on_calls": {"calls": "2"}},
+    )
+    with proxy.connect() as sock:
+        sock.sendall(
+            b"GET /slow?s=0.5 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /bytes/3 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /bytes/4 HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        responses = read_responses(sock, 3)
+        assert sock.recv(10) == b""  # the error closes the connection
+    assert responses[0][0] == 200 and responses[0][2] == b"slept 0.5\n"
+    status, headers, body = responses[1]
+    assert status in (500, 501, 502, 503)
+    assert headers[b"connection"] == b"close" and int(headers[b"content-length"]) == len(body)
+    assert len(responses) == 2
+
+
+def test_100_continue_reaches_the_client_before_the_body_is_sent(http_server, start_proxy):
+    proxy = start(start_proxy, http_server.address)
+    with proxy.connect() as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            interim += sock.recv(1)
+        assert interim.startswith(b"HTTP/1.1 100")
+        sock.sendall(b"body")
+        response = b""
+        while not response.endswith(b"body"):
+            response += sock.recv(1000)
+        assert response.startswith(b"HTTP/1.1 200")
+
+
+def test_error_on_100_continue_answers_at_once(start_proxy):
+    backend = RecordingServer(echo=False)
+    proxy = start(start_proxy, backend.address, behavior="100:error")
+    with proxy.connect() as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        response = b""
+        while chunk := sock.recv(1000):
+            response += chunk
+    assert response.split(b" ")[1] in (b"500", b"501", b"502", b"503")
+    assert all(not recording.chunks for recording in backend.connections)
+    backend.close()
+
+
+def test_error_answers_a_5xx_and_the_backend_never_sees_the_request(start_proxy):
+    backend = RecordingServer(echo=False)
+    proxy = start(start_proxy, backend.address, behavior="100:error", seed=1)
+    statuses = set()
+    for _ in range(12):
+        response = requests.post(url(proxy.address, "/echo"), data=b"x" * 100_000)
+        assert response.headers["Connection"] == "close"
+        assert int(response.headers["Content-Length"]) == len(response.content)
+        assert b"injected by vaurien" in response.content
+        statuses.add(response.status_code)
+    assert statuses <= {500, 501, 502, 503} and len(statuses) > 1
+    assert all(not recording.chunks for recording in backend.connections)
+    backend.close()
+
+
+def test_error_statuses_follow_the_seed(start_proxy):
+    backend = RecordingServer(echo=False)
+
+    def statuses(seed):
+        proxy = start(start_proxy, backend.address, behavior="100:error", seed=seed)
+        return [requests.get(url(proxy.address)).status_code for _ in range(8)]
+
+    assert statuses(7) == statuses(7)
+    backend.close()
+
+
+def test_delay_holds_each_request(http_server, start_proxy):
+    proxy = start(start_proxy, http_server.address)
+    session = requests.Session()
+    session.get(url(proxy.address))
+    proxy.call(proxy.proxy.set_behavior, "100:delay", {"delay": {"sleep": 0.5}})
+    started = time.monotonic()
+    assert session.get(url(proxy.address)).status_code == 200
+    assert 0.45 < time.monotonic() - started < 10
+    proxy.call(proxy.proxy.set_behavior, "100:dummy")
+    started = time.monotonic()
+    session.get(url(proxy.address))
+    assert time.monotonic() - started < 0.4
+
+
+def test_delay_after_answers_at_once_and_holds_the_next_answer(http_server, start_proxy):
+    proxy = start(start_proxy, http_server.address)
+    session = requests.Session()
+    session.get(url(proxy.address))
+    proxy.call(proxy.proxy.set_behavior, "100:delay", {"delay": {"sleep": 0.8, "before": False}})
+    started = time.monotonic()
+    session.get(url(proxy.address))
+    assert time.monotonic() - started < 0.5
+    started = time.monotonic()
+    session.get(url(proxy.address))
+    assert 0.3 < time.monotonic() - started < 10
+
+
+def test_abort_forwards_the_request_and_closes_before_the_response(start_proxy):
+    backend = RecordingServer(echo=True)  # its "response" is the request, echoed
+    proxy = start(start_proxy, backend.address, behavior="100:abort")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.post(url(proxy.address, "/work"), data=b"payload")
+    wait_until(
+        lambda: any(b"payload" in b"".join(d for _, d in r.chunks) for r in backend.connections)
+    )
+    backend.close()
+
+
+def test_blackout_closes_and_the_request_never_arrives(start_proxy):
+    backend = RecordingServer(echo=True)
+    proxy = start(start_proxy, backend.address, behavior="100:blackout")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.post(url(proxy.address, "/work"), data=b"payload")
+    assert all(not recording.chunks for recording in backend.connections)
+    backend.close()
+
+
+def test_hang_leaves_the_client_waiting(http_server, start_proxy):
+    proxy = start(start_proxy, http_server.address, behavior="100:hang")
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(url(proxy.address), timeout=1)
+    assert time.monotonic() - started > 0.9
+
+
+def test_what_is_not_http_ends_the_session_with_one_line(http_server, start_proxy, caplog):
+    proxy = start(start_proxy, http_server.address)
+    caplog.set_level(logging.WARNING, logger="vaurien")
+    with proxy.connect() as sock:
+        sock.sendall(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n")
+        assert sock.recv(100) == b""
+    wait_until(lambda: any("not an HTTP request" in r.getMessage() for r in caplog.records))
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    assert requests.get(url(proxy.address)).status_code == 200  # still serving
+
+
+# -- Upgrade: after a 101 the connection is a plain stream -----------------------------------
+
+
+class UpgradeServer:
+    """An HTTP server (h11) that accepts any Upgrade with a 101, then echoes raw bytes."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn:
+            http = h11.Connection(h11.SERVER)
+            while True:
+                event = http.next_event()
+                if event is h11.NEED_DATA:
+                    http.receive_data(conn.recv(65536))
+                    continue
+                if isinstance(event, h11.Request):
+                    upgrade = dict(event.headers).get(b"upgrade")
+                    if upgrade:
+                        conn.sendall(
+                            http.send(
+                                h11.InformationalResponse(
+                                    status_code=101,
+                                    headers=[("Upgrade", upgrade), ("Connection", "Upgrade")],
+                                )
+                            )
+                        )
+                        rest, _ = http.trailing_data
+                        if rest:
+                            conn.sendall(rest)
+                        while data := conn.recv(65536):
+                            conn.sendall(data)
+                        return
+                    body = b"no upgrade"
+                    conn.sendall(
+                        http.send(
+                            h11.Response(
+                                status_code=200, headers=[("Content-Length", str(len(body)))]
+                            )
+                        )
+                        + http.send(h11.Data(data=body))
+                        + http.send(h11.EndOfMessage())
+                    )
+                elif isinstance(event, h11.EndOfMessage):
+                    http.start_next_cycle()
+                else:
+                    return
+
+    def close(self):
+        self.listener.close()
+
+
+def test_after_an_upgrade_the_connection_is_a_plain_stream(start_proxy):
+    backend = UpgradeServer()
+    proxy = start(start_proxy, f"{backend.address[0]}:{backend.address[1]}")
+    with proxy.connect() as sock:
+        sock.sendall(b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n")
+        plain = b""
+        while not plain.endswith(b"no upgrade"):
+            plain += sock.recv(100)
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101")
+        frames = bytes(range(256)) * 400 + b"GET / HTTP/1.1\r\n\r\n not http at all"
+        sock.sendall(frames)
+        assert recv_exactly(sock, len(frames)) == frames
+    backend.close()

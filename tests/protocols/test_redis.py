@@ -434,3 +434,30 @@ def test_a_backend_that_is_not_redis_ends_the_session_with_one_line(
     assert proxy.call(proxy.proxy.stats)["active_connections"] == 0
     with socket.create_connection(proxy.address, timeout=10):
         pass  # still serving
+
+
+@pytest.mark.parametrize(
+    "behavior, options",
+    [
+        ("slicer", {"average_size": 3, "size_variation": 2, "delay": 0}),
+        ("bandwidth", {"rate": 2000}),
+        ("delay", {"sleep": 0}),
+    ],
+)
+def test_behaviors_that_move_bytes_keep_the_framing(
+    redis_server, start_proxy, behavior, options
+):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy, timeout=30)
+    client.ping()
+    proxy.call(proxy.proxy.set_behavior, f"100:{behavior}", {behavior: options})
+    value = bytes(range(256)) * 4096  # 1 MiB: many events for one command
+    pipe = client.pipeline(transaction=False)
+    pipe.set("moved", value).get("moved").echo("after")
+    assert pipe.execute() == [True, value, b"after"]
+    # One pick per command, not one per slice of it.
+    assert proxy.call(proxy.proxy.stats)["behaviors"][behavior] == 3
+    proxy.call(proxy.proxy.set_behavior, "100:dummy")
+    assert client.get("moved") == value
+    client.close()
+

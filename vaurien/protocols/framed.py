@@ -466,8 +466,10 @@ class FramedProtocol(BaseProtocol):
         state = source.session.state
         gate = state.gate
         if gate is not None:
-            # The answer decides what comes next (an upgrade, a mail body): wait for it.
-            while gate.waiting and not source.session.closed:
+            # The answer decides what comes next (an upgrade, a mail body): wait for it, unless
+            # the session's events run one at a time (the answer could not come meanwhile;
+            # clients wait for it anyway, the gate only guards against those that do not).
+            while gate.waiting and not source.session.closed and not self.proxy.exclusive:
                 state.wait()
             state.gate = None
         if state.stream:

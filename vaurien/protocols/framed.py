@@ -250,10 +250,13 @@ class SessionState:
             changed.set()
 
 
-def _overrides(behavior: Any, hook: str) -> bool:
-    """Whether ``behavior`` does something in ``hook`` (the base hooks do nothing)."""
-    method = getattr(type(behavior), hook, None)
-    return method is not None and method is not getattr(BaseBehavior, hook)
+def _hooks(cls: type) -> tuple[bool, bool]:
+    """Whether a behavior class does something in on_between_handle and on_after_handle
+    (the base hooks do nothing: most behaviors need neither call)."""
+    return tuple(
+        getattr(cls, hook, None) not in (None, getattr(BaseBehavior, hook))
+        for hook in ("on_between_handle", "on_after_handle")
+    )
 
 
 class FramedProtocol(BaseProtocol):
@@ -278,6 +281,7 @@ class FramedProtocol(BaseProtocol):
         super().__init__()
         self._buffer: bytearray | None = None
         self._view: memoryview | None = None
+        self._hooks: dict[type, tuple[bool, bool]] = {}
 
     # -- what a protocol provides -------------------------------------------------------------
 
@@ -570,12 +574,17 @@ class FramedProtocol(BaseProtocol):
                 state.gate = exchange
             behavior = exchange.behavior
             if behavior is not None:
-                if hooks and _overrides(behavior, "on_after_handle"):
+                kind = type(behavior)
+                between, after = self._hooks.get(kind) or self._hooks.setdefault(
+                    kind, _hooks(kind)
+                )
+                if after and hooks:
                     exchange.after = behavior.on_after_handle
-                if _overrides(behavior, "on_between_handle"):
+                if between:
                     behavior.on_between_handle(self, source, dest, True)
             exchange.released = True
-            state.notify()
+            if state._changed is not None:
+                state.notify()
             if exchange.waiting:
                 return
         self._advance(state)
@@ -659,19 +668,19 @@ class FramedProtocol(BaseProtocol):
                     if not event.end:
                         pos = newpos
                         continue
-                # The message is complete.
+                # The message is complete; its bytes stay in the range [out, pos) that passes.
                 target = state.target
                 verdict = self._answer_end(state, target, event)
-                if state.passing and out < newpos:
-                    dest.sendall(view[out:newpos])
-                out = pos = newpos
+                pos = newpos
                 if state.stream:
                     # The session became a plain stream (an upgrade): the rest passes as it is.
-                    if pos < count:
-                        dest.sendall(view[pos:count])
+                    start = out if state.passing else pos
+                    if start < count:
+                        dest.sendall(view[start:count])
                     return
                 if verdict is not COMPLETE or target is None:
                     continue
+                passed = state.passing
                 state.target = None
                 state.passing = True
                 target.waiting = False
@@ -687,6 +696,8 @@ class FramedProtocol(BaseProtocol):
                     if not queue or queue[0].waiting:
                         continue
                 # Replies, hooks and closes may switch greenlets: park the rest first.
+                if passed and out < pos:
+                    dest.sendall(view[out:pos])
                 if pos < count:
                     source.unread(buf[pos:count])
                     parked = True

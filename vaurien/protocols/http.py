@@ -130,10 +130,11 @@ class ResponseEnd(End):
 class Response:
     """What the proxy knows about a response once its head is read (shared by equal heads)."""
 
-    __slots__ = ("status", "version", "length", "keep_alive", "done", "raw", "closing")
+    __slots__ = ("status", "version", "length", "keep_alive", "done", "raw", "closing", "heads")
 
     def __init__(self, event: Any, raw: bytes) -> None:
         self.raw = raw
+        self.heads: dict[int, ResponseHead] = {}  # by framing, for heads read in one piece
         self.closing: bytes | None = None  # the head with Connection: close (keep_alive off)
         headers = event.headers
         self.status = event.status_code
@@ -292,6 +293,9 @@ class _Message:
         """Look for the blank line that ends a head; return (newpos, raw head or None, held)."""
         head = self._head
         if not head:
+            crlf = data.find(b"\n\r\n", pos, end)
+            if crlf >= 0 and data.find(b"\n\n", pos, crlf) < 0:  # the usual case
+                return crlf + 3, bytes(data[pos : crlf + 3]), 0
             stop = _head_end(data, pos, end)
             if stop >= 0:
                 return stop, bytes(data[pos:stop]), 0
@@ -448,7 +452,12 @@ class ResponseFramer(_Message):
                 return pos, HOLD
             info = self._parser.response(raw)
             framing = info.framing(self._method)
-            head = ResponseHead(raw, held, info, framing)
+            if held:
+                head = ResponseHead(raw, held, info, framing)
+            else:
+                head = info.heads.get(framing)
+                if head is None:
+                    head = info.heads[framing] = ResponseHead(raw, 0, info, framing)
             if head.end:
                 self.idle = True
             else:

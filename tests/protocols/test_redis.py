@@ -230,8 +230,10 @@ def test_one_pick_per_command_and_none_for_answers(redis_server, start_proxy):
     with proxy.connect() as sock:
         sock.sendall(b"PING\r\n" * 50)
         assert recv_exactly(sock, 7 * 50) == b"+PONG\r\n" * 50
-        # 50 pipelined commands: 50 events, whatever the reads; the answers pick nothing.
-        assert proxy.call(proxy.proxy.stats)["behaviors"] == {"dummy": 50}
+    wait_until(lambda: proxy.call(proxy.proxy.stats)["active_connections"] == 0)
+    # 50 pipelined commands, 50 picks whatever the reads: none for the answers, none for the
+    # end of the connection.
+    assert proxy.call(proxy.proxy.stats)["behaviors"] == {"dummy": 50}
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
@@ -444,9 +446,7 @@ def test_a_backend_that_is_not_redis_ends_the_session_with_one_line(
         ("delay", {"sleep": 0}),
     ],
 )
-def test_behaviors_that_move_bytes_keep_the_framing(
-    redis_server, start_proxy, behavior, options
-):
+def test_behaviors_that_move_bytes_keep_the_framing(redis_server, start_proxy, behavior, options):
     proxy = start(start_proxy, redis_server)
     client = connect(proxy, timeout=30)
     client.ping()
@@ -460,4 +460,3 @@ def test_behaviors_that_move_bytes_keep_the_framing(
     proxy.call(proxy.proxy.set_behavior, "100:dummy")
     assert client.get("moved") == value
     client.close()
-

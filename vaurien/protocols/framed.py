@@ -331,12 +331,22 @@ class FramedProtocol(BaseProtocol):
     # -- the proxy's entry points ------------------------------------------------------------
 
     def wants_behavior(self, session: Any, to_backend: bool) -> bool:
+        """A behavior for each request; none for answers, handshakes, continuations, nor for
+        the end of the client's stream (a behavior's calls are requests)."""
         if not to_backend:
             return False
         state = session.state
         if state.stream:
             return True
-        return not (state.closing or state.partial or state.requests.passive)
+        if state.closing or state.partial or state.requests.passive:
+            return False
+        client = session.client
+        if not client.has_pending:
+            data = client.recv(self.buffer_size)
+            if not data:
+                return False  # the end of the stream: no request to pick a behavior for
+            client.unread(data)
+        return True
 
     def handle(self, source: Any, dest: Any, to_backend: bool, behavior: Any) -> bool:
         state = source.session.state
@@ -575,9 +585,7 @@ class FramedProtocol(BaseProtocol):
             behavior = exchange.behavior
             if behavior is not None:
                 kind = type(behavior)
-                between, after = self._hooks.get(kind) or self._hooks.setdefault(
-                    kind, _hooks(kind)
-                )
+                between, after = self._hooks.get(kind) or self._hooks.setdefault(kind, _hooks(kind))
                 if after and hooks:
                     exchange.after = behavior.on_after_handle
                 if between:

@@ -502,6 +502,16 @@ class HTTP(FramedProtocol):
     """
 
     name = "http"
+    event_unit = (
+        "One request and its response: the request is read whole (head and body) in one event, "
+        "and its response, pipelined or not, is matched to it."
+    )
+    error_form = (
+        "The client gets a 500, 501, 502 or 503 response (chosen with the proxy's random "
+        "source) with ``Content-Length`` and ``Connection: close``, after the responses to "
+        "earlier requests, and the connection ends; the backend never sees the request (with "
+        "``inject`` it does, and its response is replaced)."
+    )
     tcp_keep_alive = False
     options = {
         "overwrite_host_header": (

@@ -250,6 +250,12 @@ class Memcache(FramedProtocol):
     """
 
     name = "memcache"
+    event_unit = "One command, with its data block, and its answer."
+    error_form = (
+        "``SERVER_ERROR error injected by vaurien`` in place of the answer (pymemcache raises "
+        "``MemcacheServerError``) and memcached never sees the command (with ``inject`` it "
+        "does, and its answer is replaced). A ``noreply`` command is dropped without a word."
+    )
 
     def request_framer(self) -> CommandFramer:
         return CommandFramer()

@@ -486,6 +486,16 @@ class MySQL(FramedProtocol):
     """
 
     name = "mysql"
+    event_unit = (
+        "One command packet and its whole answer (all its result sets, a LOCAL INFILE "
+        "transfer); the handshake and the authentication are no events."
+    )
+    error_form = (
+        "An ERR packet (1105, SQLSTATE HY000) with the sequence id the client expects "
+        "(PyMySQL raises ``OperationalError``) and the server never runs the command (with "
+        "``inject`` it does, and its answer is replaced). Commands that get no answer "
+        "(COM_STMT_CLOSE, COM_QUIT) are dropped silently."
+    )
 
     def new_session_state(self, session: Any) -> Any:
         conversation = Conversation()

@@ -367,6 +367,16 @@ class Redis(FramedProtocol):
     """
 
     name = "redis"
+    event_unit = (
+        "One command and its reply: a pipeline is as many events as commands; pub/sub "
+        "messages pass between them."
+    )
+    error_form = (
+        "The command gets ``-ERR ... (error injected by vaurien)`` in its place among the "
+        "replies (redis-py raises ``ResponseError``) and the server never runs it (with "
+        "``inject`` it does, and its reply is replaced). A command the client expects no "
+        "reply to (CLIENT REPLY OFF or SKIP) is dropped silently."
+    )
 
     def request_framer(self) -> CommandFramer:
         return CommandFramer()

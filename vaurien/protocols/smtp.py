@@ -228,6 +228,12 @@ class SMTP(FramedProtocol):
     """
 
     name = "smtp"
+    event_unit = "One command line, or one message's data up to the lone dot, and its reply."
+    error_form = (
+        "``451 4.3.0`` in place of the reply (smtplib raises ``SMTPResponseException``: "
+        "``SMTPSenderRefused``, ``SMTPDataError`` ...) and the server never sees the command; "
+        "an error on the mail data also ends the connection, so the server drops the message."
+    )
 
     def request_framer(self) -> CommandFramer:
         return CommandFramer()

@@ -494,13 +494,21 @@ class FramedProtocol(BaseProtocol):
             self._get_data(source)
             return
         framer = state.requests
-        buf, view = self._buffers()
+        shared, shared_view = self._buffers()
         passing = action is not DROP
         exchange = state.partial
         state.partial = None
         passive = framer.passive
         while True:
-            count = source.recv_into(buf)
+            if source.has_pending:
+                # Data read ahead (wants_behavior looks for the end of the stream so): framed
+                # where it is, without a copy into the buffer.
+                buf = source.recv(1 << 62)
+                view = memoryview(buf)
+                count = len(buf)
+            else:
+                buf, view = shared, shared_view
+                count = source.recv_into(buf)
             if not count:
                 framer.feed_eof()
                 return

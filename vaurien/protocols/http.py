@@ -530,18 +530,13 @@ class HTTP(FramedProtocol):
 
     def __init__(self) -> None:
         super().__init__()
-        self._parser: HeadParser | None = None
-
-    def _heads(self) -> HeadParser:
-        if self._parser is None:
-            self._parser = HeadParser()
-        return self._parser
+        self._parser = HeadParser()  # without h11, the proxy does not start
 
     def request_framer(self) -> RequestFramer:
-        return RequestFramer(self._heads())
+        return RequestFramer(self._parser)
 
     def answer_framer(self) -> ResponseFramer:
-        return ResponseFramer(self._heads())
+        return ResponseFramer(self._parser)
 
     def error_reply(self, state: Any, exchange: Any) -> bytes:
         status = self.proxy.random.choice(ERROR_STATUSES)

@@ -82,6 +82,8 @@ ERROR_MESSAGE = b"Error injected by vaurien"
 
 def _lenenc(data: bytes, pos: int) -> tuple[int, int]:
     """A length-encoded integer at ``pos``: its value and the position after it."""
+    if pos >= len(data):
+        raise ProtocolError("MySQL: packet too short for a length-encoded integer")
     first = data[pos]
     if first < 0xFB:
         return first, pos + 1

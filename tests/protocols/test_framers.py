@@ -1,0 +1,108 @@
+"""Every framer, fed any bytes at all, frames them or raises ProtocolError: nothing else.
+
+A session that gets traffic that is not its protocol ends with one log line (ProtocolError);
+any other exception would be a bug in a framer.
+"""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol_support import cut
+from vaurien.errors import ProtocolError
+from vaurien.protocols import http, memcache, mysql, redis, smtp
+from vaurien.protocols.framed import HOLD
+
+
+def _mysql_talk(phase):
+    talk = mysql.Conversation()
+    talk.phase = phase
+    if phase is mysql.COMMANDS:
+        talk.server_caps = talk.client_caps = 0x200 | 0x01000000
+    return talk
+
+
+REQUEST_FRAMERS = {
+    "redis": redis.CommandFramer,
+    "memcache": memcache.CommandFramer,
+    "smtp": smtp.CommandFramer,
+    "mysql-auth": lambda: mysql.CommandFramer(_mysql_talk(mysql.AUTH)),
+    "mysql": lambda: mysql.CommandFramer(_mysql_talk(mysql.COMMANDS)),
+    "http": lambda: http.RequestFramer(http.HeadParser()),
+}
+
+_GET = memcache.Command([b"get", b"a"])
+_HEAD = type("Asked", (), {"method": b"HEAD"})()
+ANSWER_FRAMERS = {
+    "redis": (redis.ReplyFramer, [None]),
+    "memcache": (memcache.AnswerFramer, [_GET, None]),
+    "smtp": (smtp.ReplyFramer, [None]),
+    "mysql-greeting": (lambda: mysql.ResultFramer(_mysql_talk(mysql.GREETING)), [None]),
+    "mysql": (
+        lambda: mysql.ResultFramer(_mysql_talk(mysql.COMMANDS)),
+        [mysql.Command(code, 0) for code in (0x03, 0x16, 0x17, 0x1C, 0x04, 0x11, 0x0E)],
+    ),
+    "http": (lambda: http.ResponseFramer(http.HeadParser()), [None, _HEAD]),
+}
+
+#: Bytes that look like each protocol, to mutate: random bytes alone rarely go deep.
+SEEDS = [
+    b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n+OK\r\n$-1\r\n%1\r\n+a\r\n|1\r\n",
+    b"set a 0 0 5\r\nhello\r\nVALUE a 0 2\r\nhi\r\nEND\r\nVA 2 f\r\nok\r\n",
+    b"250-a\r\n250 b\r\nDATA\r\n.\r\n354 go\r\n",
+    b"\x05\x00\x00\x00\x03sel\x01\x00\x00\x01\x01\x05\x00\x00\x02\xfe\x00\x00\x02\x00",
+    b"\x01\x00\x00\x01\x00\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x0c\x00\x00\x01\x00",
+    b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+]
+
+_bytes = st.one_of(
+    st.binary(max_size=300),
+    st.tuples(
+        st.sampled_from(SEEDS),
+        st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
+        st.integers(0, 200),
+    ).map(lambda t: _mutate(*t)),
+)
+
+
+def _mutate(seed: bytes, edits, cut_at: int) -> bytes:
+    data = bytearray(seed)
+    for where, byte in edits:
+        data[where % len(data)] = byte
+    return bytes(data[: max(1, cut_at)] if cut_at < len(data) else data)
+
+
+def _drive(framer, chunks, requests=None):
+    pending = list(requests or [])
+    for chunk in chunks:
+        pos = 0
+        while pos < len(chunk):
+            if requests is not None and framer.idle:
+                framer.begin(pending.pop(0) if pending else None)
+            newpos, event = framer.feed(chunk, pos, len(chunk))
+            assert pos <= newpos <= len(chunk)
+            assert newpos > pos or (event is not None and event is not HOLD)
+            pos = newpos
+    framer.feed_eof()
+
+
+@pytest.mark.parametrize("name", sorted(REQUEST_FRAMERS))
+@settings(max_examples=250, deadline=None)
+@given(data=_bytes, points=st.lists(st.integers(0, 300), max_size=5))
+def test_request_framers_frame_any_bytes_or_refuse_them(name, data, points):
+    try:
+        _drive(REQUEST_FRAMERS[name](), cut(data, points))
+    except ProtocolError:
+        pass
+
+
+@pytest.mark.parametrize("name", sorted(ANSWER_FRAMERS))
+@settings(max_examples=250, deadline=None)
+@given(data=_bytes, points=st.lists(st.integers(0, 300), max_size=5))
+def test_answer_framers_frame_any_bytes_or_refuse_them(name, data, points):
+    factory, requests = ANSWER_FRAMERS[name]
+    try:
+        _drive(factory(), cut(data, points), requests * 20)
+    except ProtocolError:
+        pass

@@ -460,3 +460,18 @@ def test_behaviors_that_move_bytes_keep_the_framing(redis_server, start_proxy, b
     proxy.call(proxy.proxy.set_behavior, "100:dummy")
     assert client.get("moved") == value
     client.close()
+
+
+def test_transient_fails_the_first_commands_then_lets_them_through(redis_server, start_proxy):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy)
+    client.ping()
+    proxy.call(proxy.proxy.set_behavior, "100:transient", {"transient": {"agitate": 2}})
+    outcomes = []
+    for _ in range(4):
+        try:
+            outcomes.append(client.echo("retry me"))
+        except redis.exceptions.ResponseError:
+            outcomes.append("error")
+    assert outcomes == ["error", "error", b"retry me", b"retry me"]
+    client.close()

@@ -47,9 +47,11 @@ def run(
                 held += chunk[pos:newpos]
             else:
                 if event.raw is not None:
+                    stop = newpos - event.body
                     assert event.held == len(held)
-                    assert event.raw == bytes(held) + chunk[pos:newpos]
-                    passed += event.raw
+                    assert event.raw == bytes(held) + chunk[pos:stop]
+                    assert not event.body or event.end
+                    passed += event.raw + chunk[stop:newpos]
                     held.clear()
                 else:
                     assert not held

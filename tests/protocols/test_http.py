@@ -77,10 +77,10 @@ def test_requests_end_after_their_bodies():
     assert REQUESTS[: offsets[2]].endswith(b"X-Trailer: yes\r\n\r\n")
     assert offsets[-1] == len(REQUESTS)
     assert len(ends) == 6
-    heads = [event for _, event in ends if event.raw is not None]
-    assert [h.info.method for h in heads] == [b"GET", b"HEAD", b"GET", b"CONNECT"]
-    assert heads[1].info.expect_continue and heads[3].info.upgrade
-    assert not heads[2].info.keep_alive  # HTTP/1.0 without keep-alive
+    infos = [event.info for _, event in ends]
+    assert [i.method for i in infos] == [b"GET", b"POST", b"PUT", b"HEAD", b"GET", b"CONNECT"]
+    assert infos[3].expect_continue and infos[5].upgrade
+    assert not infos[4].keep_alive  # HTTP/1.0 without keep-alive
 
 
 def test_responses_end_where_their_request_says():

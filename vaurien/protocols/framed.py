@@ -11,8 +11,8 @@ in, message boundaries out, never a socket. ``feed(data, pos, end)`` looks at ``
     ``data[pos:newpos]`` was kept by the framer (an unfinished head); nothing passes yet.
 a :class:`Head`
     The head of a message is complete: ``head.raw`` holds all of its bytes, the ones just fed
-    (``data[pos:newpos]``) included, and passes instead of them. ``head.end`` says whether the
-    message ends with it.
+    (``data[pos:newpos - head.body]``) included, and passes instead of them; the ``head.body``
+    bytes after it pass as they are. ``head.end`` says whether the message ends there.
 an :class:`End`
     ``data[pos:newpos]`` passes and the message is complete.
 
@@ -113,15 +113,18 @@ END = End()
 
 class Head:
     """A complete message head: ``raw`` is all of its bytes, ``held`` how many of them came
-    from earlier feeds, ``end`` whether the message ends with it. Protocols subclass it to
-    carry what they parsed."""
+    from earlier feeds, ``end`` whether the message ends with it. ``body`` bytes that follow
+    the head in the same feed may come with it (a whole small body): they pass as they are,
+    and the message then ends with the event. Protocols subclass it to carry what they
+    parsed."""
 
-    __slots__ = ("raw", "held", "end")
+    __slots__ = ("raw", "held", "end", "body")
 
-    def __init__(self, raw: bytes, held: int = 0, end: bool = False) -> None:
+    def __init__(self, raw: bytes, held: int = 0, end: bool = False, body: int = 0) -> None:
         self.raw = raw
         self.held = held
         self.end = end
+        self.body = body
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.raw[:40]!r} end={self.end}>"
@@ -342,14 +345,18 @@ class FramedProtocol(BaseProtocol):
             return False
         client = session.client
         if not client.has_pending:
-            data = client.recv(self.buffer_size)
-            if not data:
+            buf, view = self._buffers()
+            count = client.recv_into(buf)
+            if not count:
                 return False  # the end of the stream: no request to pick a behavior for
-            client.unread(data)
+            client.unread(view[:count])  # a behavior may wait before it reads: keep a copy
         return True
 
     def handle(self, source: Any, dest: Any, to_backend: bool, behavior: Any) -> bool:
         state = source.session.state
+        if not to_backend and not state.stream:
+            self._answer(source, dest)
+            return True
         if behavior is None:
             partial = state.partial
             if partial is None or not to_backend or partial.behavior is None:
@@ -461,6 +468,8 @@ class FramedProtocol(BaseProtocol):
                             else None
                         )
                         out += replacement if replacement is not None else event.raw
+                        if event.body:
+                            out += buf[newpos - event.body : newpos]
                     else:
                         out += buf[pos:newpos]
                     if event.end or (exchange is not None and exchange.cut):
@@ -535,7 +544,7 @@ class FramedProtocol(BaseProtocol):
                         if out < pos:
                             dest.sendall(view[out:pos])
                         dest.sendall(replacement if replacement is not None else raw)
-                        out = newpos
+                        out = newpos - event.body
                     elif not passing:
                         out = newpos
                     if not event.end and (exchange is None or not exchange.cut):
@@ -678,7 +687,7 @@ class FramedProtocol(BaseProtocol):
                         out = newpos
                     elif replacement is not None or event.held:
                         dest.sendall(replacement if replacement is not None else event.raw)
-                        out = newpos
+                        out = newpos - event.body
                     else:
                         out = pos
                     if not event.end:

@@ -10,7 +10,6 @@ from vaurien.protocols.framed import (
     BUFFER_OPTION,
     COMPLETE,
     DROP,
-    END,
     HOLD,
     PARTIAL,
     REUSE_SOCKET_OPTION,
@@ -84,6 +83,7 @@ class Request:
         "connection",
         "end_of_head",
         "rewritten",
+        "done",
     )
 
     def __init__(self, event: Any, raw: bytes) -> None:
@@ -110,21 +110,23 @@ class Request:
         self.connection = _span(raw, b"connection")
         self.end_of_head = len(raw) - (2 if raw.endswith(b"\r\n\r\n") else 1)
         self.rewritten: tuple[Any, bytes] | None = None
+        self.done = MessageEnd(self)
 
     def __repr__(self) -> str:
         return f"<Request {self.method.decode(errors='replace')} HTTP/{self.version.decode()}>"
 
 
-class ResponseEnd(End):
-    """The end of a response's body: ``info`` is its :class:`Response`."""
+class MessageEnd(End):
+    """The end of a request's or a response's body: ``info`` is its :class:`Request` or
+    :class:`Response` (one per head, shared)."""
 
     __slots__ = ("info",)
 
-    def __init__(self, info: Response) -> None:
+    def __init__(self, info: Any) -> None:
         self.info = info
 
     def __repr__(self) -> str:
-        return f"<end of {self.info!r}>"
+        return repr(self.info)  # as its head: where a message ends is what matters
 
 
 class Response:
@@ -151,7 +153,7 @@ class Response:
                 break
             if name == b"content-length":
                 self.length = int(value)
-        self.done = ResponseEnd(self)
+        self.done = MessageEnd(self)
 
     def closing_head(self) -> bytes:
         """This head saying ``Connection: close`` (made once)."""
@@ -183,11 +185,18 @@ class Response:
 class RequestHead(Head):
     """A request's head: ``info`` is its :class:`Request`."""
 
-    __slots__ = ("info",)
+    __slots__ = ("info", "whole")
 
-    def __init__(self, raw: bytes, held: int, info: Request) -> None:
-        super().__init__(raw, held, info.length == 0)
+    def __init__(self, raw: bytes, held: int, info: Request, body: int = 0) -> None:
+        super().__init__(raw, held, info.length == 0 or body > 0, body)
         self.info = info
+        self.whole: RequestHead | None = None  # the same head with its whole body (cached)
+
+    def with_body(self) -> RequestHead:
+        """This head (read in one piece) with its whole Content-Length body."""
+        if self.whole is None:
+            self.whole = RequestHead(self.raw, 0, self.info, self.info.length)
+        return self.whole
 
     def __repr__(self) -> str:
         return repr(self.info)
@@ -198,8 +207,8 @@ class ResponseHead(Head):
 
     __slots__ = ("info", "framing")
 
-    def __init__(self, raw: bytes, held: int, info: Response, framing: int) -> None:
-        super().__init__(raw, held, framing in (0, TUNNEL))
+    def __init__(self, raw: bytes, held: int, info: Response, framing: int, body: int = 0) -> None:
+        super().__init__(raw, held, framing in (0, TUNNEL) or body > 0, body)
         self.info = info
         self.framing = framing
 
@@ -402,6 +411,7 @@ class RequestFramer(_Message):
 
     def __init__(self, parser: HeadParser) -> None:
         self._parser = parser
+        self._info: Request | None = None
         self._reset()
 
     def feed(self, data: Any, pos: int, end: int) -> tuple[int, Any]:
@@ -415,13 +425,18 @@ class RequestFramer(_Message):
             head = self._parser.request(raw, held)
             if head.end:
                 self.idle = True
+            elif not held and 0 < head.info.length <= end - pos:
+                self.idle = True  # the whole body is here too: one event
+                head = head.with_body()
+                return pos + head.body, head
             else:
+                self._info = head.info
                 self._start_body(head.info.length)
             return pos, head
         pos, done = self._body(data, pos, end)
         if done:
             self.idle = True
-            return pos, END
+            return pos, self._info.done
         return pos, None
 
     def feed_eof(self) -> None:
@@ -455,9 +470,15 @@ class ResponseFramer(_Message):
             if held:
                 head = ResponseHead(raw, held, info, framing)
             else:
-                head = info.heads.get(framing)
+                whole = 0 < framing <= end - pos  # the whole body is here too: one event
+                key = -framing if whole else framing
+                head = info.heads.get(key)
                 if head is None:
-                    head = info.heads[framing] = ResponseHead(raw, 0, info, framing)
+                    head = ResponseHead(raw, 0, info, framing, framing if whole else 0)
+                    info.heads[key] = head
+                if whole:
+                    self.idle = True
+                    return pos + framing, head
             if head.end:
                 self.idle = True
             else:
@@ -470,7 +491,7 @@ class ResponseFramer(_Message):
             return pos, self._finish()
         return pos, None
 
-    def _finish(self) -> ResponseEnd:
+    def _finish(self) -> MessageEnd:
         info = self._info
         self._info = None
         self._until_close = False

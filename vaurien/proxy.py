@@ -423,6 +423,8 @@ class Session:
         proxy = self.proxy
         protocol = proxy.protocol
         wants_behavior = protocol.wants_behavior
+        # A to_client behavior picked for a request governs its answer (BaseProtocol.exchanges).
+        exchanges = protocol.exchanges
         applied = proxy.applied
         events = proxy.events
         direction = "to_backend" if to_backend else "to_client"
@@ -446,8 +448,8 @@ class Session:
                     # The protocol may decline: an answer follows its request's behavior.
                     if wants_behavior(self, to_backend):
                         behavior = proxy.pick() if pick is None else pick()
-                        if behavior.sits_out is to_backend:  # its direction is the other one
-                            behavior = proxy.dummy
+                        if behavior.sits_out is to_backend and not exchanges:
+                            behavior = proxy.dummy  # its direction is the other one
                     else:
                         behavior = None
                     source.behavior = behavior

@@ -488,3 +488,34 @@ def test_after_an_upgrade_the_connection_is_a_plain_stream(start_proxy):
         sock.sendall(frames)
         assert recv_exactly(sock, len(frames)) == frames
     backend.close()
+
+
+def test_a_to_client_delay_holds_the_response_not_the_request(http_server, start_proxy):
+    proxy = start(
+        start_proxy,
+        http_server.address,
+        behavior="100:delay",
+        plugin_options={("behavior", "delay"): {"sleep": 0.6, "direction": "to_client"}},
+    )
+    session = requests.Session()
+    for _ in range(2):
+        started = time.monotonic()
+        assert session.get(url(proxy.address, "/bytes/100")).content == bytes(range(100))
+        assert 0.55 < time.monotonic() - started < 1.1  # one delay, not one each way
+
+
+def test_a_to_client_bandwidth_slows_downloads_and_keeps_them_whole(http_server, start_proxy):
+    proxy = start(
+        start_proxy,
+        http_server.address,
+        behavior="100:bandwidth",
+        plugin_options={("behavior", "bandwidth"): {"rate": 500, "direction": "to_client"}},
+    )
+    session = requests.Session()
+    started = time.monotonic()
+    body = session.get(url(proxy.address, "/bytes/600000")).content
+    assert time.monotonic() - started > 0.8  # about 1.2 s at 500 KiB/s
+    assert body == http_server.pattern(600000)
+    chunked = session.get(url(proxy.address, "/chunked?chunks=20&size=1000")).content
+    assert chunked == http_server.pattern(20000)
+    assert session.post(url(proxy.address, "/echo"), data=b"up fast").content == b"up fast"

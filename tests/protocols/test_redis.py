@@ -475,3 +475,58 @@ def test_transient_fails_the_first_commands_then_lets_them_through(redis_server,
             outcomes.append("error")
     assert outcomes == ["error", "error", b"retry me", b"retry me"]
     client.close()
+
+
+def to_client(behavior, **options):
+    return {behavior: {**options, "direction": "to_client"}}
+
+
+def test_a_to_client_delay_holds_the_reply_not_the_command(redis_server, start_proxy, direct):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy)
+    client.ping()
+    proxy.call(proxy.proxy.set_behavior, "100:delay", to_client("delay", sleep=0.6))
+    started = time.monotonic()
+    assert client.set("late", "reply")
+    assert 0.55 < time.monotonic() - started < 1.1  # one delay, not one each way
+    impatient = connect(proxy, timeout=1)
+    impatient.ping()
+    proxy.call(proxy.proxy.set_behavior, "100:hang", to_client("hang"))
+    with pytest.raises(redis.exceptions.TimeoutError):
+        impatient.set("hung", "ran")  # the command runs, its reply never comes
+    wait_until(lambda: direct.get("hung") == b"ran")
+
+
+@pytest.mark.parametrize(
+    "behavior, options",
+    [
+        ("slicer", {"average_size": 5, "size_variation": 4, "delay": 0}),
+        ("bandwidth", {"rate": 4000}),
+        ("corrupt", {"probability": 0}),
+    ],
+)
+def test_to_client_behaviors_that_move_bytes_keep_the_replies_framed(
+    redis_server, start_proxy, direct, behavior, options
+):
+    value = bytes(range(256)) * 2048  # 512 KiB
+    direct.set("big-reply", value)
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy, timeout=30)
+    client.ping()
+    proxy.call(proxy.proxy.set_behavior, f"100:{behavior}", to_client(behavior, **options))
+    pipe = client.pipeline(transaction=False)
+    pipe.get("big-reply").echo("next").get("big-reply")
+    assert pipe.execute() == [value, b"next", value]
+    proxy.call(proxy.proxy.set_behavior, "100:dummy")
+    assert client.echo("still in step") == b"still in step"
+    client.close()
+
+
+def test_a_to_client_abort_closes_before_the_reply(redis_server, start_proxy, direct):
+    proxy = start(start_proxy, redis_server)
+    client = connect(proxy)
+    client.ping()
+    proxy.call(proxy.proxy.set_behavior, "100:abort", to_client("abort"))
+    with pytest.raises(redis.exceptions.ConnectionError):
+        client.set("abort-to-client", "ran")
+    wait_until(lambda: direct.get("abort-to-client") == b"ran")

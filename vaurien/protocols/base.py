@@ -38,6 +38,10 @@ class BaseProtocol:
     #: backend sends) or on the request (true: the client is answered with an error instead).
     #: The error behaviors count a call only for events of that direction.
     errors_on_request: bool = False
+    #: True for a protocol whose events are exchanges (a request and its answer): the proxy
+    #: then hands it the behavior picked for a request even when that behavior's
+    #: ``direction`` is ``to_client``, as such a behavior acts on the request's answer.
+    exchanges: bool = False
     #: For the reference docs: what one event of this protocol is (reStructuredText).
     event_unit: str | None = None
     #: For the reference docs: what :meth:`send_error` does, as a client sees it, in one or two

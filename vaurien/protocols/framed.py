@@ -40,6 +40,14 @@ exchange it answers, and the request's behavior governs it.
 * ``abort`` forwards the request and closes the session when its answer starts to arrive.
 * Data the backend sends on its own (a greeting, a pub/sub message) passes at once.
 
+A behavior acts once per exchange (where ``tcp`` has it act on each chunk, both ways): on the
+request, or, when its ``direction`` is ``to_client``, on the answer. Then the request passes
+untouched and the behavior gets the answer before any of it reaches the client: ``delay``
+holds it, ``hang`` swallows it, ``bandwidth``, ``slicer`` and ``corrupt`` read it with
+``_get_data`` (exactly that answer, bit by bit) and pass it on themselves. No behavior is
+picked for an answer, a handshake, the rest of a request or answer a behavior is moving, nor
+for the end of the client's stream: a behavior's calls are requests.
+
 A protocol may switch a session to a plain stream (after an HTTP ``Upgrade``, SMTP
 ``STARTTLS``): both directions then pass bytes as the ``tcp`` protocol does, behaviors applying
 to the client's chunks.
@@ -178,8 +186,9 @@ class Exchange:
     when the request is read whole). ``waiting`` is true while the backend owes the answer,
     ``sent`` once the whole request was read, ``released`` once ``on_between_handle``
     returned. ``reply`` is written to the client in the exchange's turn (an error reply),
-    ``after`` runs then (the behavior's ``on_after_handle``), and ``close_after`` ends the
-    session.
+    ``after`` runs then (a behavior's ``on_after_handle`` and the direction it gets), and
+    ``close_after`` ends the session. ``answer_behavior`` is a behavior whose ``direction`` is
+    ``to_client``: the request passed untouched, the behavior acts on its answer.
     """
 
     __slots__ = (
@@ -195,6 +204,8 @@ class Exchange:
         "close_after",
         "gate",
         "cut",
+        "answer_behavior",
+        "answer_started",
     )
 
     def __init__(self, behavior: Any, action: str) -> None:
@@ -210,6 +221,8 @@ class Exchange:
         self.close_after = False
         self.gate = False
         self.cut = False
+        self.answer_behavior: Any = None  # a to_client behavior: it acts on the answer
+        self.answer_started = False
 
     def __repr__(self) -> str:
         name = self.behavior.name if self.behavior is not None else "-"
@@ -236,6 +249,9 @@ class SessionState:
         self.closing = False
         self.gate: Exchange | None = None  # requests wait until this exchange is answered
         self.partial: Exchange | None = None  # a request a behavior read only part of
+        self.answering: Exchange | None = None  # whose answer a to_client behavior is reading
+        self.answer_partial: Exchange | None = None  # an answer it read only part of
+        self.answered: Exchange | None = None  # an answer it read to the end
         self.advancing = False
         self._changed: gevent.event.Event | None = None
 
@@ -272,6 +288,7 @@ class FramedProtocol(BaseProtocol):
 
     duplex = True
     errors_on_request = True
+    exchanges = True
     #: Whether the ``keep_alive`` option means TCP keep-alive probes (as for ``tcp``).
     tcp_keep_alive = True
     options = {
@@ -336,11 +353,9 @@ class FramedProtocol(BaseProtocol):
     def wants_behavior(self, session: Any, to_backend: bool) -> bool:
         """A behavior for each request; none for answers, handshakes, continuations, nor for
         the end of the client's stream (a behavior's calls are requests)."""
-        if not to_backend:
-            return False
         state = session.state
-        if state.stream:
-            return True
+        if not to_backend or state.stream:
+            return state.stream  # a plain stream: each chunk, as for tcp
         if state.closing or state.partial or state.requests.passive:
             return False
         client = session.client
@@ -354,33 +369,49 @@ class FramedProtocol(BaseProtocol):
 
     def handle(self, source: Any, dest: Any, to_backend: bool, behavior: Any) -> bool:
         state = source.session.state
-        if not to_backend and not state.stream:
+        if state.stream:
+            if behavior is not None and behavior.sits_out is to_backend:
+                behavior = source.behavior = self.proxy.dummy  # its direction is the other
+            return BaseProtocol.handle(self, source, dest, to_backend, behavior)
+        if not to_backend:
             self._answer(source, dest)
             return True
         if behavior is None:
             partial = state.partial
-            if partial is None or not to_backend or partial.behavior is None:
+            if partial is None or partial.behavior is None:
                 return self._handle(source, dest, to_backend) is not False
             # The rest of a request a behavior took only part of: the same behavior goes on.
             behavior = source.behavior = partial.behavior
-        elif state.stream:
-            return BaseProtocol.handle(self, source, dest, to_backend, behavior)
+        answer_behavior = None
+        if behavior.sits_out is True:
+            # direction = to_client: the request passes untouched, the behavior acts on its
+            # answer.
+            answer_behavior = behavior
+            behavior = source.behavior = self.proxy.dummy
         if behavior.on_before_handle(self, source, dest, to_backend):
-            self._request(source, dest, FORWARD, hooks=True)
+            self._request(source, dest, FORWARD, True, answer_behavior)
         return True
 
     def _get_data(self, sock: Any, size: int | None = None) -> bytes:
-        """What a behavior reads from ``sock``: from the client, exactly one request.
+        """What a behavior reads from ``sock``: from the client, exactly one request; from the
+        backend, for a behavior acting on an answer, that answer.
 
         Behaviors that move the bytes themselves (``bandwidth``, ``slicer``, ``corrupt`` ...)
-        get the bytes of one whole request, or its first ``size`` bytes: the rest comes in the
-        next events, handed to the same behavior. The request is queued as forwarded, so its
-        answer is matched as usual.
+        get the bytes of one whole request (or answer), or its first ``size`` bytes: the rest
+        comes in the next events, handed to the same behavior. A request is queued as
+        forwarded, so its answer is matched as usual.
         """
         state = sock.session.state
-        if sock.role != "client" or state.stream or state.closing:
-            return sock.read(size or self.buffer_size)
-        return self._take_request(state, sock, size or self.buffer_size)
+        size = size or self.buffer_size
+        if state.stream:
+            return sock.read(size)
+        if sock.role != "client":
+            if state.answering is not None:
+                return self._take_answer(state, sock, size)
+            return sock.read(size)
+        if state.closing:
+            return sock.read(size)
+        return self._take_request(state, sock, size)
 
     def _handle(self, source: Any, dest: Any, to_backend: bool) -> bool:
         state = source.session.state
@@ -484,7 +515,9 @@ class FramedProtocol(BaseProtocol):
         state.partial = exchange
         return bytes(out)
 
-    def _request(self, source: Any, dest: Any, action: str, hooks: bool) -> None:
+    def _request(
+        self, source: Any, dest: Any, action: str, hooks: bool, answer_behavior: Any = None
+    ) -> None:
         """Read exactly one request from the client and do ``action`` with it."""
         state = source.session.state
         gate = state.gate
@@ -523,6 +556,7 @@ class FramedProtocol(BaseProtocol):
                 return
             if exchange is None and not passive:
                 exchange = Exchange(source.behavior, action)
+                exchange.answer_behavior = answer_behavior
                 state.queue.append(exchange)
             pos = out = 0
             while pos < count:
@@ -604,7 +638,7 @@ class FramedProtocol(BaseProtocol):
                 kind = type(behavior)
                 between, after = self._hooks.get(kind) or self._hooks.setdefault(kind, _hooks(kind))
                 if after and hooks:
-                    exchange.after = behavior.on_after_handle
+                    exchange.after = (behavior.on_after_handle, True)
                 if between:
                     behavior.on_between_handle(self, source, dest, True)
             exchange.released = True
@@ -622,6 +656,10 @@ class FramedProtocol(BaseProtocol):
         framer = state.answers
         queue = state.queue
         buf, view = self._buffers()
+        if state.answer_partial is not None:
+            # The rest of an answer a behavior took only part of: the same behavior goes on.
+            if not self._answer_behavior(state, state.answer_partial, source, dest):
+                return
         while True:
             count = source.recv_into(buf)
             if not count:
@@ -653,6 +691,18 @@ class FramedProtocol(BaseProtocol):
                             source.unread(buf[pos:count])
                             parked = True
                             state.wait()
+                            break
+                        if target.answer_behavior is not None and not target.answer_started:
+                            # A to_client behavior acts on this answer before any of it passes.
+                            if state.passing and out < pos:
+                                dest.sendall(view[out:pos])
+                            source.unread(buf[pos:count])
+                            parked = True
+                            target.answer_started = True
+                            state.target = target
+                            self._answer_behavior(state, target, source, dest)
+                            if state.answer_partial is not None:
+                                return  # the rest goes to the behavior, event by event
                             break
                         if target.action is ABORT:
                             if state.passing and out < pos:
@@ -734,6 +784,77 @@ class FramedProtocol(BaseProtocol):
             if not parked or state.session.closed:
                 return
 
+    def _answer_behavior(self, state: SessionState, target: Exchange, source, dest) -> bool:
+        """Run the to_client behavior of ``target`` on its answer (or the answer's rest);
+        true when the answer is left to pass as usual."""
+        behavior = target.answer_behavior
+        state.answering = target
+        state.answer_partial = None
+        source.behavior = behavior
+        try:
+            passes = behavior.on_before_handle(self, source, dest, False)
+        finally:
+            state.answering = None
+        if passes:
+            kind = type(behavior)
+            _, after = self._hooks.get(kind) or self._hooks.setdefault(kind, _hooks(kind))
+            if after:
+                target.after = (behavior.on_after_handle, False)
+            return True
+        if state.answered is target:  # the behavior passed the whole answer itself
+            state.answered = None
+            state.target = None
+            state.passing = True
+            target.waiting = False
+            self._advance(state)
+        return False
+
+    def _take_answer(self, state: SessionState, source: Any, size: int) -> bytes:
+        """Read (at most about ``size`` bytes of) the answer a behavior acts on; return what
+        of it would pass."""
+        target = state.answering
+        if state.answered is target:
+            return source.read(size)  # past the answer (a behavior that reads on: hang)
+        framer = state.answers
+        buf, _ = self._buffers()
+        out = bytearray()
+        while len(out) < size:
+            count = source.recv_into(buf, min(len(buf), size - len(out)))
+            if not count:
+                message = framer.feed_eof()
+                if message is not None and self._answer_end(state, target, message) is COMPLETE:
+                    state.answered = target
+                    return bytes(out)
+                break
+            pos = 0
+            while pos < count:
+                if framer.idle:
+                    framer.begin(target.request)
+                newpos, event = framer.feed(buf, pos, count)
+                if event is None:
+                    if state.passing:
+                        out += buf[pos:newpos]
+                elif event is not HOLD:
+                    if event.raw is not None:
+                        replacement = self._answer_head(state, target, event)
+                        if state.passing:
+                            out += replacement if replacement is not None else event.raw
+                            if event.body:
+                                out += buf[newpos - event.body : newpos]
+                    elif state.passing:
+                        out += buf[pos:newpos]
+                    if event.end:
+                        verdict = self._answer_end(state, target, event)
+                        state.passing = True
+                        if verdict is COMPLETE or state.stream:
+                            if newpos < count:
+                                source.unread(buf[newpos:count])
+                            state.answered = target
+                            return bytes(out)
+                pos = newpos
+        state.answer_partial = target
+        return bytes(out)
+
     def _answered(self, state: SessionState, target: Exchange, message: Any) -> None:
         """An answer completed at the end of the stream."""
         if self._answer_end(state, target, message) is COMPLETE:
@@ -758,7 +879,11 @@ class FramedProtocol(BaseProtocol):
                 if exchange.reply:
                     client.sendall(exchange.reply)
                 if exchange.after is not None:
-                    exchange.after(self, client, backend, True)
+                    hook, to_backend = exchange.after
+                    if to_backend:
+                        hook(self, client, backend, True)
+                    else:
+                        hook(self, backend, client, False)
                 queue.popleft()
                 if exchange.close_after:
                     session.close()

@@ -49,8 +49,12 @@ picked for an answer, a handshake, the rest of a request or answer a behavior is
 for the end of the client's stream: a behavior's calls are requests.
 
 A protocol may switch a session to a plain stream (after an HTTP ``Upgrade``, SMTP
-``STARTTLS``): both directions then pass bytes as the ``tcp`` protocol does, behaviors applying
-to the client's chunks.
+``STARTTLS``): both directions then pass bytes as the ``tcp`` protocol does, a behavior picked
+for each chunk either way.
+
+A protocol of your own gets all this by subclassing :class:`FramedProtocol`: it provides the
+two framers and :meth:`FramedProtocol.error_reply`, its error form, and overrides the hooks
+its exchanges need (see the class).
 """
 
 from __future__ import annotations

@@ -391,6 +391,7 @@ class Session:
         self._idle_timer = None
         self.handler = None
         self.client = self.backend = None
+        self.state = None  # a protocol's state may point back to the session
 
     def close(self) -> None:
         """End the session: both connections are closed (cleanly) as soon as possible."""

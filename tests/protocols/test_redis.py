@@ -1,8 +1,10 @@
 """redis: RESP framing on bytes, and real redis-server sessions through the proxy."""
 
+import gc
 import logging
 import socket
 import time
+import weakref
 
 import pytest
 import redis
@@ -530,3 +532,25 @@ def test_a_to_client_abort_closes_before_the_reply(redis_server, start_proxy, di
     with pytest.raises(redis.exceptions.ConnectionError):
         client.set("abort-to-client", "ran")
     wait_until(lambda: direct.get("abort-to-client") == b"ran")
+
+
+def test_an_ended_session_and_its_state_are_freed_without_the_garbage_collector(
+    redis_server, start_proxy
+):
+    proxy = start(start_proxy, redis_server)
+    gc.collect()
+    gc.disable()
+    try:
+        with proxy.connect() as sock:
+            sock.sendall(b"PING\r\n")
+            assert recv_exactly(sock, 7) == b"+PONG\r\n"
+            refs = proxy.call(
+                lambda: (
+                    [weakref.ref(s) for s in (*proxy.proxy.sessions,)]
+                    + [weakref.ref(s.state) for s in proxy.proxy.sessions]
+                )
+            )
+        wait_until(lambda: proxy.call(proxy.proxy.stats)["live_sessions"] == 0)
+        wait_until(lambda: all(ref() is None for ref in refs), timeout=5)
+    finally:
+        gc.enable()

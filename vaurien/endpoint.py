@@ -163,6 +163,10 @@ class Endpoint:
         if not (self._pending or self.eof):
             self._hub.wait(self._ready)
 
+    def skip_next_wait(self) -> None:
+        """Make the next :meth:`wait_readable` return at once (data is probably there)."""
+        self._skip_wait = max(self._skip_wait, 1)
+
     def _after_read(self, count: int, size: int) -> None:
         self.last_read = count
         if count == size:

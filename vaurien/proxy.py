@@ -34,6 +34,7 @@ from vaurien.settings import Address, ProxyConfig
 
 log = logging.getLogger(__name__)
 
+_CONNECTING = (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK)
 #: Connections accepted per wake-up of the listening socket.
 ACCEPT_BURST = 1000
 #: Seconds a lookup of the backend's name is reused for new connections.
@@ -63,7 +64,8 @@ class Proxy:
         )
         self.sessions: set[Session] = set()
         self.pipes = PipePool() if PipePool.available else None
-        self._loop = gevent.get_hub().loop
+        self._hub = gevent.get_hub()
+        self._loop = self._hub.loop
         self._resolved: tuple[Address, float, list[tuple[Any, ...]]] | None = None
         # Every client being served, from accept to close (connecting to the backend included).
         self._handlers: set[gevent.Greenlet] = set()
@@ -126,7 +128,7 @@ class Proxy:
 
     def start(self) -> None:
         """Bind the listening socket and start accepting clients."""
-        listener = listen(self.config.proxy, self.config.backlog, self.protocol.setup_listener)
+        listener = listen(self.config.proxy, self.config.backlog, self._prepare_listener)
         self._server = _Server(listener, self._handle, self.name)
         # Accept a whole burst per wake-up: a full listen queue makes clients retransmit SYNs.
         self._server.max_accept = ACCEPT_BURST
@@ -232,8 +234,8 @@ class Proxy:
             client_sock.close()
             return
         try:
+            backend_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for sock, role in ((client_sock, "client"), (backend_sock, "backend")):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self.protocol.setup_socket(sock, role)
             session = Session(self, client_sock, client_address, backend_sock)
         except Exception:
@@ -251,19 +253,38 @@ class Proxy:
             self.bytes_to_client += session.backend.bytes_received
             session.release()
 
-    def _connect_backend(self, backend: Address) -> gevent.socket.socket:
-        """A connected socket to ``backend``, trying each of its addresses in turn."""
+    def _prepare_listener(self, sock: gevent.socket.socket) -> None:
+        # Accepted sockets inherit TCP_NODELAY from the listener: one call instead of one per
+        # client. Small messages must not wait for Nagle's algorithm in a proxy.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.protocol.setup_listener(sock)
+
+    def _connect_backend(self, backend: Address) -> socket.socket:
+        """A connected non-blocking socket to ``backend``, trying each of its addresses.
+
+        A plain socket and one write watcher: the session reads and writes it through its own
+        watchers, so gevent's socket wrapper would only add work to every connection.
+        """
         error: OSError = OSError("no address")
         for family, type_, proto, _, sockaddr in self._resolve(backend):
-            sock = gevent.socket.socket(family, type_, proto)
-            sock.settimeout(self.config.timeout)
+            sock = socket.socket(family, type_, proto)
+            sock.setblocking(False)
             try:
-                sock.connect(sockaddr)
+                status = sock.connect_ex(sockaddr)
+                if status in _CONNECTING:
+                    watcher = self._loop.io(sock.fileno(), 2)
+                    try:
+                        with gevent.Timeout(self.config.timeout, TimeoutError("timed out")):
+                            self._hub.wait(watcher)
+                    finally:
+                        watcher.close()
+                    status = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if status:
+                    raise OSError(status, os.strerror(status))
             except OSError as e:
                 sock.close()
                 error = e
                 continue
-            sock.settimeout(None)
             return sock
         raise error
 
@@ -337,12 +358,16 @@ class Session:
         self.handler = gevent.getcurrent()  # the proxy's greenlet serving this client
         self.client = Endpoint(client_sock, "client", self)
         self.backend = Endpoint(backend_sock, "backend", self)
+        # The client has usually spoken while the backend connection was being made: read at
+        # once rather than after one more turn of the hub (a read that finds nothing waits).
+        self.client.skip_next_wait()
         self.closed = False
         self._reset = False
         self._error_logged = False
         #: What the protocol keeps for this session (BaseProtocol.new_session_state).
         self.state: Any = proxy.protocol.new_session_state(self)
-        self._loop = gevent.get_hub().loop
+        self._hub = gevent.get_hub()
+        self._loop = self._hub.loop
         self.last_activity = self._loop.now()
         self._greenlets: list[Any] = []
         self._idle_timer: Any = None

@@ -214,6 +214,7 @@ def test_demo_default_mix_is_visible():
         process.terminate()
         _, err = process.communicate(timeout=10)
     assert "behavior mix 20:delay,10:error,10:blackout,60:dummy" in err
+    assert "protocol: http" in err  # errors are real 5xx answers
 
 
 def test_console_script_is_installed():

@@ -726,6 +726,37 @@ def test_performance_console(monkeypatch):
         run.parse_args(command.argv[3:])  # exits 2 on a flag the harness does not take
 
 
+def test_performance_results(monkeypatch):
+    """The published table is the harness's own: every row it measures, each verdict the one
+    its target gives for the numbers shown."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    table = pytest.importorskip(
+        "benchmarks.table", reason="the benchmark is not in this tree (issue 6)"
+    )
+    text = (EXAMPLES_DIR / "performance-results.txt").read_text(encoding="utf-8")
+    assert text.startswith("vaurien benchmark: commit ")
+    rows = {row.label: row for row in table.make_rows(5000, 5).values()}
+    seen = set()
+    for line in text.splitlines():
+        label = next((label for label in rows if line.startswith(label + " ")), None)
+        if label is None:
+            continue
+        seen.add(label)
+        row = rows[label]
+        cells = line[len(label) :].split()
+        assert cells[0] == row.unit, line
+        if row.target is None:
+            continue
+        direct, proxied, ratio, _, target, verdict = cells[1:7]
+        assert target == row.target.describe(), line
+        value = float(ratio.rstrip("x")) if row.target.on_ratio else float(proxied.replace(",", ""))
+        if row.target.on_ratio:
+            computed = float(proxied.replace(",", "")) / float(direct.replace(",", ""))
+            assert abs(computed - value) <= 0.01 * value + 0.01, line
+        assert verdict == ("pass" if row.target.met(value) else "FAIL"), line
+    assert seen == set(rows)
+
+
 # -- nothing on the site escapes the tests ---------------------------------------------------
 
 EXAMPLES = {
@@ -776,6 +807,7 @@ EXAMPLES = {
     "functional_test.py": ["test_functional_test_example"],
     "fixture_test.py": ["test_fixture_example"],
     "performance-run.console": ["test_performance_console"],
+    "performance-results.txt": ["test_performance_results"],
 }
 
 

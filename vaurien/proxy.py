@@ -285,6 +285,9 @@ class Proxy:
                 sock.close()
                 error = e
                 continue
+            except BaseException:  # the proxy is stopping (GreenletExit)
+                sock.close()
+                raise
             return sock
         raise error
 
@@ -311,7 +314,7 @@ class Proxy:
         client_sock.close()
         self.refused_connections += 1
         self._refusals_unlogged += 1
-        now = gevent.get_hub().loop.now()
+        now = self._loop.now()
         if now - self._refusal_logged_at >= 1.0:
             log.warning(
                 "%d clients served, the most --max-connections allows: closed %d new "

@@ -104,15 +104,9 @@ class CommandFramer:
         while pos < end:
             state = self._state
             if state is _DATA:
-                take = min(self._skip, end - pos)
-                if self._capture is not None:
-                    self._capture += data[pos : pos + take]
-                pos += take
-                self._skip -= take
+                pos = _count_bulk(self, data, pos, end)
                 if self._skip:
                     return pos, None
-                self._state = _CRLF
-                self._crlf = 2
                 continue
             if state is _CRLF:
                 pos = _expect_crlf(self, data, pos, end)
@@ -200,15 +194,9 @@ class ReplyFramer:
         while pos < end:
             state = self._state
             if state is _DATA:
-                take = min(self._skip, end - pos)
-                if self._capture is not None:
-                    self._capture += data[pos : pos + take]
-                pos += take
-                self._skip -= take
+                pos = _count_bulk(self, data, pos, end)
                 if self._skip:
                     return pos, None
-                self._state = _CRLF
-                self._crlf = 2
                 continue
             if state is _CRLF:
                 pos = _expect_crlf(self, data, pos, end)
@@ -327,6 +315,20 @@ class ReplyFramer:
 _SIMPLE = frozenset((b"+", b"-", b":", b"_", b",", b"#", b"("))
 _BLOB = frozenset((b"$", b"!", b"="))
 _AGGREGATE = frozenset((b"*", b"~", b">", b"%", b"|"))
+
+
+def _count_bulk(framer: Any, data: Any, pos: int, end: int) -> int:
+    """Count through the bulk string in progress (keeping it if the framer captures it); once
+    it is all there, the CRLF after it is next. Returns the position reached."""
+    take = min(framer._skip, end - pos)
+    if framer._capture is not None:
+        framer._capture += data[pos : pos + take]
+    pos += take
+    framer._skip -= take
+    if not framer._skip:
+        framer._state = _CRLF
+        framer._crlf = 2
+    return pos
 
 
 def _expect_crlf(framer: Any, data: Any, pos: int, end: int) -> int:

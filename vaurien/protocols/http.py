@@ -44,6 +44,15 @@ REASONS = {
 }
 
 
+def _keeps_alive(version: bytes, headers: Any) -> bool:
+    """Whether a message lets its connection live on: HTTP/1.1 unless ``Connection: close``,
+    HTTP/1.0 only with ``Connection: keep-alive``."""
+    connection = _tokens(headers, b"connection")
+    if version == b"1.0":
+        return b"keep-alive" in connection
+    return b"close" not in connection
+
+
 def _tokens(headers: Any, name: bytes) -> set[bytes]:
     """The comma-separated tokens of every ``name`` header, lowercase."""
     found: set[bytes] = set()
@@ -90,11 +99,7 @@ class Request:
         headers = event.headers
         self.method = event.method
         self.version = event.http_version
-        connection = _tokens(headers, b"connection")
-        if self.version == b"1.0":
-            self.keep_alive = b"keep-alive" in connection
-        else:
-            self.keep_alive = b"close" not in connection
+        self.keep_alive = _keeps_alive(self.version, headers)
         self.length = 0
         for name, value in headers:
             if name == b"transfer-encoding":
@@ -104,7 +109,8 @@ class Request:
                 self.length = int(value)
         self.expect_continue = b"100-continue" in _tokens(headers, b"expect")
         self.upgrade = self.method == b"CONNECT" or (
-            b"upgrade" in connection and any(name == b"upgrade" for name, _ in headers)
+            b"upgrade" in _tokens(headers, b"connection")
+            and any(name == b"upgrade" for name, _ in headers)
         )
         self.host = _span(raw, b"host")
         self.connection = _span(raw, b"connection")
@@ -141,11 +147,7 @@ class Response:
         headers = event.headers
         self.status = event.status_code
         self.version = event.http_version
-        connection = _tokens(headers, b"connection")
-        if self.version == b"1.0":
-            self.keep_alive = b"keep-alive" in connection
-        else:
-            self.keep_alive = b"close" not in connection
+        self.keep_alive = _keeps_alive(self.version, headers)
         self.length = UNTIL_CLOSE
         for name, value in headers:
             if name == b"transfer-encoding":

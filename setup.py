@@ -8,14 +8,17 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "vaurien/__init__.py").read_text())[1]
 
+# Required: gevent (the proxy's event loop) and h11 (a small, pure-Python sans-IO HTTP/1.1
+# parser, for --protocol http and --demo), so that every protocol works from a plain install.
+#
 # Optional extras, each for one reason:
-#   http        h11, a maintained sans-IO HTTP/1.1 parser, for --protocol http
+#   http        nothing any more (h11 is required); kept so that existing install lines work
 #   client      requests, for vaurien.client.Client and vaurienctl
 #   statsd      statsd, a maintained statsd client, for the [statsd] metrics
 #   prometheus  prometheus-client, for GET /metrics in the Prometheus text format
 #   docs        Sphinx (7.4+: parse_text_to_nodes), to build the documentation
 EXTRAS = {
-    "http": ["h11>=0.14"],
+    "http": [],
     "client": ["requests>=2.28"],
     "statsd": ["statsd>=4.0"],
     "prometheus": ["prometheus-client>=0.17"],
@@ -44,7 +47,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["vaurien", "vaurien.*"]),
-    install_requires=["gevent>=23.9"],
+    install_requires=["gevent>=23.9", "h11>=0.14"],
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": ["vaurien = vaurien.cli:main", "vaurienctl = vaurien.ctl:main"],

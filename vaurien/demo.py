@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import logging
 import sys
@@ -42,8 +41,7 @@ def run_demo(config: ProxyConfig, explicit_behavior: bool) -> None:
 
     backend = demo_backend()
     config.backend = Address("127.0.0.1", backend.server_port)
-    if config.protocol == "tcp" and importlib.util.find_spec("h11") is not None:
-        config.protocol = "http"  # so that the error share is a real 5xx, not garbage
+    config.protocol = "http"  # the backend speaks HTTP: errors are real 5xx answers
     if not explicit_behavior:
         config.behavior = BehaviorMix.parse(DEMO_BEHAVIOR).resolve(config.behaviors.resolve)
     proxy = Proxy(config, name="vaurien demo")

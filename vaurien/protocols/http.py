@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vaurien.errors import PluginError, ProtocolError
+import h11
+
+from vaurien.errors import ProtocolError
 from vaurien.protocols import Protocol
 from vaurien.protocols.framed import (
     BUFFER_OPTION,
@@ -19,11 +21,6 @@ from vaurien.protocols.framed import (
     Head,
     LineReader,
 )
-
-try:
-    import h11
-except ImportError:  # the "http" extra
-    h11 = None
 
 MAX_HEAD = 64 * 1024  # bytes in a request or response head
 MAX_CHUNK_LINE = 4096  # bytes in a chunk-size line or a trailer line
@@ -227,8 +224,6 @@ class HeadParser:
     """
 
     def __init__(self) -> None:
-        if h11 is None:
-            raise PluginError("the http protocol needs h11: pip install 'vaurien[http]'")
         self._requests: dict[bytes, RequestHead] = {}
         self._responses: dict[bytes, Response] = {}
 
@@ -553,7 +548,7 @@ class HTTP(FramedProtocol):
 
     def __init__(self) -> None:
         super().__init__()
-        self._parser = HeadParser()  # without h11, the proxy does not start
+        self._parser = HeadParser()
 
     def request_framer(self) -> RequestFramer:
         return RequestFramer(self._parser)

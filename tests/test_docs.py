@@ -127,3 +127,12 @@ def test_what_a_client_sees_is_filled_in_for_each_protocol():
 def test_identical_texts_are_grouped():
     seen = vaurien_docs.client_sees(Behavior.get("blackout"), PROTOCOLS)
     assert len(seen) == 1 and seen[0][0] == PROTOCOLS.names()
+
+
+def test_the_metrics_table_names_every_metric():
+    from vaurien.metrics import METRICS
+
+    table = vaurien_docs.metrics_reference()
+    for metric in METRICS:
+        assert f"``{metric.prometheus}" in table and metric.help in table
+        assert metric.statsd.split("{")[0] in table

@@ -13,15 +13,16 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from control import ControlledProxy
-from support import free_port, recv_exactly, wait_until
+from support import ProxyThread, free_port, recv_exactly, wait_until
 from vaurien.cli import parse_config
 from vaurien.errors import ConfigError
-from vaurien.metrics import StatsdReporter, counters
+from vaurien.metrics import COUNTER, DIRECTIONS, METRICS, StatsdReporter, samples
 from vaurien.util import ProxyProcess
 
 
 class StatsdSink:
-    """A UDP socket standing in for a statsd server: it sums the counters it receives."""
+    """A UDP socket standing in for a statsd server: it sums the counters it receives and keeps
+    the last level of each gauge."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -30,8 +31,10 @@ class StatsdSink:
         self.port = self.sock.getsockname()[1]
         self.lines: list[str] = []
         self.totals: collections.Counter[str] = collections.Counter()
+        self.gauges: dict[str, int] = {}
 
     def drain(self) -> collections.Counter[str]:
+        """Read what arrived; the counters' totals."""
         while True:
             try:
                 packet = self.sock.recv(65536)
@@ -41,8 +44,11 @@ class StatsdSink:
                 self.lines.append(line)
                 name, _, rest = line.partition(":")
                 value, kind, *_ = rest.split("|")
-                assert kind == "c", line
-                self.totals[name] += int(value)
+                assert kind in ("c", "g"), line
+                if kind == "c":
+                    self.totals[name] += int(value)
+                else:
+                    self.gauges[name] = int(value)
 
     def close(self) -> None:
         self.sock.close()
@@ -69,15 +75,19 @@ def test_statsd_counters_from_the_hub_timer(echo_backend, start_proxy, sink):
     try:
         exchange(thread.connect, b"12345")
         exchange(thread.connect, b"abc")
-        wait_until(lambda: sink.drain()["chaos.connection.end"] == 2)
+        wait_until(
+            lambda: (
+                sink.drain()["chaos.connection.start"] == 2
+                and sink.gauges.get("chaos.connection.active") == 0
+            )
+        )
         stats = thread.call(thread.proxy.stats)
         totals = sink.drain()
-        assert totals["chaos.connection.start"] == 2
         assert totals["chaos.bytes.to_backend"] == totals["chaos.bytes.to_client"] == 8
         assert totals["chaos.events.to_backend"] == stats["events_to_backend"] >= 2
         assert totals["chaos.events.to_client"] == stats["events_to_client"] >= 2
         assert totals["chaos.behavior.dummy"] == sum(stats["behaviors"].values())
-        assert set(totals) == {f"chaos.{name}" for name in counters(thread.proxy)}
+        assert sink.gauges["chaos.session.live"] == 0
     finally:
         thread.call(reporter.stop)
 
@@ -89,10 +99,11 @@ def test_statsd_stop_sends_what_is_left(echo_backend, start_proxy, sink):
     )
     exchange(thread.connect, b"1234")
     wait_until(lambda: thread.call(thread.proxy.stats)["active_connections"] == 0)
-    assert sink.drain() == {}  # no flush yet
+    assert sink.drain() == {} and not sink.lines  # no flush yet
     thread.call(reporter.stop)
     totals = sink.drain()
-    assert totals["vaurien.connection.start"] == totals["vaurien.connection.end"] == 1
+    assert totals["vaurien.connection.start"] == 1
+    assert sink.gauges["vaurien.connection.active"] == 0
     assert totals["vaurien.bytes.to_backend"] == totals["vaurien.bytes.to_client"] == 4
 
 
@@ -102,11 +113,72 @@ def test_statsd_sends_nothing_when_nothing_happened(echo_backend, start_proxy, s
         lambda: StatsdReporter(thread.proxy, "127.0.0.1", sink.port, interval=0.02).start()
     )
     exchange(thread.connect, b"x")
-    wait_until(lambda: sink.drain()["vaurien.connection.end"] == 1)
+    wait_until(
+        lambda: (
+            sink.drain()["vaurien.connection.start"] == 1
+            and sink.gauges.get("vaurien.connection.active") == 0
+        )
+    )
     seen = len(sink.lines)
     thread.call(lambda: [reporter.flush() for _ in range(5)])
     thread.call(reporter.stop)
-    assert len(sink.drain()) and len(sink.lines) == seen
+    sink.drain()
+    # Only the process's open file descriptors may have moved (other threads of this test).
+    assert seen and all(line.startswith("vaurien.open_fds:") for line in sink.lines[seen:])
+
+
+def test_every_stats_figure_is_declared_once():
+    """A figure added to Proxy.stats() without a row in METRICS fails here."""
+    with ProxyThread(backend="127.0.0.1:1") as thread:
+        stats = thread.call(thread.proxy.stats)
+    declared = []
+    for metric in METRICS:
+        if metric.label == "direction":
+            declared += [metric.stat.format(direction=d) for d in DIRECTIONS]
+        else:
+            declared.append(metric.stat)
+    assert sorted(declared) == sorted(stats)
+    for names in ([m.statsd for m in METRICS], [m.prometheus for m in METRICS]):
+        assert len(set(names)) == len(names)
+
+
+@pytest.fixture
+def busy(echo_backend, start_proxy):
+    """A proxy with one client in session and one refused (``max_connections`` 1)."""
+    thread = start_proxy(echo_backend.address, max_connections=1)
+    held = thread.connect()
+    held.sendall(b"hold")
+    assert recv_exactly(held, 4) == b"hold"
+    with thread.connect() as refused:
+        assert refused.recv(1) == b""  # closed at once
+    wait_until(lambda: thread.call(thread.proxy.stats)["refused_connections"] == 1)
+    yield thread
+    held.close()
+
+
+def test_statsd_sends_every_stats_figure(busy, sink):
+    reporter = busy.call(
+        lambda: StatsdReporter(busy.proxy, "127.0.0.1", sink.port, interval=3600).start()
+    )
+    try:
+        stats = busy.call(lambda: (busy.proxy.stats(), reporter.flush())[0])
+        wait_until(lambda: sink.drain()["vaurien.connection.refused"] == 1)
+    finally:
+        busy.call(reporter.stop)
+    sent = {**sink.totals, **sink.gauges}
+    expected = {
+        f"vaurien.{metric.statsd_name(label)}": value for metric, label, value in samples(stats)
+    }
+    assert set(sent) == set(expected)
+    for name, value in expected.items():
+        if name != "vaurien.open_fds":  # other threads of this process open and close files
+            assert sent[name] == value, name
+    assert sent["vaurien.open_fds"] > 0
+    kinds = {line.split(":")[0]: line.split("|")[1] for line in sink.lines}
+    for metric, label, _ in samples(stats):
+        assert kinds[f"vaurien.{metric.statsd_name(label)}"] == metric.kind[0], metric
+    assert sent["vaurien.connection.active"] == sent["vaurien.session.live"] == 1
+    assert sent["vaurien.connection.start"] == 1
 
 
 def test_statsd_sample_rate_is_sent_with_the_counters(echo_backend, start_proxy, sink):
@@ -122,7 +194,10 @@ def test_statsd_sample_rate_is_sent_with_the_counters(echo_backend, start_proxy,
             thread.call(reporter.flush)
             if sink.drain():
                 break
-        assert sink.lines and all(line.endswith("|c|@0.5") for line in sink.lines)
+        counted = [line for line in sink.lines if "|c" in line]
+        assert counted and all(line.endswith("|c|@0.5") for line in counted)
+        # A level cannot be scaled back: gauges are always sent, without a rate.
+        assert all(line.endswith("|g") for line in sink.lines if line not in counted)
     finally:
         thread.call(reporter.stop)
 
@@ -153,8 +228,15 @@ def test_vaurien_statsd_flags(echo_backend, sink):
     finally:
         assert process.stop() == 0
     # Sent by the periodic flush, or by the last one, on stop.
-    totals = wait_until(lambda: sink.drain()["functional.connection.end"] and sink.totals, 10)
-    assert totals["functional.connection.start"] == totals["functional.connection.end"] == 1
+    totals = wait_until(
+        lambda: (
+            sink.drain()["functional.connection.start"]
+            and sink.gauges.get("functional.connection.active") == 0
+            and sink.totals
+        ),
+        10,
+    )
+    assert totals["functional.connection.start"] == 1
     assert totals["functional.bytes.to_backend"] == totals["functional.bytes.to_client"] == 5
     assert totals["functional.behavior.dummy"] >= 2
     assert f"statsd counters to 127.0.0.1:{sink.port}" in process.output()
@@ -235,21 +317,48 @@ def test_metrics_in_the_prometheus_text_format(controlled):
     response = requests.get(controlled.url + "/metrics", timeout=10)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=")
-    samples = {
+    shown = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(response.text)
         for sample in family.samples
     }
-    assert samples[("vaurien_connections_active", ())] == 0
-    assert samples[("vaurien_connections_total", ())] == 1
+    assert shown[("vaurien_connections_active", ())] == 0
+    assert shown[("vaurien_connections_total", ())] == 1
     for direction in ("to_backend", "to_client"):
         label = (("direction", direction),)
-        assert samples[("vaurien_bytes_total", label)] == 5
-        assert samples[("vaurien_events_total", label)] == stats[f"events_{direction}"]
+        assert shown[("vaurien_bytes_total", label)] == 5
+        assert shown[("vaurien_events_total", label)] == stats[f"events_{direction}"]
     assert (
-        samples[("vaurien_behavior_applied_total", (("behavior", "dummy"),))]
+        shown[("vaurien_behavior_applied_total", (("behavior", "dummy"),))]
         == (stats["behaviors"]["dummy"])
     )
+
+
+def test_prometheus_shows_every_stats_figure(busy):
+    controlled = ControlledProxy(busy)
+    try:
+        text = requests.get(controlled.url + "/metrics", timeout=10).text
+        stats = busy.call(busy.proxy.stats)
+    finally:
+        controlled.stop()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert set(families) == {metric.prometheus for metric in METRICS}
+    shown = {}
+    for family in families.values():
+        for sample in family.samples:
+            shown[(sample.name, tuple(sample.labels.values()))] = sample.value
+    expected = {}
+    for metric, label, value in samples(stats):
+        assert families[metric.prometheus].type == metric.kind, metric
+        name = metric.prometheus + ("_total" if metric.kind == COUNTER else "")
+        expected[(name, (label,) if metric.label else ())] = value
+    assert set(shown) == set(expected)
+    for key, value in expected.items():
+        if key[0] != "vaurien_open_fds":  # other threads of this process open and close files
+            assert shown[key] == value, key
+    assert shown[("vaurien_open_fds", ())] > 0
+    assert shown[("vaurien_connections_refused_total", ())] == 1
+    assert shown[("vaurien_sessions_live", ())] == shown[("vaurien_connections_active", ())] == 1
 
 
 def test_metrics_without_prometheus_client_is_a_501_in_json(controlled, monkeypatch):

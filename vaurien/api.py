@@ -10,8 +10,8 @@ and out, compatible with Vaurien 1.x::
     GET  /protocols         {"protocols": ["tcp", ...]}
     GET  /backend           {"backend": "localhost:8888"}
     PUT  /backend           {"backend": "localhost:8889"} -> {"status": "ok"}
-    GET  /stats             connections, bytes and events each way, behaviors applied
-    GET  /metrics           the same counters in the Prometheus text format
+    GET  /stats             connections, bytes and events each way, behaviors applied, fds
+    GET  /metrics           the same figures in the Prometheus text format (vaurien.metrics)
 
 ``PUT /behavior`` takes ``name`` (a behavior or a spec such as ``"20:delay,80:dummy"``) and the
 options of the behaviors it names, either flat (``"sleep": 2`` goes to every behavior of the mix

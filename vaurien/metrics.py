@@ -1,9 +1,12 @@
-"""Metrics: the proxy's counters, sent to statsd and shown in the Prometheus text format.
+"""Metrics: every figure of ``GET /stats``, sent to statsd and shown in the Prometheus text format.
 
-The proxy already counts what both need (sessions, bytes and events each way, behaviors applied);
-nothing here runs per chunk. :class:`StatsdReporter` sends the increments since its last flush
-every :data:`FLUSH_INTERVAL` seconds from a timer in the proxy's hub, in as few UDP packets as
-they fit. :func:`prometheus_text` renders the same counters when ``GET /metrics`` asks.
+:data:`METRICS` declares each figure once: its key in :meth:`~vaurien.proxy.Proxy.stats`, whether
+it is a counter (it only grows) or a gauge (a level now), its statsd name, its Prometheus name
+and what it means; both exports and the documentation's table are made from it. The proxy
+already counts everything; nothing here runs per chunk. :class:`StatsdReporter` sends what
+changed since its last flush every :data:`FLUSH_INTERVAL` seconds from a timer in the proxy's
+hub, in as few UDP packets as it fits. :func:`prometheus_text` renders the figures when
+``GET /metrics`` asks.
 
 Both libraries are optional extras: ``vaurien[statsd]`` and ``vaurien[prometheus]``.
 """
@@ -11,7 +14,9 @@ Both libraries are optional extras: ``vaurien[statsd]`` and ``vaurien[prometheus
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import gevent
 
@@ -24,32 +29,125 @@ FLUSH_INTERVAL = 1.0
 
 DIRECTIONS = ("to_backend", "to_client")
 
+COUNTER: Literal["counter"] = "counter"
+GAUGE: Literal["gauge"] = "gauge"
 
-def counters(proxy: Any) -> dict[str, int]:
-    """The proxy's cumulative counters under their statsd names.
 
-    ``connection.start`` and ``connection.end``, ``bytes.<direction>``, ``events.<direction>``
-    (one event: data ready on one side, handled by one behavior) and ``behavior.<name>``.
+@dataclass(frozen=True)
+class Metric:
+    """One figure of ``GET /stats`` and its names in statsd and Prometheus.
+
+    A figure with a ``label`` has one value per label value: ``direction`` takes the values of
+    :data:`DIRECTIONS`, each with its own key in the stats (``{direction}`` in ``stat``);
+    ``behavior`` reads a mapping of behavior names to counts. ``{direction}`` or ``{behavior}``
+    in ``statsd`` stands for the label's value; in Prometheus it is a label. A counter's
+    Prometheus samples end in ``_total``.
     """
-    stats = proxy.stats()
-    values = {
-        "connection.start": stats["total_connections"],
-        "connection.end": stats["total_connections"] - stats["active_connections"],
-    }
-    for direction in DIRECTIONS:
-        values[f"bytes.{direction}"] = stats[f"bytes_{direction}"]
-        values[f"events.{direction}"] = stats[f"events_{direction}"]
-    for name, count in stats["behaviors"].items():
-        values[f"behavior.{name}"] = count
-    return values
+
+    stat: str
+    kind: Literal["counter", "gauge"]
+    statsd: str
+    prometheus: str
+    help: str
+    label: str | None = None
+
+    def values(self, stats: dict[str, Any]) -> list[tuple[str, int]]:
+        """``(label value, value)`` pairs from ``stats`` (the label value is ``""`` without a
+        label); a figure the system does not tell (``None``) has none."""
+        if self.label == "direction":
+            pairs = [(d, stats[self.stat.format(direction=d)]) for d in DIRECTIONS]
+        elif self.label is not None:
+            pairs = sorted(stats[self.stat].items())
+        else:
+            pairs = [("", stats[self.stat])]
+        return [(label, value) for label, value in pairs if value is not None]
+
+    def statsd_name(self, label_value: str = "") -> str:
+        """The statsd name (under the prefix) of one value."""
+        return self.statsd.format(**{self.label: label_value}) if self.label else self.statsd
+
+
+#: Every figure of ``GET /stats``, in the order of the exports.
+METRICS: tuple[Metric, ...] = (
+    Metric(
+        "active_connections",
+        GAUGE,
+        "connection.active",
+        "vaurien_connections_active",
+        "Client connections in a session now (connected to the backend).",
+    ),
+    Metric(
+        "live_sessions",
+        GAUGE,
+        "session.live",
+        "vaurien_sessions_live",
+        "Clients being served now, those still connecting to the backend included.",
+    ),
+    Metric(
+        "total_connections",
+        COUNTER,
+        "connection.start",
+        "vaurien_connections",
+        "Client connections proxied since the start.",
+    ),
+    Metric(
+        "refused_connections",
+        COUNTER,
+        "connection.refused",
+        "vaurien_connections_refused",
+        "Clients closed at once because --max-connections clients were being served.",
+    ),
+    Metric(
+        "bytes_{direction}",
+        COUNTER,
+        "bytes.{direction}",
+        "vaurien_bytes",
+        "Bytes forwarded, by direction.",
+        label="direction",
+    ),
+    Metric(
+        "events_{direction}",
+        COUNTER,
+        "events.{direction}",
+        "vaurien_events",
+        "Events (data ready on one side) handled, by direction.",
+        label="direction",
+    ),
+    Metric(
+        "behaviors",
+        COUNTER,
+        "behavior.{behavior}",
+        "vaurien_behavior_applied",
+        "Events handled by each behavior: the one picked for the event, or dummy when the "
+        "pick acts only in the other direction.",
+        label="behavior",
+    ),
+    Metric(
+        "open_fds",
+        GAUGE,
+        "open_fds",
+        "vaurien_open_fds",
+        "File descriptors the process has open (absent where the system does not tell).",
+    ),
+)
+
+
+def samples(stats: dict[str, Any]) -> Iterator[tuple[Metric, str, int]]:
+    """Every value of ``stats`` (what :meth:`~vaurien.proxy.Proxy.stats` returns) with its
+    metric and label value."""
+    for metric in METRICS:
+        for label_value, value in metric.values(stats):
+            yield metric, label_value, value
 
 
 class StatsdReporter:
-    """Sends a proxy's counters to a statsd server, as increments, on a periodic timer.
+    """Sends a proxy's figures to a statsd server on a periodic timer: counters as increments,
+    gauges as their level whenever it changed.
 
-    ``sample_rate`` below 1 sends that share of the flushes (tagged ``@rate`` so that statsd
-    scales them back); the statsd library draws those samples, never the proxy's random source,
-    so metrics do not change what ``--seed`` reproduces.
+    ``sample_rate`` below 1 sends that share of the counters' increments (tagged ``@rate`` so
+    that statsd scales them back); gauges are always sent, since a level cannot be scaled. The
+    statsd library draws those samples, never the proxy's random source, so metrics do not
+    change what ``--seed`` reproduces.
     """
 
     def __init__(
@@ -110,14 +208,20 @@ class StatsdReporter:
         return self
 
     def flush(self) -> None:
-        """Send the increments since the last flush (nothing when nothing changed)."""
+        """Send what changed since the last flush: counters as increments, gauges as levels."""
         try:
-            now = counters(self.proxy)
+            now = {}
             with self._client.pipeline() as pipe:
-                for name, value in now.items():
-                    delta = value - self._sent.get(name, 0)
-                    if delta:
-                        pipe.incr(name, delta, self.sample_rate)
+                for metric, label_value, value in samples(self.proxy.stats()):
+                    name = metric.statsd_name(label_value)
+                    before = self._sent.get(name)
+                    now[name] = value
+                    if metric.kind == COUNTER:
+                        delta = value - (before or 0)
+                        if delta:
+                            pipe.incr(name, delta, self.sample_rate)
+                    elif value != before:
+                        pipe.gauge(name, value)
             self._sent = now
         except OSError as e:
             log.warning("statsd: cannot send the counters: %s", e)
@@ -139,7 +243,7 @@ class StatsdReporter:
 
 
 def prometheus_text(proxy: Any) -> tuple[bytes, str]:
-    """The proxy's counters in the Prometheus text format, and its Content-Type.
+    """Every figure of the proxy's stats in the Prometheus text format, and its Content-Type.
 
     Raises :class:`ImportError` when prometheus-client is not installed.
     """
@@ -149,32 +253,13 @@ def prometheus_text(proxy: Any) -> tuple[bytes, str]:
     class Collector:
         def collect(self) -> Any:
             stats = proxy.stats()
-            yield GaugeMetricFamily(
-                "vaurien_connections_active",
-                "Client connections open now.",
-                value=stats["active_connections"],
-            )
-            yield CounterMetricFamily(
-                "vaurien_connections",
-                "Client connections proxied since the start.",
-                value=stats["total_connections"],
-            )
-            for metric, help_text in (
-                ("bytes", "Bytes forwarded, by direction."),
-                ("events", "Events (data ready on one side) handled, by direction."),
-            ):
-                family = CounterMetricFamily(f"vaurien_{metric}", help_text, labels=["direction"])
-                for direction in DIRECTIONS:
-                    family.add_metric([direction], stats[f"{metric}_{direction}"])
+            for metric in METRICS:
+                family = (CounterMetricFamily if metric.kind == COUNTER else GaugeMetricFamily)(
+                    metric.prometheus, metric.help, labels=[metric.label] if metric.label else []
+                )
+                for label_value, value in metric.values(stats):
+                    family.add_metric([label_value] if metric.label else [], value)
                 yield family
-            family = CounterMetricFamily(
-                "vaurien_behavior_applied",
-                "Events handled by each behavior.",
-                labels=["behavior"],
-            )
-            for name, count in sorted(stats["behaviors"].items()):
-                family.add_metric([name], count)
-            yield family
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector())

@@ -9,6 +9,9 @@ Directives (each takes ``:heading:``, the underline character of the sections it
     The ``[vaurien]`` keys of the config file, from :data:`vaurien.settings.SETTINGS`.
 ``.. vaurien-events::``
     What one event is under each protocol.
+``.. vaurien-metrics::``
+    Every figure of ``GET /stats`` with its statsd and Prometheus names, from
+    :data:`vaurien.metrics.METRICS`.
 ``.. vaurien-behaviors::`` and ``.. vaurien-protocols::``
     One section per built-in behavior or protocol, from the registries: docstring, options
     table, flags and INI section, and for behaviors what a client sees under each protocol
@@ -32,7 +35,7 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
-from vaurien import cli, config, settings
+from vaurien import cli, config, metrics, settings
 from vaurien.behaviors import Behavior
 from vaurien.protocols import Protocol
 from vaurien.registry import Registry
@@ -127,6 +130,38 @@ def settings_reference() -> str:
         rows.append([key, flag, value, default, escape(setting.help)])
     return "\n".join(
         list_table(["Key", "Flag", "Value", "Default", "Meaning"], rows, "15 25 15 15 30")
+    )
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def metrics_reference() -> str:
+    """A table of the figures of ``GET /stats``: kind, statsd name, Prometheus name, meaning."""
+    rows = []
+    for metric in metrics.METRICS:
+        prometheus = metric.prometheus + ("_total" if metric.kind == metrics.COUNTER else "")
+        if metric.label == "direction":
+            keys = [metric.stat.format(direction=d) for d in metrics.DIRECTIONS]
+            names = [metric.statsd_name(d) for d in metrics.DIRECTIONS]
+        elif metric.label:
+            keys = [f"{metric.stat}.<name>"]
+            names = [metric.statsd_name("<name>")]
+        else:
+            keys, names = [metric.stat], [metric.statsd]
+        if metric.label:
+            prometheus += f"{{{metric.label}}}"
+        rows.append(
+            [
+                ", ".join(f"``{key}``" for key in keys),
+                metric.kind,
+                ", ".join(f"``{name}``" for name in names),
+                f"``{prometheus}``",
+                escape(metric.help),
+            ]
+        )
+    return "\n".join(
+        list_table(["In /stats", "Kind", "statsd", "Prometheus", "Meaning"], rows, "18 8 20 24 30")
     )
 
 
@@ -270,7 +305,7 @@ class _Generated(SphinxDirective):
         for registry in (behaviors, protocols):
             for name in registry.names():
                 self.env.note_dependency(inspect.getfile(registry.get(name)))
-        for module in (cli, config, settings):
+        for module in (cli, config, metrics, settings):
             self.env.note_dependency(inspect.getfile(module))
         text = self.generate(behaviors, protocols)
         return self.parse_text_to_nodes(text, allow_section_headings=True)
@@ -301,6 +336,13 @@ class EventsDirective(_Generated):
         return events_reference(protocols)
 
 
+class MetricsDirective(_Generated):
+    """``.. vaurien-metrics::``"""
+
+    def generate(self, behaviors: Registry, protocols: Registry) -> str:
+        return metrics_reference()
+
+
 class BehaviorsDirective(_Generated):
     """``.. vaurien-behaviors::``"""
 
@@ -320,6 +362,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("vaurien-cli", CliDirective)
     app.add_directive("vaurien-settings", SettingsDirective)
     app.add_directive("vaurien-events", EventsDirective)
+    app.add_directive("vaurien-metrics", MetricsDirective)
     app.add_directive("vaurien-behaviors", BehaviorsDirective)
     app.add_directive("vaurien-protocols", ProtocolsDirective)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -33,7 +33,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from gevent.pywsgi import LoggingLogAdapter, WSGIServer
+from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer
 
 from vaurien.errors import OptionError, VaurienError
 from vaurien.mix import BehaviorMix
@@ -118,6 +118,7 @@ class ControlApp:
         self, method: str, path: str, environ: dict[str, Any]
     ) -> tuple[int, list[tuple[str, str]], Any]:
         """Run the handler of ``method`` on ``path``; refusals are raised as :class:`ApiError`."""
+        data = read_body(environ)  # first, whatever the route: a body over the limit is a 413
         handlers = self.routes.get(path.rstrip("/") or "/")
         if handlers is None:
             raise ApiError(404, "path", f"no such resource: {path}", "url")
@@ -131,7 +132,7 @@ class ControlApp:
                 "url",
                 headers=[("Allow", allowed)],
             )
-        body = read_json(environ) if method == "PUT" else {}
+        body = parse_json(data) if method == "PUT" else {}
         result = handler(body)
         if isinstance(result, tuple):
             return result
@@ -285,8 +286,12 @@ def _check(option: Any, value: Any) -> Any:
         raise ApiError(400, e.option, str(e)) from e
 
 
-def read_json(environ: dict[str, Any]) -> dict[str, Any]:
-    """The request's JSON object; at most :data:`MAX_BODY` bytes are read."""
+def read_body(environ: dict[str, Any]) -> bytes:
+    """The request's body, read whole when it is at most :data:`MAX_BODY` bytes.
+
+    A longer one is refused with a 413 that closes the connection, and read no further: at once
+    when its Content-Length says so, after ``MAX_BODY + 1`` bytes when it is chunked.
+    """
     length_text = environ.get("CONTENT_LENGTH") or ""
     stream = environ["wsgi.input"]
     if length_text:
@@ -298,11 +303,15 @@ def read_json(environ: dict[str, Any]) -> dict[str, Any]:
             )
         if length > MAX_BODY:
             raise _too_large()
-        data = stream.read(length)
-    else:  # chunked, or no body
-        data = stream.read(MAX_BODY + 1)
-        if len(data) > MAX_BODY:
-            raise _too_large()
+        return stream.read(length)
+    data = stream.read(MAX_BODY + 1)  # chunked, or no body
+    if len(data) > MAX_BODY:
+        raise _too_large()
+    return data
+
+
+def parse_json(data: bytes) -> dict[str, Any]:
+    """A request body as a JSON object."""
     try:
         value = json.loads(data)
     except ValueError as e:  # also UnicodeDecodeError
@@ -336,6 +345,25 @@ def warn_if_exposed(host: str, port: int) -> None:
         )
 
 
+class _Handler(WSGIHandler):
+    """gevent's WSGI handler, except that a response closing the connection leaves the rest of
+    the request's body unread.
+
+    After each response, pywsgi reads what the application left of the body, so that the next
+    request on the connection starts at its first byte. A response with ``Connection: close``
+    has no next request: reading on would only let a client hold the server for as long as it
+    keeps sending (a 413 to a 100 MB upload would still read the 100 MB).
+    """
+
+    def run_application(self) -> None:
+        try:
+            super().run_application()
+        finally:
+            if self.close_connection:
+                # What pywsgi discards next: an empty body, so nothing more is read.
+                self.wsgi_input = Input(None, 0)
+
+
 class ControlServer:
     """The control API of ``proxy``, served on ``host:port`` in the proxy's gevent hub.
 
@@ -356,6 +384,7 @@ class ControlServer:
         self._server = WSGIServer(
             listener,
             self.app,
+            handler_class=_Handler,
             log=LoggingLogAdapter(log, logging.DEBUG),
             error_log=LoggingLogAdapter(log, logging.ERROR),
         )

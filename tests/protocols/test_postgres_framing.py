@@ -699,12 +699,15 @@ def test_any_bytes_are_framed_or_refused(phase, side, data, points):
 class Relay:
     """A small threaded proxy in front of the server: it records both directions as they
     pass, frames them with the framers under test, and answers the requests ``fail`` picks with
-    :func:`error_response` (of ``code``) instead of passing them on."""
+    :func:`error_response` (of ``code`` and ``severity``) instead of passing them on; with
+    ``cut`` it sends only the error, without ReadyForQuery, and closes the connection."""
 
     def __init__(self, backend: tuple[str, int], fail: Callable[[Request], bool] | None = None):
         self.backend = backend
         self.fail = fail or (lambda request: False)
         self.code = pg.ADMIN_SHUTDOWN
+        self.severity = "ERROR"
+        self.cut = False
         self.transcripts: list[Transcript] = []
         self.finished = 0  # sessions over
         self.errors: list[BaseException] = []
@@ -744,8 +747,14 @@ class Relay:
                         kept += chunk[start:pos]
                         if event is not None:
                             if event.expects and self.fail(event):
-                                status = requests.conversation.error_status
-                                client.sendall(error_response(self.code, status=status))
+                                status = None if self.cut else requests.conversation.error_status
+                                client.sendall(
+                                    error_response(self.code, severity=self.severity, status=status)
+                                )
+                                if self.cut:
+                                    client.shutdown(socket.SHUT_RDWR)
+                                    backend.shutdown(socket.SHUT_RDWR)
+                                    return
                             else:
                                 if event.expects:
                                     pending.append(event)
@@ -935,12 +944,18 @@ def test_the_error_status_fails_a_transaction_block():
         assert conversation.error_status == expected
 
 
+@pytest.mark.parametrize("severity", ["ERROR", "FATAL"])
 @pytest.mark.parametrize("extended", [False, True])
-def test_psycopg_raises_the_sqlstate_and_its_connection_goes_on(postgres_server, extended):
+def test_psycopg_raises_the_sqlstate_and_its_connection_goes_on(
+    postgres_server, extended, severity
+):
+    # psycopg (libpq) does not act on the severity: the connection lives as long as nobody
+    # closes it. ERROR is the default all the same, since a server that says FATAL closes.
     relay = Relay(
         (postgres_server.host, postgres_server.port),
         fail=lambda request: "fail me" in (request.sql or ""),
     )
+    relay.severity = severity
     try:
         with psycopg.connect(relay.conninfo(postgres_server), autocommit=True) as conn:
             run = (
@@ -956,6 +971,18 @@ def test_psycopg_raises_the_sqlstate_and_its_connection_goes_on(postgres_server,
             with pytest.raises(psycopg.errors.SerializationFailure):
                 run()
             assert conn.execute("SELECT %s::int", (3,)).fetchone() == (3,)
+    finally:
+        relay.close()
+
+
+def test_a_fatal_error_then_a_close_breaks_the_connection(postgres_server):
+    relay = Relay((postgres_server.host, postgres_server.port), fail=lambda request: True)
+    relay.code, relay.severity, relay.cut = pg.CONNECTION_FAILURE, "FATAL", True
+    try:
+        with psycopg.connect(relay.conninfo(postgres_server), autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.ConnectionFailure, match=pg.ERROR_MESSAGE):
+                conn.execute("SELECT 1")
+            assert conn.broken
     finally:
         relay.close()
 

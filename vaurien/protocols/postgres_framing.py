@@ -81,7 +81,7 @@ KINDS = 64  # message types listed in a Batch's ``kinds`` (``count`` has them al
 ERROR_CAPTURE = 256  # bytes of an ErrorResponse kept, for its SQLSTATE (the server sends it early)
 
 # Start-up packets: Int32 length, Int32 code (a protocol version, or one of these).
-MAX_STARTUP = 10000  # the server's limit (MAX_STARTUP_PACKET_LENGTH)
+MAX_STARTUP = 10000  # bytes after the length field: the server's MAX_STARTUP_PACKET_LENGTH
 CANCEL_CODE = 80877102
 SSL_CODE = 80877103
 GSSENC_CODE = 80877104
@@ -96,27 +96,10 @@ READY = "ready"  # normal operation
 CANCEL = "cancel"  # the connection carried a CancelRequest: nothing more comes on it
 STREAM = "stream"  # TLS, GSSAPI encryption or replication: bytes the proxy does not frame
 
-#: What each frontend message is called (rules and logs).
-FRONTEND_NAMES = {
-    "Q": "Query",
-    "P": "Parse",
-    "B": "Bind",
-    "D": "Describe",
-    "E": "Execute",
-    "C": "Close",
-    "H": "Flush",
-    "S": "Sync",
-    "F": "FunctionCall",
-    "X": "Terminate",
-    "d": "CopyData",
-    "c": "CopyDone",
-    "f": "CopyFail",
-    "p": "PasswordMessage",
-}
-
-_LARGE_REQUEST = 0x3FFFFFFF  # the server's limit for Query, Parse, Bind, FunctionCall, CopyData
-_SMALL_REQUEST = 10000  # the server's limit for the other messages (PQ_SMALL_MESSAGE_LIMIT)
-_AUTH_REQUEST = 65536  # a password or SASL/GSS token
+# The server's limits on a message's length field (which counts itself):
+_LARGE_REQUEST = 0x3FFFFFFE  # Query, Parse, Bind, FunctionCall, CopyData (PQ_LARGE_MESSAGE_LIMIT)
+_SMALL_REQUEST = 10000  # the other messages (PQ_SMALL_MESSAGE_LIMIT)
+_AUTH_REQUEST = 65535  # a password or a SASL/GSS token (PG_MAX_AUTH_TOKEN_LENGTH)
 _LONG_ANSWER = 0x7FFFFFFF  # libpq believes any length for these types
 _SHORT_ANSWER = 30000  # and at most this for the others
 
@@ -193,12 +176,13 @@ def error_response(
     :attr:`Conversation.error_status`); None leaves the ReadyForQuery out (the server's way to
     announce that it closes the connection).
 
-    ``severity`` is ``ERROR`` by default, what a server sends when a command fails and the
-    session goes on: the client reads the error, then ReadyForQuery, and its connection stays
-    usable (psycopg raises the exception of the SQLSTATE, ``AdminShutdown`` for ``57P01``, and
-    runs the next query). A server sends ``FATAL`` only just before it closes the connection, so
-    ``FATAL`` belongs with ``status=None`` and a close. libpq does not act on the severity
-    itself, but the client is told that its session is over: keep it for that case.
+    ``severity`` is ``ERROR`` by default: what a server sends when a command fails and the
+    session goes on. The client reads the error, then ReadyForQuery, and its connection stays
+    usable: psycopg raises the exception of the SQLSTATE (``AdminShutdown`` for ``57P01``,
+    whatever the severity) and runs the next query. A server sends ``FATAL`` only when it ends
+    the session and closes the connection; libpq does not act on the severity (the close is
+    what breaks the connection), but a client may, so ``FATAL`` belongs with ``status=None``
+    and a close.
     """
     code = sqlstate(code)
     if severity not in ("ERROR", "FATAL", "PANIC"):
@@ -296,10 +280,10 @@ class Event(End):
 class Request(Event):
     """A request read whole. ``expects`` is true when the server answers it up to a
     ReadyForQuery (a Query, a batch with its Sync, a FunctionCall); ``sql`` is its SQL text
-    (truncated to :data:`SQL_CAPTURE` bytes) and ``statement`` the SQL's first keyword, or
-    None when it has none. Plain requests: Terminate, FunctionCall, the password and SASL
-    messages (while ``passive``), and CopyData/CopyDone/CopyFail that come after the server
-    left copy mode."""
+    (cut at :data:`SQL_CAPTURE` bytes) and ``statement`` the SQL's first keyword, both None
+    when it carries no SQL. This class itself stands for a FunctionCall, a Terminate, an
+    authentication message (read while ``passive``), and CopyData, CopyDone or CopyFail sent
+    after the server left copy mode (it drops them)."""
 
     __slots__ = ("expects", "sql", "statement")
 
@@ -601,7 +585,7 @@ class RequestFramer(_Messages):
             header.clear()
             self._check_startup(length, code)
             self._startup = code
-            self._begin_body(0, length - 4, MAX_STARTUP)
+            self._begin_body(0, length - 4, MAX_STARTUP)  # a body of length - 8 bytes
         pos = self._body(data, pos, end)
         if self._left:
             return pos, None
@@ -620,7 +604,7 @@ class RequestFramer(_Messages):
             raise ProtocolError(
                 f"not a PostgreSQL start-up packet (length {length}, code {code:#010x})"
             )
-        elif not 8 < length <= MAX_STARTUP:
+        elif not 8 < length <= 4 + MAX_STARTUP:
             raise ProtocolError(f"PostgreSQL: StartupMessage of length {length}")
 
     def _startup_done(self, code: int, body: bytes) -> Startup:

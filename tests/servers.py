@@ -372,6 +372,37 @@ def start_backend(
     return process, port
 
 
+def run_setup(
+    argv: Sequence[str | os.PathLike[str]],
+    cwd: Path,
+    user: str | None = None,
+    stdin: bytes = b"",
+) -> str:
+    """Run one step of a server's setup (as ``user``, ``stdin`` as its input) and return its
+    output; fail with that output if it fails or takes over ``INSTALL_TIMEOUT``."""
+    command = [os.fspath(arg) for arg in argv]
+    try:
+        return subprocess.run(
+            command,
+            cwd=cwd,
+            user=user,
+            group=pwd.getpwnam(user).pw_gid if user else None,
+            extra_groups=[] if user else None,
+            input=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=INSTALL_TIMEOUT,
+            check=True,
+        ).stdout.decode(errors="replace")
+    except subprocess.CalledProcessError as e:
+        output = e.stdout.decode(errors="replace")
+        pytest.fail(f"{shlex.join(command)} failed:\n{output}", pytrace=False)
+    except subprocess.TimeoutExpired as e:
+        output = (e.stdout or b"").decode(errors="replace")
+        reason = f"took over {INSTALL_TIMEOUT:.0f} s"
+        pytest.fail(f"{shlex.join(command)} {reason}:\n{output}", pytrace=False)
+
+
 def running_as_root() -> bool:
     """Whether this process is root (servers then need to be told to stay root)."""
     return hasattr(os, "geteuid") and os.geteuid() == 0
@@ -441,23 +472,7 @@ def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB
         "--skip-test-db",
         *MARIADB_TUNING,
     ]
-    try:
-        subprocess.run(
-            install,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=INSTALL_TIMEOUT,
-            check=True,
-        )
-    except subprocess.CalledProcessError as e:
-        output = e.stdout.decode(errors="replace")
-        pytest.fail(f"{shlex.join(install)} failed:\n{output}", pytrace=False)
-    except subprocess.TimeoutExpired as e:
-        output = (e.stdout or b"").decode(errors="replace")
-        reason = f"took over {INSTALL_TIMEOUT:.0f} s"
-        pytest.fail(f"{shlex.join(install)} {reason}:\n{output}", pytrace=False)
+    run_setup(install, workdir)
     # The init file runs before the server listens, so answering means ready.
     init_file = workdir / "init.sql"
     init_file.write_text(
@@ -611,30 +626,6 @@ def postgres_ready(port: int) -> bool:
     return answers(port, startup, b"R\x00\x00\x00\x08\x00\x00\x00\x00")
 
 
-def run_setup(argv: Sequence[str | os.PathLike[str]], cwd: Path, user: str | None, **kwargs):
-    """Run one step of a server's setup; fail with its output if it fails."""
-    command = [os.fspath(arg) for arg in argv]
-    try:
-        return subprocess.run(
-            command,
-            cwd=cwd,
-            user=user,
-            group=pwd.getpwnam(user).pw_gid if user else None,
-            extra_groups=[] if user else None,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=INSTALL_TIMEOUT,
-            check=True,
-            **kwargs,
-        )
-    except subprocess.CalledProcessError as e:
-        output = e.stdout.decode(errors="replace")
-        pytest.fail(f"{shlex.join(command)} failed:\n{output}", pytrace=False)
-    except subprocess.TimeoutExpired as e:
-        output = (e.stdout or b"").decode(errors="replace")
-        pytest.fail(f"{shlex.join(command)} took over {INSTALL_TIMEOUT:.0f} s:\n{output}")
-
-
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """A PostgreSQL with database ``vaurien_test``, trust for its superuser and SCRAM for
@@ -660,7 +651,6 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
             [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
              "-nodes", "-days", "2", "-subj", f"/CN={HOST}", "-keyout", key, "-out", certificate],
             home,
-            None,
         )  # fmt: skip
         if user is not None:
             for path in (home, socket_dir, certificate, key):
@@ -691,13 +681,13 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
             [bin_dir / "postgres", "--single", "-D", datadir, *options, "postgres"],
             home,
             user,
-            input=(
+            stdin=(
                 f"CREATE DATABASE {POSTGRES_DATABASE}\n"
                 f"CREATE ROLE {POSTGRES_SCRAM_USER} LOGIN PASSWORD '{POSTGRES_SCRAM_PASSWORD}'\n"
                 f"GRANT ALL ON DATABASE {POSTGRES_DATABASE} TO {POSTGRES_SCRAM_USER}\n"
                 f"ALTER DATABASE {POSTGRES_DATABASE} OWNER TO {POSTGRES_SCRAM_USER}\n"
             ).encode(),
-        ).stdout.decode(errors="replace")
+        )
         if re.search(r"\b(ERROR|FATAL|PANIC):", output):
             pytest.fail(f"setting up PostgreSQL in single-user mode failed:\n{output}")
 

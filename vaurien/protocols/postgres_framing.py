@@ -491,6 +491,17 @@ class _Messages:
         self._left -= take
         return pos + take
 
+    def _finish(self, data: Any, pos: int, end: int) -> tuple[int, int]:
+        """Count through the body in progress: the position after what was taken, and the
+        type of the message it completes (-1 while it goes on)."""
+        if self._left:
+            pos = self._body(data, pos, end)
+            if self._left:
+                return pos, -1
+        kind = self._type
+        self._type = -1
+        return pos, kind
+
     def _begin_body(self, kind: int, length: int, want: int) -> None:
         self._type = kind
         self._left = length - 4
@@ -586,10 +597,9 @@ class RequestFramer(_Messages):
             self._check_startup(length, code)
             self._startup = code
             self._begin_body(0, length - 4, MAX_STARTUP)  # a body of length - 8 bytes
-        pos = self._body(data, pos, end)
-        if self._left:
+        pos, kind = self._finish(data, pos, end)
+        if kind < 0:
             return pos, None
-        self._type = -1
         self.idle = True
         return pos, self._startup_done(self._startup, bytes(self._capture))
 
@@ -643,12 +653,9 @@ class RequestFramer(_Messages):
                     return pos, None
                 self._check(kind, length, _REQUESTS if ready else _REQUESTS_AUTH)
                 self._begin_body(kind, length, _CAPTURE.get(kind, 0) if ready else 0)
-            if self._left:
-                pos = self._body(data, pos, end)
-                if self._left:
-                    return pos, None
-            kind = self._type
-            self._type = -1
+            pos, kind = self._finish(data, pos, end)
+            if kind < 0:
+                return pos, None
             # Authentication: password and SASL messages, or Terminate, each on its own.
             event = self._message(kind) if ready else Request(chr(kind))
             if event is not None:
@@ -832,12 +839,9 @@ class AnswerFramer(_Messages):
                 self._begin_body(
                     kind, length, ERROR_CAPTURE if kind == 0x45 else 1 if kind == 0x5A else 0
                 )
-            if self._left:
-                pos = self._body(data, pos, end)
-                if self._left:
-                    return pos, None
-            kind = self._type
-            self._type = -1
+            pos, kind = self._finish(data, pos, end)
+            if kind < 0:
+                return pos, None
             event = self._message(kind) if phase is READY else self._handshake(kind)
             if event is not None:
                 return pos, event

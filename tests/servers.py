@@ -563,7 +563,6 @@ POSTGRES_SETTINGS = {
     "max_connections": "200",
     "password_encryption": "scram-sha-256",
 }
-POSTGRES_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 
 
 @dataclass(frozen=True)
@@ -689,7 +688,8 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
             ).encode(),
         )
         if re.search(r"\b(ERROR|FATAL|PANIC):", output):
-            pytest.fail(f"setting up PostgreSQL in single-user mode failed:\n{output}")
+            reason = "setting up PostgreSQL in single-user mode failed"
+            pytest.fail(f"{reason}:\n{output}", pytrace=False)
 
         def command(port: int) -> list[str | os.PathLike[str]]:
             return [bin_dir / "postgres", "-D", datadir, f"--port={port}", *options]

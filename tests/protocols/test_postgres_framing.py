@@ -119,6 +119,7 @@ def replay(transcript: Transcript, client: RequestFramer | None = None):
     offsets = {">": 0, "<": 0}
     for direction, chunk in transcript:
         pos = 0
+        still = 0  # events in a row that took no byte: more than two would be a loop
         while pos < len(chunk):
             if direction == ">":
                 framer = client
@@ -129,6 +130,8 @@ def replay(transcript: Transcript, client: RequestFramer | None = None):
             newpos, event = framer.feed(chunk, pos, len(chunk))
             assert pos <= newpos <= len(chunk)
             assert newpos > pos or event is not None, "a feed that neither moves nor says"
+            still = still + 1 if newpos == pos else 0
+            assert still <= 2, "a framer that says the same thing forever"
             pos = newpos
             if event is None:
                 continue

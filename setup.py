@@ -33,6 +33,7 @@ EXTRAS["test"] = sorted(
         "redis>=5",
         "pymemcache>=4",
         "PyMySQL>=1.1",
+        "psycopg[binary]>=3.1",
         "aiosmtpd>=1.4",
         "ruff>=0.6",
     }

@@ -5,8 +5,9 @@ temporary directory, as a child process; polls it until it answers (deadline
 ``START_TIMEOUT``); yields a description of it (``host``, ``port``,
 ``address`` and what a client needs); and stops it when the session ends.
 
-- ``redis_server``, ``memcached_server``, ``mariadb_server`` run the Debian
-  binaries that ``.ci/install-deps`` installs.
+- ``redis_server``, ``memcached_server``, ``mariadb_server``,
+  ``postgres_server`` run the Debian binaries that ``.ci/install-deps``
+  installs.
 - ``echo_server``, ``http_server``, ``smtp_server`` run ``tests/backends.py``
   with this Python (no gevent, no threads in the test process).
 
@@ -25,17 +26,21 @@ import functools
 import importlib.util
 import json
 import os
+import pwd
+import re
 import shlex
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -226,7 +231,11 @@ def _die_with_parent() -> None:
 
 
 class ServerProcess:
-    """A server running as a child process, its output kept in a log file."""
+    """A server running as a child process, its output kept in a log file in ``workdir``.
+
+    It runs in ``cwd`` (default ``workdir``), as ``user`` if given (a root test process
+    starting a server that refuses root), and ``stop`` sends it ``stop_signal`` first.
+    """
 
     def __init__(
         self,
@@ -234,19 +243,27 @@ class ServerProcess:
         argv: Sequence[str | os.PathLike[str]],
         workdir: Path,
         env: dict[str, str] | None = None,
+        user: str | None = None,
+        stop_signal: int = signal.SIGTERM,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.argv = [os.fspath(arg) for arg in argv]
         self.log_path = workdir / f"{name}.log"
+        self.stop_signal = stop_signal
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self.argv,
-                cwd=workdir,
+                cwd=cwd or workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # Switched to before preexec_fn runs, so the death signal survives it.
+                user=user,
+                group=pwd.getpwnam(user).pw_gid if user else None,
+                extra_groups=[] if user else None,
                 # Only a prctl call through ctypes, resolved before the fork.
                 preexec_fn=_die_with_parent,
             )
@@ -285,7 +302,7 @@ class ServerProcess:
         already exited on its own, else None."""
         code = self.process.poll()
         if code is None:
-            self.process.terminate()
+            self.process.send_signal(self.stop_signal)
             try:
                 self.process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -310,15 +327,17 @@ def start_on_free_port(
     command: Callable[[int], Sequence[str | os.PathLike[str]]],
     workdir: Path,
     probe: Callable[[int], bool],
+    **process_options: Any,
 ) -> tuple[ServerProcess, int]:
     """Start ``command(port)`` on a free port and wait until ``probe(port)``.
 
     Another process may take the port between ``free_port`` and the server's
     bind; then the server says so in its log and a new port is tried.
+    ``process_options`` go to :class:`ServerProcess`.
     """
     for attempt in range(1, PORT_ATTEMPTS + 1):
         port = free_port()
-        process = ServerProcess(name, command(port), workdir)
+        process = ServerProcess(name, command(port), workdir, **process_options)
         reason = process.wait_until(functools.partial(probe, port), "answering")
         if reason is None:
             return process, port
@@ -351,6 +370,37 @@ def start_backend(
     if reason is not None:
         process.fail(f"on port {port} {reason}")
     return process, port
+
+
+def run_setup(
+    argv: Sequence[str | os.PathLike[str]],
+    cwd: Path,
+    user: str | None = None,
+    stdin: bytes = b"",
+) -> str:
+    """Run one step of a server's setup (as ``user``, ``stdin`` as its input) and return its
+    output; fail with that output if it fails or takes over ``INSTALL_TIMEOUT``."""
+    command = [os.fspath(arg) for arg in argv]
+    try:
+        return subprocess.run(
+            command,
+            cwd=cwd,
+            user=user,
+            group=pwd.getpwnam(user).pw_gid if user else None,
+            extra_groups=[] if user else None,
+            input=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=INSTALL_TIMEOUT,
+            check=True,
+        ).stdout.decode(errors="replace")
+    except subprocess.CalledProcessError as e:
+        output = e.stdout.decode(errors="replace")
+        pytest.fail(f"{shlex.join(command)} failed:\n{output}", pytrace=False)
+    except subprocess.TimeoutExpired as e:
+        output = (e.stdout or b"").decode(errors="replace")
+        reason = f"took over {INSTALL_TIMEOUT:.0f} s"
+        pytest.fail(f"{shlex.join(command)} {reason}:\n{output}", pytrace=False)
 
 
 def running_as_root() -> bool:
@@ -422,23 +472,7 @@ def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB
         "--skip-test-db",
         *MARIADB_TUNING,
     ]
-    try:
-        subprocess.run(
-            install,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=INSTALL_TIMEOUT,
-            check=True,
-        )
-    except subprocess.CalledProcessError as e:
-        output = e.stdout.decode(errors="replace")
-        pytest.fail(f"{shlex.join(install)} failed:\n{output}", pytrace=False)
-    except subprocess.TimeoutExpired as e:
-        output = (e.stdout or b"").decode(errors="replace")
-        reason = f"took over {INSTALL_TIMEOUT:.0f} s"
-        pytest.fail(f"{shlex.join(install)} {reason}:\n{output}", pytrace=False)
+    run_setup(install, workdir)
     # The init file runs before the server listens, so answering means ready.
     init_file = workdir / "init.sql"
     init_file.write_text(
@@ -512,3 +546,173 @@ def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SMTPServer
     process, port = start_backend("smtp", workdir, probe, "--spool", spool)
     with supervised(process):
         yield SMTPServer(HOST, port, workdir, process.log_path, spool=spool)
+
+
+POSTGRES_LIB = Path("/usr/lib/postgresql")  # Debian: one bin/ per major version
+POSTGRES_SYSTEM_USER = "postgres"  # the Debian package's user: postgres refuses to run as root
+POSTGRES_SUPERUSER = "postgres"
+POSTGRES_DATABASE = "vaurien_test"
+POSTGRES_SCRAM_USER = "vaurien_scram"
+POSTGRES_SCRAM_PASSWORD = "vaurien-test-password"
+# Small and unsafe on crash, for a server that lives one test session.
+POSTGRES_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "shared_buffers": "32MB",
+    "max_connections": "200",
+    "password_encryption": "scram-sha-256",
+}
+
+
+@dataclass(frozen=True)
+class PostgresServer(Server):
+    """A PostgreSQL server: ``user`` logs in over TCP without a password (trust), and
+    ``scram_user`` with ``scram_password`` (SCRAM-SHA-256). TLS is on with a self-signed
+    certificate, so clients that prefer it (libpq's default ``sslmode``) get it: the
+    connection strings here say ``sslmode=disable`` unless asked otherwise."""
+
+    user: str
+    database: str
+    scram_user: str
+    scram_password: str
+    socket_dir: Path
+    bin_dir: Path
+
+    def conninfo(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        scram: bool = False,
+        sslmode: str = "disable",
+        **params: str | int,
+    ) -> str:
+        """A libpq connection string for this server, or for a proxy in front of it at
+        ``host``/``port``; ``scram`` logs in as the SCRAM user."""
+        fields = {
+            "host": host or self.host,
+            "port": port or self.port,
+            "dbname": self.database,
+            "user": self.scram_user if scram else self.user,
+            **({"password": self.scram_password} if scram else {}),
+            "sslmode": sslmode,
+            "connect_timeout": 10,
+            **params,
+        }
+        return " ".join(f"{key}={value}" for key, value in fields.items())
+
+
+def postgres_bin_dir() -> Path:
+    """The bin directory of the newest PostgreSQL under /usr/lib/postgresql, or skip/fail."""
+    found = []
+    for postgres in POSTGRES_LIB.glob("*/bin/postgres"):
+        version = postgres.parent.parent.name
+        if re.fullmatch(r"\d+(\.\d+)?", version) and (postgres.parent / "initdb").exists():
+            found.append((tuple(int(part) for part in version.split(".")), postgres.parent))
+    if not found:
+        unavailable(f"PostgreSQL is not installed in {POSTGRES_LIB} (.ci/install-deps does it)")
+    return max(found)[1]
+
+
+def postgres_ready(port: int) -> bool:
+    """Whether PostgreSQL on ``port`` lets its superuser in (not still starting up)."""
+    body = b"".join(
+        key + b"\x00" + value + b"\x00"
+        for key, value in ((b"user", POSTGRES_SUPERUSER.encode()), (b"database", b"postgres"))
+    )
+    startup = struct.pack("!ii", 8 + len(body) + 1, 196608) + body + b"\x00"
+    # AuthenticationOk; a server starting up or shutting down answers with an ErrorResponse.
+    return answers(port, startup, b"R\x00\x00\x00\x08\x00\x00\x00\x00")
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A PostgreSQL with database ``vaurien_test``, trust for its superuser and SCRAM for
+    one more user over TCP on 127.0.0.1, TLS on, unix sockets in its own directory."""
+    bin_dir = postgres_bin_dir()
+    openssl = require_binary("openssl")
+    workdir = tmp_path_factory.mktemp("postgres")
+    user = None
+    if running_as_root():
+        # PostgreSQL refuses to run as root: its files and processes belong to the system
+        # user the Debian package creates, in a directory of its own (pytest's are root's).
+        try:
+            system_user = pwd.getpwnam(POSTGRES_SYSTEM_USER)
+        except KeyError:
+            unavailable(f"running as root and there is no {POSTGRES_SYSTEM_USER!r} user")
+        user = POSTGRES_SYSTEM_USER
+    with tempfile.TemporaryDirectory(prefix="vaurien-postgres-") as home:
+        home = Path(home)
+        datadir, socket_dir = home / "data", home / "sockets"
+        socket_dir.mkdir()
+        certificate, key = home / "server.crt", home / "server.key"
+        run_setup(
+            [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "2", "-subj", f"/CN={HOST}", "-keyout", key, "-out", certificate],
+            home,
+        )  # fmt: skip
+        if user is not None:
+            for path in (home, socket_dir, certificate, key):
+                os.chown(path, system_user.pw_uid, system_user.pw_gid)
+        run_setup(
+            [bin_dir / "initdb", "-D", datadir, "-U", POSTGRES_SUPERUSER, "--auth=trust",
+             "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+            home,
+            user,
+        )  # fmt: skip
+        # The first matching line wins: SCRAM for one user, trust for the others.
+        (datadir / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            f"host all {POSTGRES_SCRAM_USER} {HOST}/32 scram-sha-256\n"
+            f"host all all {HOST}/32 trust\n"
+        )
+        settings = {
+            **POSTGRES_SETTINGS,
+            "listen_addresses": HOST,
+            "unix_socket_directories": str(socket_dir),
+            "ssl": "on",
+            "ssl_cert_file": str(certificate),
+            "ssl_key_file": str(key),
+        }
+        options = [f"--{name.replace('_', '-')}={value}" for name, value in settings.items()]
+        # Single-user mode runs one statement per line, before the server listens.
+        output = run_setup(
+            [bin_dir / "postgres", "--single", "-D", datadir, *options, "postgres"],
+            home,
+            user,
+            stdin=(
+                f"CREATE DATABASE {POSTGRES_DATABASE}\n"
+                f"CREATE ROLE {POSTGRES_SCRAM_USER} LOGIN PASSWORD '{POSTGRES_SCRAM_PASSWORD}'\n"
+                f"GRANT ALL ON DATABASE {POSTGRES_DATABASE} TO {POSTGRES_SCRAM_USER}\n"
+                f"ALTER DATABASE {POSTGRES_DATABASE} OWNER TO {POSTGRES_SCRAM_USER}\n"
+            ).encode(),
+        )
+        if re.search(r"\b(ERROR|FATAL|PANIC):", output):
+            reason = "setting up PostgreSQL in single-user mode failed"
+            pytest.fail(f"{reason}:\n{output}", pytrace=False)
+
+        def command(port: int) -> list[str | os.PathLike[str]]:
+            return [bin_dir / "postgres", "-D", datadir, f"--port={port}", *options]
+
+        process, port = start_on_free_port(
+            "postgres",
+            command,
+            workdir,
+            postgres_ready,
+            user=user,
+            cwd=home,
+            stop_signal=signal.SIGINT,  # a fast shutdown: the smart one waits for clients
+        )
+        with supervised(process):
+            yield PostgresServer(
+                HOST,
+                port,
+                workdir,
+                process.log_path,
+                user=POSTGRES_SUPERUSER,
+                database=POSTGRES_DATABASE,
+                scram_user=POSTGRES_SCRAM_USER,
+                scram_password=POSTGRES_SCRAM_PASSWORD,
+                socket_dir=socket_dir,
+                bin_dir=bin_dir,
+            )

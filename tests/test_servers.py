@@ -13,6 +13,7 @@ import uuid
 from email.message import EmailMessage
 from pathlib import Path
 
+import psycopg
 import pymemcache.client.base
 import pymysql
 import pytest
@@ -20,7 +21,7 @@ import redis
 import requests
 
 import servers
-from servers import HTTPServer, MariaDBServer, Server, SMTPServer
+from servers import HTTPServer, MariaDBServer, PostgresServer, Server, SMTPServer
 
 IO_TIMEOUT = 10.0  # seconds for any client operation below
 
@@ -110,6 +111,59 @@ def test_mariadb_rejects_a_wrong_password(mariadb_server: MariaDBServer) -> None
     with pytest.raises(pymysql.err.OperationalError) as caught:
         pymysql.connect(**kwargs)
     assert caught.value.args[0] == 1045  # access denied
+
+
+# --- postgres ---------------------------------------------------------------
+
+
+def test_postgres_trusts_its_superuser_over_tcp(postgres_server: PostgresServer) -> None:
+    with psycopg.connect(postgres_server.conninfo(), autocommit=True) as connection:
+        assert connection.execute("SELECT 1").fetchone() == (1,)
+        row = connection.execute(
+            "SELECT current_user, current_database(), inet_server_addr()::text, ssl"
+            " FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ).fetchone()
+        assert row == (postgres_server.user, postgres_server.database, "127.0.0.1/32", False)
+        assert connection.info.port == postgres_server.port
+        assert connection.execute("SHOW fsync").fetchone() == ("off",)
+
+
+def test_postgres_logs_the_scram_user_in_with_its_password(
+    postgres_server: PostgresServer,
+) -> None:
+    conninfo = postgres_server.conninfo(scram=True)
+    with psycopg.connect(conninfo) as connection:
+        assert connection.pgconn.used_password
+        assert connection.execute("SELECT current_user").fetchone() == (postgres_server.scram_user,)
+        connection.execute("CREATE TEMPORARY TABLE t (id int PRIMARY KEY, v text)")
+        with connection.cursor() as cursor:
+            cursor.executemany("INSERT INTO t VALUES (%s, %s)", [(i, "x" * i) for i in range(50)])
+            cursor.execute("SELECT count(*), sum(length(v)) FROM t")
+            assert cursor.fetchone() == (50, sum(range(50)))
+    with psycopg.connect(postgres_server.conninfo()) as connection:
+        stored = connection.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (postgres_server.scram_user,)
+        ).fetchone()
+    assert stored[0].startswith("SCRAM-SHA-256$")
+
+
+def test_postgres_rejects_a_wrong_scram_password(postgres_server: PostgresServer) -> None:
+    conninfo = postgres_server.conninfo(scram=True, password="wrong")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(conninfo)
+
+
+def test_postgres_speaks_tls_when_asked(postgres_server: PostgresServer) -> None:
+    with psycopg.connect(postgres_server.conninfo(sslmode="require")) as connection:
+        assert connection.pgconn.ssl_in_use
+        assert connection.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_postgres_listens_on_its_own_unix_socket(postgres_server: PostgresServer) -> None:
+    assert (postgres_server.socket_dir / f".s.PGSQL.{postgres_server.port}").is_socket()
+    conninfo = postgres_server.conninfo(host=str(postgres_server.socket_dir))
+    with psycopg.connect(conninfo) as connection:
+        assert connection.execute("SELECT inet_server_addr()").fetchone() == (None,)
 
 
 # --- smtp -------------------------------------------------------------------

@@ -381,6 +381,8 @@ def _whole_reply(data: Any, pos: int, end: int) -> tuple[int, Reply] | None:
     if at < 0:
         return None
     return at + 1, reply
+
+
 _BLOB = frozenset((b"$", b"!", b"="))
 _AGGREGATE = frozenset((b"*", b"~", b">", b"%", b"|"))
 

@@ -394,8 +394,12 @@ class FramedProtocol(BaseProtocol):
                     out = pos
                 done, exchange = exchange, None
                 flow.current = None
-                if single or done.phase is not AWAITING or flow.gate or flow.stream or flow.last:
+                if single or flow.gate or flow.stream or flow.last:
                     break
+                if done.phase is READY:
+                    if done.reply is not None or done.after is not None or done.close:
+                        break  # it has to write to the client, in its turn
+                    self._drop_finished(flow)
             else:
                 if out < count:
                     write(view[out:count])
@@ -719,6 +723,18 @@ class FramedProtocol(BaseProtocol):
                             return bytes(collected)
                 pos = newpos
         return bytes(collected)
+
+    def _drop_finished(self, flow: FramedState) -> None:
+        """Take the exchanges at the head of the queue that are done and have nothing to
+        write out of it (requests that get no answer): this never waits."""
+        queue = flow.queue
+        while queue:
+            head = queue[0]
+            if head.phase is not READY or head.reply is not None or head.after is not None:
+                break
+            if head.close:
+                break
+            queue.popleft()
 
     def _advance(self, flow: FramedState) -> None:
         """Finish the exchanges at the head of the queue that wait for nothing more: write

@@ -118,6 +118,7 @@ class Endpoint:
         "_reader",
         "_writer",
         "_write_lock",
+        "_backlog",
         "_pending",
         "_skip_wait",
         "last_read",
@@ -137,6 +138,7 @@ class Endpoint:
         self._reader = None
         self._writer = None
         self._write_lock: Semaphore | None = None
+        self._backlog: bytearray | None = None  # written, not yet taken by the socket
         self._pending = b""
         self._skip_wait = 0
         self.last_read = 0
@@ -312,32 +314,52 @@ class Endpoint:
             except (BlockingIOError, InterruptedError):
                 self._wait(_WRITE)
 
+    def write(self, data: Any) -> None:
+        """Send ``data`` without ever waiting: what the socket does not take now is copied
+        and kept, in order, for :meth:`drain` (or the next :meth:`sendall`) to send.
+
+        Callers may pass a view of a buffer they reuse; :meth:`drain` must follow before
+        anything else is read into that buffer's place in the flow (the peer may be slow).
+        """
+        backlog = self._backlog
+        if backlog:
+            backlog += data
+            return
+        try:
+            sent = self._raw.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(data):
+            if backlog is None:
+                backlog = self._backlog = bytearray()
+            backlog += memoryview(data)[sent:]
+
+    def drain(self) -> None:
+        """Wait until everything written has been taken by the socket."""
+        if not self._backlog:
+            return
+        lock = self._write_lock
+        if lock is None:
+            lock = self._write_lock = Semaphore()
+        with lock:
+            backlog = self._backlog
+            while backlog:
+                try:
+                    sent = self._raw.send(backlog)
+                except (BlockingIOError, InterruptedError):
+                    self._wait(_WRITE)
+                    continue
+                del backlog[:sent]
+
     def sendall(self, data: Any) -> None:
         """Send all of ``data``.
 
         The first attempt is one non-blocking send; only when the peer is slow is the rest copied
         and sent as the socket drains, so callers may pass a view of a buffer they reuse.
         """
-        lock = self._write_lock
-        if lock is None or not lock.locked():
-            try:
-                sent = self._raw.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            if sent == len(data):
-                return
-            rest = bytes(memoryview(data)[sent:])
-        else:
-            rest = bytes(data)
-        if lock is None:
-            lock = self._write_lock = Semaphore()
-        with lock:
-            view = memoryview(rest)
-            while view:
-                try:
-                    view = view[self._raw.send(view) :]
-                except (BlockingIOError, InterruptedError):
-                    self._wait(_WRITE)
+        self.write(data)
+        if self._backlog:
+            self.drain()
 
     # -- closing -------------------------------------------------------------------------------
 

@@ -367,8 +367,8 @@ class Session:
         self.closed = False
         self._reset = False
         self._error_logged = False
-        #: What the protocol keeps for this session (BaseProtocol.new_session_state).
-        self.state: Any = proxy.protocol.new_session_state(self)
+        #: What the protocol keeps for this session (BaseProtocol.open_session).
+        self.state: Any = proxy.protocol.open_session(self)
         self._hub = gevent.get_hub()
         self._loop = self._hub.loop
         self.last_activity = self._loop.now()
@@ -436,30 +436,36 @@ class Session:
         self._reset = True
         self.close()
 
-    def pick(self) -> Any:
-        """The behavior for this connection under ``--scope connection``.
+    def pick(self, to_backend: bool | None = None) -> Any:
+        """The behavior for the next event, counted as applied.
 
-        Picked at the first event, shared by both directions, and kept for the connection's
-        life, unless a new mix is put in force: the next event then picks from it.
+        With ``to_backend``, the event's direction: a behavior whose ``direction`` is the other
+        one is replaced by ``dummy``. Under ``--scope connection`` the pick is made at the
+        first event, shared by both directions, and kept for the connection's life, unless a
+        new mix is put in force: the next event then picks from it.
         """
-        picker = self.proxy.pick
-        if self._picker is not picker:
-            self._picker = picker
-            self._picked = picker()
-        return self._picked
+        proxy = self.proxy
+        picker = proxy.pick
+        if proxy.config.scope == "connection":
+            if self._picker is not picker:
+                self._picker = picker
+                self._picked = picker()
+            behavior = self._picked
+        else:
+            behavior = picker()
+        if to_backend is not None and behavior.sits_out is to_backend:
+            behavior = proxy.dummy
+        proxy.applied[behavior.name] += 1
+        return behavior
 
     def _pump(self, source: Endpoint, dest: Endpoint, to_backend: bool) -> None:
         proxy = self.proxy
         protocol = proxy.protocol
-        wants_behavior = protocol.wants_behavior
-        # A to_client behavior picked for a request governs its answer (BaseProtocol.exchanges).
-        exchanges = protocol.exchanges
-        applied = proxy.applied
+        picks = not protocol.picks_itself
         events = proxy.events
         direction = "to_backend" if to_backend else "to_client"
         loop = self._loop
         lock = None
-        pick = self.pick if proxy.config.scope == "connection" else None
         try:
             while not self.closed:
                 source.wait_readable()
@@ -474,13 +480,7 @@ class Session:
                         lock.release()
                         continue
                 try:
-                    # The protocol may decline: an answer follows its request's behavior.
-                    if wants_behavior(self, to_backend):
-                        behavior = proxy.pick() if pick is None else pick()
-                        if behavior.sits_out is to_backend and not exchanges:
-                            behavior = proxy.dummy  # its direction is the other one
-                    else:
-                        behavior = None
+                    behavior = self.pick(to_backend) if picks else None
                     source.behavior = behavior
                     consumed = source.bytes_received - len(source._pending)
                     self.last_activity = loop.now()
@@ -491,8 +491,6 @@ class Session:
                     if exclusive:
                         lock.release()
                 self.last_activity = loop.now()
-                if behavior is not None:
-                    applied[behavior.name] += 1
                 events[direction] += 1
                 if not keep_going or self.closed or source._closed or dest._closed:
                     self.close()

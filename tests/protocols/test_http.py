@@ -47,10 +47,12 @@ RESPONSE_BYTES = b"".join(response for _, response in RESPONSES)
 
 
 class Asked:
-    """What the response framer is told about a request: its method."""
+    """What the response framer is told about a request (the request's end, whose ``info``
+    has its method)."""
 
     def __init__(self, method):
         self.method = method
+        self.info = self
 
 
 def asked(methods):

@@ -98,3 +98,8 @@ class BaseBehavior:
     def on_after_handle(self, protocol: Any, source: Any, dest: Any, to_backend: bool) -> bool:
         """Called after the protocol handled the event."""
         return True
+
+
+# The driver of framed protocols skips the hooks that do nothing (most behaviors need one).
+for _hook in ("on_before_handle", "on_between_handle", "on_after_handle"):
+    getattr(BaseBehavior, _hook).does_nothing = True

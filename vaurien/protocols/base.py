@@ -25,10 +25,9 @@ class BaseProtocol:
     once. The default, false, runs a session's events one at a time, which is what a protocol
     that reads the answer within the event (as Vaurien 1.x protocols did) needs.
 
-    Protocols that follow requests and answers use three more hooks:
-    :meth:`new_session_state` (per-session state, kept as ``session.state``),
-    :meth:`wants_behavior` (whether an event gets a behavior at all) and the verbs
-    :meth:`send_error` and :meth:`abort` that behaviors call.
+    Protocols that follow requests and answers use more hooks: :meth:`new_session_state`
+    (per-session state), ``picks_itself`` (the protocol picks a behavior per message it frames)
+    and the verbs :meth:`send_error` and :meth:`abort` that behaviors call.
     """
 
     name: str = ""
@@ -38,10 +37,10 @@ class BaseProtocol:
     #: backend sends) or on the request (true: the client is answered with an error instead).
     #: The error behaviors count a call only for events of that direction.
     errors_on_request: bool = False
-    #: True for a protocol whose events are exchanges (a request and its answer): the proxy
-    #: then hands it the behavior picked for a request even when that behavior's
-    #: ``direction`` is ``to_client``, as such a behavior acts on the request's answer.
-    exchanges: bool = False
+    #: True for a protocol that picks a behavior itself for each message it frames (calling
+    #: ``session.pick()``): the session then picks nothing and calls :meth:`handle` with
+    #: ``behavior=None``.
+    picks_itself: bool = False
     #: For the reference docs: what one event of this protocol is (reStructuredText).
     event_unit: str | None = None
     #: For the reference docs: what :meth:`send_error` does, as a client sees it, in one or two
@@ -66,8 +65,8 @@ class BaseProtocol:
     def handle(self, source: Any, dest: Any, to_backend: bool, behavior: Any) -> bool:
         """Run one event: the behavior's hooks around the protocol's own handling.
 
-        Returns false when the session must end. ``behavior`` is None when
-        :meth:`wants_behavior` declined the event: it is then handled as it is.
+        Returns false when the session must end. ``behavior`` is None for a protocol that
+        ``picks_itself``: it is then handled as it is.
         """
         if behavior is None:
             return self._handle(source, dest, to_backend) is not False
@@ -94,21 +93,16 @@ class BaseProtocol:
     # -- per-session hooks -----------------------------------------------------------------
 
     def new_session_state(self, session: Any) -> Any:
-        """Return the state this protocol keeps for one session (stored as ``session.state``).
+        """Return the state this protocol keeps for one session.
 
         Called once per session, before either direction is read. The base keeps none.
         """
         return None
 
-    def wants_behavior(self, session: Any, to_backend: bool) -> bool:
-        """Whether the next event on this side of ``session`` gets a behavior.
-
-        The proxy asks before each event; when this returns false it picks nothing, counts
-        nothing, and calls :meth:`handle` with ``behavior=None``. The base says yes to every
-        event. A protocol that follows exchanges says no to the answers (the request's behavior
-        governs its answer) and to traffic that must pass untouched (a handshake).
-        """
-        return True
+    def open_session(self, session: Any) -> Any:
+        """What the session keeps for this protocol (``session.state``): by default, the
+        protocol's own :meth:`new_session_state`."""
+        return self.new_session_state(session)
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -10,16 +10,16 @@ from vaurien.errors import ProtocolError
 from vaurien.protocols import Protocol
 from vaurien.protocols.framed import (
     BUFFER_OPTION,
-    COMPLETE,
-    DROP,
     HOLD,
     PARTIAL,
     REUSE_SOCKET_OPTION,
-    UNSOLICITED,
+    AnswerVerdict,
     End,
+    ErrorReply,
     FramedProtocol,
     Head,
     LineReader,
+    RequestVerdict,
 )
 
 MAX_HEAD = 64 * 1024  # bytes in a request or response head
@@ -112,7 +112,7 @@ class Request:
         self.host = _span(raw, b"host")
         self.connection = _span(raw, b"connection")
         self.end_of_head = len(raw) - (2 if raw.endswith(b"\r\n\r\n") else 1)
-        self.rewritten: tuple[Any, bytes] | None = None
+        self.rewritten: tuple[Any, Any] | None = None  # (backend, its verdict), cached
         self.done = MessageEnd(self)
 
     def __repr__(self) -> str:
@@ -451,8 +451,8 @@ class ResponseFramer(_Message):
         self._info: Response | None = None
         self._reset()
 
-    def begin(self, request: Request | None) -> None:
-        self._method = request.method if request is not None else None
+    def begin(self, request: Any) -> None:
+        self._method = request.info.method if request is not None else None
 
     def feed(self, data: Any, pos: int, end: int) -> tuple[int, Any]:
         if self.idle or self._head:
@@ -556,39 +556,38 @@ class HTTP(FramedProtocol):
     def answer_framer(self) -> ResponseFramer:
         return ResponseFramer(self._parser)
 
-    def error_reply(self, state: Any, exchange: Any) -> bytes:
+    def error_reply(self, state: Any, request: Any, answered: bool, forwarded: bool) -> ErrorReply:
         status = self.proxy.random.choice(ERROR_STATUSES)
         reason = REASONS[status]
         body = b"%d %s (error injected by vaurien)\n" % (status, reason)
-        request = exchange.request
-        exchange.close_after = True
         head = (
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
             b"Connection: close\r\n\r\n" % (status, reason, len(body))
         )
-        if request is not None and request.method == b"HEAD":
-            return head
-        return head + body
+        if request is not None and request.info.method == b"HEAD":
+            return ErrorReply(head, close=True)
+        return ErrorReply(head + body, close=True)
 
-    def _request_head(self, state: Any, exchange: Any, head: RequestHead) -> bytes | None:
+    def request_head(self, state: Any, head: RequestHead, forwarded: bool) -> Any:
         info = head.info
-        exchange.request = info
-        if exchange.action is DROP:
-            if info.expect_continue:
-                exchange.cut = True  # answer now: the client waits before it sends the body
-            return None
+        if not forwarded:
+            # An error answers the request at once when the client waits before its body.
+            return _CUT if info.expect_continue else None
         if info.upgrade:
-            exchange.gate = True
+            return _GATE
         settings = self.settings
         if not (settings["overwrite_host_header"] or not settings["keep_alive"]):
             return None
         if head.held:
-            return self._rewrite(info, head.raw)
-        rewritten = info.rewritten
+            rewritten = self._rewrite(info, head.raw)
+            return RequestVerdict(send=rewritten) if rewritten is not None else None
+        cached = info.rewritten
         backend = self.proxy.backend
-        if rewritten is None or rewritten[0] is not backend:
-            rewritten = info.rewritten = (backend, self._rewrite(info, head.raw))
-        return rewritten[1]
+        if cached is None or cached[0] is not backend:
+            rewritten = self._rewrite(info, head.raw)
+            verdict = RequestVerdict(send=rewritten) if rewritten is not None else None
+            cached = info.rewritten = (backend, verdict)
+        return cached[1]
 
     def _rewrite(self, info: Request, raw: bytes) -> bytes | None:
         """The head with the Host and Connection headers the options ask for."""
@@ -613,30 +612,34 @@ class HTTP(FramedProtocol):
         rewritten = b"".join(out)
         return None if rewritten == raw else rewritten
 
-    def _answer_head(self, state: Any, target: Any, head: ResponseHead) -> bytes | None:
+    def answer_head(self, state: Any, request: Any, head: ResponseHead) -> Any:
         info = head.info
         if self.settings["keep_alive"] or info.status < 200 or not info.keep_alive:
             return None
         # keep_alive off: the client learns that this response is the connection's last.
-        return info.closing_head()
+        return AnswerVerdict(send=info.closing_head())
 
-    def _request_end(self, state: Any, exchange: Any, message: Any) -> None:
-        info = exchange.request
-        if exchange.action is DROP or info is None:
-            return
-        if not info.keep_alive or not self.settings["keep_alive"]:
-            state.closing = True  # the backend ends the connection after its answer
-
-    def _answer_end(self, state: Any, target: Any, message: Any) -> str:
+    def request_end(self, state: Any, message: Any, forwarded: bool) -> Any:
         info = message.info
-        if target is None:
-            return UNSOLICITED
+        if forwarded and (not info.keep_alive or not self.settings["keep_alive"]):
+            return _LAST  # the backend ends the connection after its answer
+        return None
+
+    def answer_end(self, state: Any, request: Any, message: Any) -> Any:
+        info = message.info
         status = info.status
         if status < 200 and status != 101:
             return PARTIAL  # 100 Continue, 103 Early Hints: the response follows
-        request = target.request
-        if status == 101 or (request is not None and request.method == b"CONNECT" and status < 300):
-            state.stream = True
-        elif not info.keep_alive:
-            state.closing = True  # the backend ends the connection after this answer
-        return COMPLETE
+        method = request.info.method if request is not None else None
+        if status == 101 or (method == b"CONNECT" and status < 300):
+            return _TUNNEL
+        if not info.keep_alive:
+            return _LAST_ANSWER  # the backend ends the connection after this answer
+        return None
+
+
+_CUT = RequestVerdict(cut=True)
+_GATE = RequestVerdict(gate=True)
+_LAST = RequestVerdict(last=True)
+_TUNNEL = AnswerVerdict(stream=True)
+_LAST_ANSWER = AnswerVerdict(last=True)

@@ -7,15 +7,16 @@ from typing import Any
 from vaurien.errors import ProtocolError
 from vaurien.protocols import Protocol
 from vaurien.protocols.framed import (
-    COMPLETE,
-    DROP,
     HOLD,
+    NO_ANSWER,
     PARTIAL,
-    UNSOLICITED,
+    AnswerVerdict,
     End,
+    ErrorReply,
     FramedProtocol,
     Head,
     LineReader,
+    RequestVerdict,
 )
 
 MAX_LINE = 8192  # bytes in a command or answer line (memcached allows 2048 for most)
@@ -263,33 +264,36 @@ class Memcache(FramedProtocol):
     def answer_framer(self) -> AnswerFramer:
         return AnswerFramer()
 
-    def error_reply(self, state: Any, exchange: Any) -> bytes | None:
-        if not exchange.expects:
+    def error_reply(
+        self, state: Any, command: Command, answered: bool, forwarded: bool
+    ) -> ErrorReply | None:
+        if not answered:
             return None  # noreply: the client reads no answer
-        return b"SERVER_ERROR error injected by vaurien\r\n"
+        return _ERROR
 
-    def _request_end(self, state: Any, exchange: Any, command: Command) -> bytes | None:
-        exchange.request = command
+    def request_end(self, state: Any, command: Command, forwarded: bool) -> RequestVerdict | None:
         if command.noreply or command.name == b"quit":
-            exchange.expects = False
-            return None
-        if command.name == b"watch" and exchange.action is not DROP:
-            state.stream = True  # log lines follow, for as long as the connection lasts
-            exchange.expects = False
-            return None
-        if command.quiet and exchange.action is not DROP:
-            return SENTINEL
+            return NO_ANSWER
+        if command.name == b"watch" and forwarded:
+            return _WATCHING  # log lines follow, for as long as the connection lasts
+        if command.quiet and forwarded:
+            return _SENTINEL_AFTER
         return None
 
-    def _answer_head(self, state: Any, target: Any, head: AnswerHead) -> None:
-        if head.first == b"MN" and target is not None and target.request.quiet:
-            state.passing = False  # the proxy's own mn: the client never sent it
+    def answer_head(
+        self, state: Any, command: Command | None, head: AnswerHead
+    ) -> AnswerVerdict | None:
+        if head.first == b"MN" and command is not None and command.quiet:
+            return _HIDDEN  # the proxy's own mn: the client never sent it
         return None
 
-    def _answer_end(self, state: Any, target: Any, answer: Answer) -> str:
-        if target is None:
-            return UNSOLICITED
-        request = target.request
-        if request is not None and request.quiet and answer.first != b"MN":
+    def answer_end(self, state: Any, command: Command | None, answer: Answer) -> Any:
+        if command is not None and command.quiet and answer.first != b"MN":
             return PARTIAL  # the quiet command's own answer; the MN comes next
-        return COMPLETE
+        return None
+
+
+_ERROR = ErrorReply(b"SERVER_ERROR error injected by vaurien\r\n")
+_WATCHING = RequestVerdict(answered=False, stream=True)
+_SENTINEL_AFTER = RequestVerdict(send=SENTINEL)
+_HIDDEN = AnswerVerdict(hide=True)

@@ -8,11 +8,12 @@ from typing import Any
 from vaurien.errors import ProtocolError
 from vaurien.protocols import Protocol
 from vaurien.protocols.framed import (
-    COMPLETE,
-    DROP,
-    UNSOLICITED,
+    NO_ANSWER,
+    AnswerVerdict,
     End,
+    ErrorReply,
     FramedProtocol,
+    RequestVerdict,
 )
 
 log = logging.getLogger(__name__)
@@ -499,44 +500,41 @@ class MySQL(FramedProtocol):
         "(COM_STMT_CLOSE, COM_QUIT) are dropped silently."
     )
 
-    def new_session_state(self, session: Any) -> Any:
-        conversation = Conversation()
-        state = super().new_session_state(session)
-        state.requests = CommandFramer(conversation)
-        state.answers = ResultFramer(conversation)
-        state.mysql = conversation
-        return state
+    def new_session_state(self, session: Any) -> Conversation:
+        return Conversation()
 
-    def request_framer(self) -> None:
-        return None  # made with the conversation they share (new_session_state)
+    def framers(self, state: Conversation) -> tuple[CommandFramer, ResultFramer]:
+        return CommandFramer(state), ResultFramer(state)
 
-    def answer_framer(self) -> None:
-        return None
-
-    def error_reply(self, state: Any, exchange: Any) -> bytes | None:
-        command = exchange.request
-        if not isinstance(command, Command) or not exchange.expects:
+    def error_reply(
+        self, state: Conversation, command: Any, answered: bool, forwarded: bool
+    ) -> ErrorReply | None:
+        if not isinstance(command, Command) or not answered:
             return None  # COM_STMT_CLOSE and the like: the client reads no answer
         payload = b"\xff" + ERROR_CODE.to_bytes(2, "little") + b"#" + ERROR_STATE + ERROR_MESSAGE
-        return len(payload).to_bytes(3, "little") + bytes(((command.seq + 1) & 0xFF,)) + payload
+        header = len(payload).to_bytes(3, "little") + bytes(((command.seq + 1) & 0xFF,))
+        return ErrorReply(header + payload)
 
-    def _request_end(self, state: Any, exchange: Any, message: Any) -> None:
-        self._check_stream(state)
-        if exchange is None:
-            return
-        exchange.request = message
+    def request_end(self, state: Conversation, message: Any, forwarded: bool) -> Any:
+        if self._streaming(state):
+            return _STREAM
+        if not isinstance(message, Command):
+            return None  # the handshake
         if message.code in SILENT:
-            exchange.expects = False
-        elif message.code in STREAMING and exchange.action is not DROP:
-            state.stream = True
-            exchange.expects = False
+            return NO_ANSWER
+        if message.code in STREAMING and forwarded:
+            return _STREAM
+        return None
 
-    def _answer_end(self, state: Any, target: Any, answer: Answer) -> str:
-        self._check_stream(state)
-        return COMPLETE if target is not None else UNSOLICITED
+    def answer_end(self, state: Conversation, command: Any, answer: Answer) -> Any:
+        return _STREAMING_ANSWER if self._streaming(state) else None
 
-    def _check_stream(self, state: Any) -> None:
-        why = state.mysql.stream
-        if why and not state.stream:
-            log.debug("%s: MySQL session uses %s: a plain stream from now on", state.session, why)
-            state.stream = True
+    def _streaming(self, state: Conversation) -> bool:
+        if state.stream:
+            log.debug("MySQL session uses %s: a plain stream from now on", state.stream)
+            return True
+        return False
+
+
+_STREAM = RequestVerdict(answered=False, stream=True)
+_STREAMING_ANSWER = AnswerVerdict(stream=True)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from vaurien.errors import ProtocolError
 from vaurien.protocols import Protocol
 from vaurien.protocols.framed import (
-    COMPLETE,
-    DROP,
+    NO_ANSWER,
     UNSOLICITED,
+    AnswerVerdict,
     End,
+    ErrorReply,
     FramedProtocol,
     LineReader,
+    RequestVerdict,
 )
 
 MAX_LINE = 64 * 1024  # bytes; Redis's own limit for an inline command
@@ -41,6 +44,11 @@ SUBSCRIBE_COMMANDS = frozenset(
 
 # Framer states.
 _LINE, _DATA, _CRLF, _CHUNK = range(4)
+
+# The usual shapes, framed at once when a whole message is in one read (the fast paths).
+_ARRAY = re.compile(rb"\*([1-9][0-9]{0,9})\r\n")
+_BULK = re.compile(rb"\$(0|[1-9][0-9]{0,12})\r\n")
+_NULL_OR_BULK = re.compile(rb"\$(-1|0|[1-9][0-9]{0,12})\r\n")
 
 
 def _integer(text: bytes, what: str) -> int:
@@ -101,6 +109,10 @@ class CommandFramer:
         self._capture: bytearray | None = None
 
     def feed(self, data: Any, pos: int, end: int) -> tuple[int, Any]:
+        if self.idle:
+            whole = self._whole(data, pos, end)
+            if whole is not None:
+                return whole
         while pos < end:
             state = self._state
             if state is _DATA:
@@ -152,6 +164,31 @@ class CommandFramer:
             return pos, self._finish()
         return pos, None
 
+    def _whole(self, data: Any, pos: int, end: int) -> tuple[int, Command] | None:
+        """A command array that is all in ``data[pos:end]``, framed in one go; None for
+        anything else (the general path frames it, and reports what is wrong)."""
+        match = _ARRAY.match(data, pos, end)
+        if match is None:
+            return None
+        argc = int(match[1])
+        if argc > MAX_COUNT:
+            return None
+        at = match.end()
+        args = []
+        bulk = _BULK.match
+        for index in range(argc):
+            match = bulk(data, at, end)
+            if match is None:
+                return None
+            start = match.end()
+            size = int(match[1])
+            at = start + size + 2  # Redis skips the CRLF after a bulk string unchecked
+            if at > end:
+                return None
+            if index < CAPTURED_ARGS:
+                args.append(bytes(data[start : start + size]) if size <= CAPTURED_SIZE else b"")
+        return at, Command(args, argc)
+
     def _finish(self) -> Command:
         command = Command(self._args, self._argc)
         self._args = []
@@ -191,6 +228,10 @@ class ReplyFramer:
         """Nothing to know: a reply's form does not depend on the command."""
 
     def feed(self, data: Any, pos: int, end: int) -> tuple[int, Any]:
+        if self.idle:
+            whole = _whole_reply(data, pos, end)
+            if whole is not None:
+                return whole
         while pos < end:
             state = self._state
             if state is _DATA:
@@ -313,6 +354,35 @@ class ReplyFramer:
 
 
 _SIMPLE = frozenset((b"+", b"-", b":", b"_", b",", b"#", b"("))
+#: A top-level reply of each simple type, and a top-level bulk string: they carry nothing else.
+_PLAIN_REPLIES = {kind[0]: Reply(kind, None) for kind in (*_SIMPLE, b"$")}
+
+
+def _whole_reply(data: Any, pos: int, end: int) -> tuple[int, Reply] | None:
+    """A simple value or a bulk string that is all in ``data[pos:end]``, framed in one go;
+    None for anything else (the general path frames it, and reports what is wrong)."""
+    kind = data[pos]
+    if kind == 36:  # "$"
+        match = _NULL_OR_BULK.match(data, pos, end)
+        if match is None:
+            return None
+        size = int(match[1])
+        at = match.end()
+        if size >= 0:
+            at += size
+            if data[at : at + 2] != b"\r\n":
+                return None
+            at += 2
+        return at, _PLAIN_REPLIES[kind]
+    reply = _PLAIN_REPLIES.get(kind)
+    if reply is None:
+        return None
+    at = data.find(b"\n", pos, min(end, pos + MAX_LINE))
+    if at < 0:
+        return None
+    return at + 1, reply
+
+
 _BLOB = frozenset((b"$", b"!", b"="))
 _AGGREGATE = frozenset((b"*", b"~", b">", b"%", b"|"))
 
@@ -386,57 +456,55 @@ class Redis(FramedProtocol):
     def answer_framer(self) -> ReplyFramer:
         return ReplyFramer()
 
-    def new_session_state(self, session: Any) -> Any:
-        state = super().new_session_state(session)
-        state.redis = RedisState()
-        return state
+    def new_session_state(self, session: Any) -> RedisState:
+        return RedisState()
 
-    def error_reply(self, state: Any, exchange: Any) -> bytes | None:
-        command = exchange.request
-        if not exchange.expects and command.name not in SUBSCRIBE_COMMANDS:
+    def error_reply(
+        self, state: RedisState, command: Command, answered: bool, forwarded: bool
+    ) -> ErrorReply | None:
+        if not answered and command.name not in SUBSCRIBE_COMMANDS:
             return None  # the client expects no reply: one would be taken for another's
         name = command.name.decode("ascii", "replace")[:32] or "command"
-        return f"-ERR {name} failed (error injected by vaurien)\r\n".encode()
+        return ErrorReply(f"-ERR {name} failed (error injected by vaurien)\r\n".encode())
 
-    def _request_end(self, state: Any, exchange: Any, command: Command) -> None:
-        exchange.request = command
-        redis = state.redis
-        forwarded = exchange.action is not DROP  # what the server knows changes only then
+    def request_end(
+        self, state: RedisState, command: Command, forwarded: bool
+    ) -> RequestVerdict | None:
+        # What the server knows changes only when the command reaches it (forwarded).
         name = command.name
         if command.argc == 0:
-            exchange.expects = False  # an empty command: Redis says nothing
-            return
+            return NO_ANSWER  # an empty command: Redis says nothing
         if name == b"client" and len(command.args) >= 3 and command.args[1].lower() == b"reply":
             mode = command.args[2].lower()
             if forwarded:
-                redis.replies_off = mode == b"off"
-                redis.skip_next = mode == b"skip"
-            exchange.expects = mode == b"on"
-            return
-        if redis.replies_off or redis.skip_next:
+                state.replies_off = mode == b"off"
+                state.skip_next = mode == b"skip"
+            return None if mode == b"on" else NO_ANSWER
+        if state.replies_off or state.skip_next:
             if forwarded:
-                redis.skip_next = False
-            exchange.expects = False
-            return
+                state.skip_next = False
+            return NO_ANSWER
         if name in SUBSCRIBE_COMMANDS:
             # Their confirmations come as pub/sub messages (RESP3: pushes) and pass as such.
-            redis.pubsub = redis.pubsub or forwarded
-            exchange.expects = False
-        elif name in (b"sync", b"psync") and forwarded:
-            state.stream = True  # a replication stream follows
-            exchange.expects = False
+            state.pubsub = state.pubsub or forwarded
+            return NO_ANSWER
+        if name in (b"sync", b"psync") and forwarded:
+            return _REPLICATION  # a replication stream follows
+        return None
 
-    def _answer_end(self, state: Any, target: Any, reply: Reply) -> str:
-        redis = state.redis
+    def answer_end(self, state: RedisState, command: Command | None, reply: Reply) -> Any:
         if reply.type == b">":
             return UNSOLICITED
-        if redis.pubsub and reply.type == b"*" and reply.first in PUBSUB_KINDS:
+        if state.pubsub and reply.type == b"*" and reply.first in PUBSUB_KINDS:
             return UNSOLICITED
-        if target is None:
+        if command is None:
             return UNSOLICITED
-        name = target.request.name if target.request is not None else b""
-        if name == b"monitor" and reply.type == b"+":
-            state.stream = True  # every command the server runs follows, as simple strings
-        elif name == b"reset":
-            redis.pubsub = redis.replies_off = redis.skip_next = False
-        return COMPLETE
+        if command.name == b"monitor" and reply.type == b"+":
+            return _MONITORING  # every command the server runs follows, as simple strings
+        if command.name == b"reset":
+            state.pubsub = state.replies_off = state.skip_next = False
+        return None
+
+
+_REPLICATION = RequestVerdict(answered=False, stream=True)
+_MONITORING = AnswerVerdict(stream=True)

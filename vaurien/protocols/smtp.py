@@ -7,14 +7,13 @@ from typing import Any
 from vaurien.errors import ProtocolError
 from vaurien.protocols import Protocol
 from vaurien.protocols.framed import (
-    COMPLETE,
-    DROP,
-    FORWARD,
-    SWALLOW,
     UNSOLICITED,
+    AnswerVerdict,
     End,
+    ErrorReply,
     FramedProtocol,
     LineReader,
+    RequestVerdict,
 )
 
 MAX_LINE = 65536  # bytes in a command line (long AUTH lines included) or a reply line
@@ -206,10 +205,11 @@ class ReplyFramer:
 class SMTPState:
     """What the smtp protocol knows about one session beyond its exchanges."""
 
-    __slots__ = ("greeted",)
+    __slots__ = ("greeted", "commands")
 
     def __init__(self) -> None:
         self.greeted = False  # the server's first reply, its greeting, went by
+        self.commands: CommandFramer | None = None  # told when mail data comes next
 
 
 @Protocol.register
@@ -241,44 +241,48 @@ class SMTP(FramedProtocol):
     def answer_framer(self) -> ReplyFramer:
         return ReplyFramer()
 
-    def new_session_state(self, session: Any) -> Any:
-        state = super().new_session_state(session)
-        state.smtp = SMTPState()
-        return state
+    def new_session_state(self, session: Any) -> SMTPState:
+        return SMTPState()
 
-    def error_reply(self, state: Any, exchange: Any) -> bytes | None:
-        request = exchange.request
+    def framers(self, state: SMTPState) -> tuple[CommandFramer, ReplyFramer]:
+        state.commands = CommandFramer()
+        return state.commands, ReplyFramer()
+
+    def error_reply(
+        self, state: SMTPState, request: Any, answered: bool, forwarded: bool
+    ) -> ErrorReply | None:
         if isinstance(request, TLSStart):
             return None
-        if isinstance(request, MailData) and exchange.action is DROP:
+        if isinstance(request, MailData) and not forwarded:
             # The server still waits for the data: only the end of the connection gets it out
             # of there, and makes it drop the message.
-            exchange.close_after = True
-        return b"451 4.3.0 Error injected by vaurien, try again later\r\n"
+            return _ERROR_AND_CLOSE
+        return _ERROR
 
-    def _request_end(self, state: Any, exchange: Any, message: Any) -> None:
-        exchange.request = message
+    def request_end(self, state: SMTPState, message: Any, forwarded: bool) -> Any:
         if isinstance(message, TLSStart):
-            state.stream = True
-            exchange.expects = False
-            exchange.action = FORWARD
-            return
+            return _TLS
         if message.name in (b"DATA", b"STARTTLS"):
-            if exchange.action is SWALLOW:
-                exchange.action = FORWARD  # replacing the 354 or 220 would desynchronize
-            if exchange.action is not DROP:
-                exchange.gate = True  # what the client sends next depends on the reply
+            # What the client sends next depends on the reply, and replacing a 354 or a 220
+            # would desynchronize the session.
+            return _GATE
+        return None
 
-    def _answer_end(self, state: Any, target: Any, reply: Reply) -> str:
-        smtp = state.smtp
-        if not smtp.greeted:
-            smtp.greeted = True
+    def answer_end(self, state: SMTPState, request: Any, reply: Reply) -> Any:
+        if not state.greeted:
+            state.greeted = True
             return UNSOLICITED
-        if target is None:
+        if request is None:
             return UNSOLICITED
-        name = target.request.name if target.request is not None else b""
-        if name == b"DATA" and reply.code == 354:
-            state.requests.expect_data()
-        elif name == b"STARTTLS" and reply.code == 220:
-            state.stream = True
-        return COMPLETE
+        if request.name == b"DATA" and reply.code == 354:
+            state.commands.expect_data()
+        elif request.name == b"STARTTLS" and reply.code == 220:
+            return _TLS_ACCEPTED
+        return None
+
+
+_ERROR = ErrorReply(b"451 4.3.0 Error injected by vaurien, try again later\r\n")
+_ERROR_AND_CLOSE = ErrorReply(_ERROR.data, close=True)
+_TLS = RequestVerdict(answered=False, stream=True)
+_GATE = RequestVerdict(gate=True, real_answer=True)
+_TLS_ACCEPTED = AnswerVerdict(stream=True)

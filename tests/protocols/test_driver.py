@@ -1,0 +1,360 @@
+"""The framed driver on its own: a toy line protocol between two real socket pairs.
+
+Each test drives the events by hand (``protocol.handle`` for one readable event) and reads what
+reached the peers, so that what the driver promises can be checked exactly: batches forwarded
+in one write, answers in the requests' order, each verdict doing what it says.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import types
+
+import gevent
+import pytest
+
+from vaurien.behaviors import Behavior
+from vaurien.behaviors.base import SITS_OUT, BaseBehavior
+from vaurien.endpoint import Endpoint
+from vaurien.protocols.framed import (
+    NO_ANSWER,
+    PARTIAL,
+    UNSOLICITED,
+    End,
+    ErrorReply,
+    FramedProtocol,
+    LineReader,
+    Phase,
+    RequestVerdict,
+)
+
+
+class Line(End):
+    __slots__ = ("text",)
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"<Line {self.text!r}>"
+
+
+class LineFramer:
+    """One message per line."""
+
+    passive = False
+
+    def __init__(self) -> None:
+        self.idle = True
+        self._lines = LineReader(1024)
+
+    def begin(self, request):
+        pass
+
+    def feed(self, data, pos, end):
+        self.idle = False
+        line, pos = self._lines.take(data, pos, end)
+        if line is None:
+            return pos, None
+        self.idle = True
+        return pos, Line(line)
+
+    def feed_eof(self):
+        return None
+
+
+class Lines(FramedProtocol):
+    """Requests and answers are lines; a request's first word asks for a verdict."""
+
+    name = "test_lines"
+
+    def request_framer(self):
+        return LineFramer()
+
+    def answer_framer(self):
+        return LineFramer()
+
+    def error_reply(self, state, request, answered, forwarded):
+        if not answered:
+            return None
+        return ErrorReply(b"ERR " + request.text, close=request.text.startswith(b"FATAL"))
+
+    def request_end(self, state, message, forwarded):
+        word = message.text.split()[0] if message.text.split() else b""
+        return {
+            b"NOREPLY": NO_ANSWER,
+            b"GATE": RequestVerdict(gate=True),
+            b"LAST": RequestVerdict(last=True),
+            b"STREAM": RequestVerdict(answered=False, stream=True),
+            b"TRAIL": RequestVerdict(send=b"TRAILER\n"),
+        }.get(word)
+
+    def answer_end(self, state, request, message):
+        first = message.text[:1]
+        if first == b"*":
+            return UNSOLICITED
+        if first == b"~":
+            return PARTIAL
+        return None
+
+
+class CountingEndpoint(Endpoint):
+    """An endpoint that counts the writes the driver makes (one per batch)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        super().write(data)
+
+
+class Harness:
+    """A session of the toy protocol: ``client`` and ``backend`` are the far ends (what the
+    application and the server hold); the proxy's endpoints are ``session.client`` and
+    ``session.backend``. ``picks`` lists the behaviors the next requests get (then dummy)."""
+
+    def __init__(self, *picks):
+        self.dummy = _behavior("dummy")
+        self.proxy = types.SimpleNamespace(
+            random=random.Random(1), exclusive=False, dummy=self.dummy, backend=None
+        )
+        self.protocol = Lines()
+        self.protocol.settings = {"buffer": 65536, "reuse_socket": False}
+        self.protocol.proxy = self.proxy
+        self.picks = list(picks)
+        self.closed = False
+        self.client, client_side = socket.socketpair()
+        backend_side, self.backend = socket.socketpair()
+        for sock in (self.client, self.backend):
+            sock.settimeout(5)
+        for sock in (client_side, backend_side):
+            sock.setblocking(False)  # as the proxy's own sockets are
+        self.session = types.SimpleNamespace(
+            closed=False, close=self._close, reset=self._close, pick=self._pick
+        )
+        self.session.client = CountingEndpoint(client_side, "client", self.session)
+        self.session.backend = CountingEndpoint(backend_side, "backend", self.session)
+        self.session.state = self.protocol.open_session(self.session)
+
+    @property
+    def flow(self):
+        return self.session.state
+
+    def _pick(self, to_backend=None):
+        return self.picks.pop(0) if self.picks else self.dummy
+
+    def _close(self):
+        self.session.closed = True
+
+    def requests(self, data: bytes) -> None:
+        """The client sends ``data``; the proxy handles one readable event of it."""
+        self.client.sendall(data)
+        self.request_event()
+
+    def request_event(self) -> None:
+        session = self.session
+        self.protocol.handle(session.client, session.backend, True, None)
+
+    def answers(self, data: bytes) -> None:
+        """The backend sends ``data``; the proxy handles one readable event of it."""
+        self.backend.sendall(data)
+        session = self.session
+        self.protocol.handle(session.backend, session.client, False, None)
+
+    def close(self):
+        for sock in (self.client, self.backend):
+            sock.close()
+        for endpoint in (self.session.client, self.session.backend):
+            endpoint.really_close()
+
+
+def _behavior(name, **options):
+    behavior = Behavior.create(name, options)
+    behavior.sits_out = SITS_OUT[behavior.settings["direction"]]
+    return behavior
+
+
+def received(sock: socket.socket, expected: bytes) -> bool:
+    """Whether ``sock`` receives exactly ``expected`` next (fewer bytes: a timeout)."""
+    data = b""
+    while len(data) < len(expected):
+        data += sock.recv(len(expected) - len(data))
+    return data == expected
+
+
+def nothing_waits(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except BlockingIOError:
+        return True
+    finally:
+        sock.settimeout(5)
+    return False
+
+
+@pytest.fixture
+def harness():
+    made = []
+
+    def make(*picks):
+        made.append(Harness(*picks))
+        return made[-1]
+
+    yield make
+    for harness in made:
+        harness.close()
+
+
+def test_pipelined_requests_and_their_answers_pass_in_one_write_each(harness):
+    h = harness()
+    requests = b"".join(b"GET %d\n" % i for i in range(50))
+    h.requests(requests)
+    assert received(h.backend, requests)
+    assert h.session.backend.writes == 1
+    assert len(h.flow.queue) == 50
+    answers = b"".join(b"OK %d\n" % i for i in range(50))
+    h.answers(answers)
+    assert received(h.client, answers)
+    assert h.session.client.writes == 1
+    assert not h.flow.queue
+
+
+def test_an_error_splits_the_batch_and_answers_in_its_turn(harness):
+    h = harness(_behavior("dummy"), _behavior("error"))
+    h.requests(b"one\ntwo\nthree\n")
+    # "one" went in a batch of its own; "two" is answered by the proxy; "three" waits.
+    assert received(h.backend, b"one\n")
+    assert h.session.client.has_pending and nothing_waits(h.client)
+    h.request_event()
+    assert received(h.backend, b"three\n")
+    h.answers(b"OK one\nOK three\n")
+    assert received(h.client, b"OK one\nERR two\nOK three\n")
+    assert not h.flow.queue
+
+
+def test_an_error_reply_that_closes_ends_the_session_after_the_answers_before_it(harness):
+    h = harness(_behavior("dummy"), _behavior("error"))
+    h.requests(b"one\nFATAL two\nthree\n")
+    assert received(h.backend, b"one\n")
+    assert h.flow.last  # nothing after the closing error passes
+    h.request_event()
+    assert nothing_waits(h.backend)
+    h.answers(b"OK one\n")
+    assert received(h.client, b"OK one\nERR FATAL two\n")
+    assert h.session.closed
+
+
+def test_a_request_without_answer_is_finished_at_once(harness):
+    h = harness()
+    h.requests(b"NOREPLY a\nGET b\n")
+    assert received(h.backend, b"NOREPLY a\nGET b\n")
+    assert [e.phase for e in h.flow.queue] == [Phase.AWAITING]
+    h.answers(b"OK b\n")
+    assert received(h.client, b"OK b\n")
+
+
+def test_an_error_on_a_request_without_answer_sends_nothing(harness):
+    h = harness(_behavior("error"))
+    h.requests(b"NOREPLY a\n")
+    assert nothing_waits(h.backend) and nothing_waits(h.client)
+    assert not h.flow.queue
+
+
+def test_unsolicited_and_partial_answers_pass_in_place(harness):
+    h = harness()
+    h.requests(b"a\nb\n")
+    assert received(h.backend, b"a\nb\n")
+    h.answers(b"*push\n~part of a\nrest of a\n*push\nOK b\n")
+    assert received(h.client, b"*push\n~part of a\nrest of a\n*push\nOK b\n")
+    assert not h.flow.queue
+
+
+def test_a_trailer_is_sent_after_its_request(harness):
+    h = harness()
+    h.requests(b"TRAIL x\nGET y\n")
+    assert received(h.backend, b"TRAIL x\nTRAILER\nGET y\n")
+
+
+def test_last_drops_what_the_client_sends_after_it(harness):
+    h = harness()
+    h.requests(b"LAST a\nGET b\n")
+    assert received(h.backend, b"LAST a\n")
+    h.request_event()  # the rest is read and dropped
+    assert nothing_waits(h.backend)
+    assert not h.session.client.has_pending
+
+
+def test_a_gate_holds_the_next_request_until_its_answer(harness):
+    h = harness()
+    h.requests(b"GATE a\nGET b\n")
+    assert received(h.backend, b"GATE a\n")
+    waiting = gevent.spawn(h.request_event)
+    gevent.sleep(0.05)
+    assert not waiting.dead and nothing_waits(h.backend)
+    h.answers(b"OK a\n")
+    waiting.join(timeout=5)
+    assert waiting.dead
+    assert received(h.backend, b"GET b\n")
+
+
+def test_after_a_stream_verdict_bytes_pass_as_they_are(harness):
+    h = harness()
+    h.requests(b"STREAM\nnot\x00lines at all")
+    assert received(h.backend, b"STREAM\n")
+    assert h.flow.stream
+    h.request_event()
+    assert received(h.backend, b"not\x00lines at all")
+
+
+def test_an_answer_may_start_before_its_request_is_complete(harness):
+    h = harness()
+    h.requests(b"a very long req")
+    assert received(h.backend, b"a very long req")
+    h.answers(b"EARLY\n")  # the server answers before the request ends
+    assert received(h.client, b"EARLY\n")
+    h.requests(b"uest\nGET b\n")
+    assert received(h.backend, b"uest\nGET b\n")
+    h.answers(b"OK b\n")
+    assert received(h.client, b"OK b\n")
+    assert not h.flow.queue
+
+
+class Pieces(BaseBehavior):
+    """Moves each request itself, three bytes per event."""
+
+    name = "test_pieces"
+
+    def on_before_handle(self, protocol, source, dest, to_backend):
+        dest.sendall(protocol.read(source, 3).upper())
+        return False
+
+
+def test_a_behavior_that_reads_a_request_itself_gets_exactly_that_request(harness):
+    pieces = Pieces()
+    pieces.sits_out = None
+    h = harness(pieces)
+    h.requests(b"abcdefg\nnext\n")
+    assert received(h.backend, b"ABC")
+    h.request_event()
+    h.request_event()
+    assert received(h.backend, b"DEFG\n")  # the rest of the request, and no more
+    assert h.flow.current is None
+    h.request_event()  # the next request rides along
+    assert received(h.backend, b"next\n")
+    h.answers(b"OK 1\nOK 2\n")
+    assert received(h.client, b"OK 1\nOK 2\n")
+
+
+def test_a_to_client_delay_holds_the_answer_not_the_request(harness):
+    h = harness(_behavior("delay", sleep=0.2, direction="to_client"))
+    h.requests(b"a\nb\n")
+    assert received(h.backend, b"a\nb\n")  # both passed in one batch
+    assert h.session.backend.writes == 1
+    started = gevent.get_hub().loop.now()
+    h.answers(b"OK a\nOK b\n")
+    assert gevent.get_hub().loop.now() - started >= 0.15
+    assert received(h.client, b"OK a\nOK b\n")

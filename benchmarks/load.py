@@ -8,6 +8,12 @@
     N connections opened at once, R round trips each, all driven by one epoll loop; the total
     time. With ``--hold`` the connections stay open after the JSON line until a line (or EOF)
     arrives on standard input, so the caller can measure the proxy with all of them open.
+``python -m benchmarks.load memcache HOST:PORT --connections N --depth D --seconds T``
+    Pipelined memcached text commands on N connections from one epoll loop: each connection
+    writes D commands at once and waits for their D answers before it writes the next batch,
+    alternating a batch of ``set`` and a batch of ``get`` on a key of its own (as
+    ``redis-benchmark -P D`` does). Runs for T seconds or ``--count`` requests, whichever ends
+    first; the requests answered per second.
 
 Plain blocking sockets (or one epoll loop) and preallocated buffers keep the Python cost per
 round trip to a few microseconds; the direct numbers in each run show the floor this sets.
@@ -186,18 +192,125 @@ def concurrent(
     return result, finished
 
 
+class _Pipeline:
+    """One memcache connection of :func:`memcache`: its two batches and the answer in progress."""
+
+    __slots__ = ("sock", "batches", "turn", "buffer", "view", "got")
+
+    def __init__(self, sock: socket.socket, key: bytes, depth: int, value: bytes) -> None:
+        self.sock = sock
+        size = len(value)
+        store = b"set %s 0 0 %d\r\n%s\r\n" % (key, size, value)
+        found = b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (key, size, value)
+        # (requests, the answers they must get); the set comes first, so every get finds the key
+        self.batches = (
+            (store * depth, b"STORED\r\n" * depth),
+            (b"get %s\r\n" % key * depth, found * depth),
+        )
+        self.turn = 0
+        # one byte more than the longest answer, so an answer too long shows instead of filling it
+        self.buffer = bytearray(max(len(answer) for _, answer in self.batches) + 1)
+        self.view = memoryview(self.buffer)
+        self.got = 0
+
+    def send(self) -> None:
+        """Write the next batch (on a fresh turn the socket's send buffer is empty)."""
+        batch = self.batches[self.turn][0]
+        try:
+            sent = self.sock.send(batch)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(batch):  # only with batches larger than a send buffer
+            self.sock.setblocking(True)
+            self.sock.sendall(batch[sent:])
+            self.sock.setblocking(False)
+
+    def receive(self) -> bool:
+        """Read what arrived; True once the whole batch is answered (as expected, or it raises)."""
+        n = self.sock.recv_into(self.view[self.got :])
+        if n == 0:
+            raise ConnectionError(f"connection closed after {self.got} bytes of an answer")
+        self.got += n
+        expected = self.batches[self.turn][1]
+        if self.got < len(expected) and expected.startswith(self.view[: self.got]):
+            return False
+        if self.view[: self.got] != expected:
+            raise ConnectionError(f"unexpected answer: {bytes(self.view[: min(self.got, 80)])!r}")
+        self.got = 0
+        self.turn ^= 1
+        return True
+
+
+def memcache(
+    address: tuple[str, int], connections: int, depth: int, size: int, seconds: float, count: int
+) -> dict[str, float]:
+    """Pipelined memcached ``set`` and ``get`` batches of ``depth`` on ``connections``.
+
+    Runs for ``seconds`` or until ``count`` requests have been sent, then waits for the answers
+    still due; the rate is the requests answered over the time until the last answer.
+    """
+    value = b"x" * size
+    poller = select.epoll()
+    pipelines: dict[int, _Pipeline] = {}
+    try:
+        for index in range(connections):
+            sock = socket.create_connection(address, timeout=10)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            pipelines[sock.fileno()] = _Pipeline(sock, b"bench:%d" % index, depth, value)
+            poller.register(sock.fileno(), select.EPOLLIN)
+        start = time.perf_counter()
+        deadline = start + seconds
+        drained = deadline + 10  # answers still due after the deadline must come by then
+        last = start
+        sent = answered = 0
+        for pipeline in pipelines.values():
+            pipeline.send()
+            sent += depth
+        busy = len(pipelines)
+        while busy:
+            ready = poller.poll(max(0.0, drained - time.perf_counter()))
+            if not ready:
+                raise TimeoutError(f"{busy} connection(s) still waiting for answers")
+            for fd, _events in ready:
+                pipeline = pipelines[fd]
+                if not pipeline.receive():
+                    continue
+                answered += depth
+                last = time.perf_counter()
+                if last < deadline and sent < count:
+                    pipeline.send()
+                    sent += depth
+                else:
+                    poller.unregister(fd)
+                    busy -= 1
+    finally:
+        poller.close()
+        for pipeline in pipelines.values():
+            pipeline.sock.close()
+    elapsed = last - start
+    return {"requests": answered, "seconds": elapsed, "rate": answered / elapsed}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one load generator and print its result as one JSON line."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__)
-    parser.add_argument("mode", choices=["rtt", "connect", "concurrent"])
+    parser.add_argument("mode", choices=["rtt", "connect", "concurrent", "memcache"])
     parser.add_argument("address", type=parse_address, help="HOST:PORT to load")
-    parser.add_argument("--count", type=int, default=10000, help="round trips (rtt, connect)")
-    parser.add_argument("--size", type=int, default=32, help="bytes per request")
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=10000,
+        help="round trips (rtt, connect); most requests (memcache)",
+    )
+    parser.add_argument("--size", type=int, default=32, help="bytes per request (memcache: value)")
     parser.add_argument("--warmup", type=int, default=100, help="untimed round trips first")
     parser.add_argument("--connections", type=int, default=5000, help="(concurrent)")
     parser.add_argument("--rounds", type=int, default=5, help="round trips each (concurrent)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (concurrent)")
     parser.add_argument("--hold", action="store_true", help="keep connections open (concurrent)")
+    parser.add_argument("--depth", type=int, default=16, help="commands per batch (memcache)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="run time (memcache)")
     args = parser.parse_args(argv)
     raise_open_files_limit()
     held: list[socket.socket] = []
@@ -206,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             result = round_trips(args.address, args.count, args.size, args.warmup)
         elif args.mode == "connect":
             result = connect_round_trips(args.address, args.count, args.size, args.warmup)
+        elif args.mode == "memcache":
+            result = memcache(
+                args.address, args.connections, args.depth, args.size, args.seconds, args.count
+            )
         else:
             result, held = concurrent(
                 args.address, args.connections, args.rounds, args.size, args.timeout

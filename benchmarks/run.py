@@ -13,6 +13,8 @@ import platform
 import re
 import shutil
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,11 @@ from benchmarks.table import GROUP_ROWS, GROUPS, make_rows, render, to_json
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
 PINNED = frozenset({0})  # the CPU of the pinned round trips, as `taskset -c 0`
+HTTP_MIX = "10:error,10:delay"  # the mix of the protocols group's HTTP row (delays of 0 s)
+REDIS_PIPELINED_SCALE = 8  # pipelined redis runs make this many times --redis-requests
+CLIENTS = 32  # connections of redis-benchmark (-c) and of the memcache load
+PIPELINE = 16  # requests written at once by pipelined clients (redis-benchmark -P)
+VALUE_SIZE = 3  # bytes of a value the memcache load sets, redis-benchmark's default (-d)
 T = TypeVar("T")
 
 
@@ -55,11 +62,28 @@ class Settings:
     rounds: int
     http_seconds: int
     http_connections: int
+    redis_requests: int
+    memcache_seconds: int
     groups: tuple[str, ...]
     time_limit: float
     json_path: Path | None
     fail_on_miss: bool
     vaurien_options: tuple[str, ...] = ()
+
+
+@dataclass
+class Comparison:
+    """Rows that share one direct measurement, each with its own proxy.
+
+    Each repeat, ``measure(port)`` runs once against the backend, and that sample is the direct
+    side of every row; then once through each row's proxy (``through``, when it differs from
+    ``measure``). A row whose proxy failed has ``None`` and is skipped.
+    """
+
+    measure: Callable[[int], float]
+    backend: int
+    proxies: dict[str, tuple[Child, int] | None]
+    through: Callable[[int], float] | None = None
 
 
 class Bench:
@@ -76,6 +100,7 @@ class Bench:
         )
         self._proxy_failures: dict[tuple[str, ...], str] = {}
         self._proxy_logs: list[Child] = []  # the proxies of the group being run
+        self._non_2xx: list[float] = []  # share of non-2xx answers of each HTTP mix sample
 
     # -- processes ---------------------------------------------------------------------
 
@@ -191,6 +216,27 @@ class Bench:
         for index in range(self.settings.repeats):
             self.procs.budget.bound(1)
             yield index
+
+    def compare(self, comparison: Comparison) -> bool:
+        """One repeat of ``comparison``; False when its direct side failed (noted on its rows)."""
+        try:
+            value = comparison.measure(comparison.backend)
+        except Unavailable as e:
+            for key in comparison.proxies:
+                self.rows[key].note(str(e))
+            return False
+        through = comparison.through or comparison.measure
+        for key, proxy in comparison.proxies.items():
+            row = self.rows[key]
+            row.direct.append(value)
+            if proxy is None:
+                continue
+            value_through = self.proxied((key,), partial(through, proxy[1]))
+            if value_through is None:
+                comparison.proxies[key] = None
+            else:
+                row.proxied.append(value_through)
+        return True
 
     # -- measurements ------------------------------------------------------------------
 
@@ -388,34 +434,162 @@ class Bench:
 
     def http(self) -> None:
         """wrk keep-alive requests per second on a small static file served by nginx."""
-        tcp, http = self.rows["http_tcp"], self.rows["http_http"]
         nginx_port = self.nginx()
         proxies = {
-            protocol: self.proxy_or_note(
-                nginx_port, (row.key,), name=f"vaurien-{protocol}", protocol=protocol
+            key: self.proxy_or_note(
+                nginx_port, (key,), name=f"vaurien-{protocol}", protocol=protocol
             )
-            for protocol, row in (("tcp", tcp), ("http", http))
+            for key, protocol in (("http_tcp", "tcp"), ("http_http", "http"))
         }
+        comparison = Comparison(self.wrk_rate, nginx_port, proxies)
         for _ in self.repeats():
-            rate = self.wrk(nginx_port)
-            tcp.direct.append(rate)
-            http.direct.append(rate)
-            for protocol, row in (("tcp", tcp), ("http", http)):
-                proxy = proxies[protocol]
-                if proxy is None:
-                    continue
-                rate = self.proxied((row.key,), partial(self.wrk, proxy[1]))
-                if rate is None:
-                    proxies[protocol] = None
-                else:
-                    row.proxied.append(rate)
+            if not self.compare(comparison):
+                return
+
+    def protocols(self) -> None:
+        """redis, memcached and HTTP through the protocol-aware paths, redis also through tcp.
+
+        A backend or tool that is missing is noted on its rows; the others are still measured.
+        The repeats take turns between the three, so a run cut short by the time limit still
+        has samples of each.
+        """
+        comparisons: list[Comparison] = []
+        for keys, start in (
+            (("redis", "redis_p16", "redis_tcp", "redis_p16_tcp"), self._redis_comparisons),
+            (("memcache", "memcache_tcp"), self._memcache_comparisons),
+            (("http_mix",), self._http_mix_comparisons),
+        ):
+            try:
+                comparisons.extend(start())
+            except Unavailable as e:
+                for key in keys:
+                    self.rows[key].note(str(e))
+        try:
+            for _ in self.repeats():
+                comparisons = [each for each in comparisons if self.compare(each)]
+        finally:
+            if self._non_2xx:
+                self.rows["http_mix"].note(
+                    f"through vaurien {100 * statistics.median(self._non_2xx):.1f}% of the"
+                    " answers were non-2xx (median): the mix's errors, which close their"
+                    " connection"
+                )
+
+    def _redis_comparisons(self) -> list[Comparison]:
+        """redis-server and its two proxies; redis-benchmark unpipelined and pipelined."""
+        if shutil.which("redis-benchmark") is None:
+            raise Unavailable("redis-benchmark is not installed (Debian package redis-tools)")
+        backend = self.redis_server()
+        redis = self.proxy_or_note(
+            backend, ("redis", "redis_p16"), name="vaurien-redis", protocol="redis"
+        )
+        tcp = self.proxy_or_note(backend, ("redis_tcp", "redis_p16_tcp"), name="vaurien-redis-tcp")
+        return [
+            Comparison(
+                partial(self.redis_benchmark, pipeline=1),
+                backend,
+                {"redis": redis, "redis_tcp": tcp},
+            ),
+            Comparison(
+                partial(self.redis_benchmark, pipeline=PIPELINE),
+                backend,
+                {"redis_p16": redis, "redis_p16_tcp": tcp},
+            ),
+        ]
+
+    def _memcache_comparisons(self) -> list[Comparison]:
+        """memcached and its two proxies; pipelined set and get batches."""
+        backend = self.memcached()
+        proxies = {
+            "memcache": self.proxy_or_note(
+                backend, ("memcache",), name="vaurien-memcache", protocol="memcache"
+            ),
+            "memcache_tcp": self.proxy_or_note(backend, ("memcache_tcp",), name="vaurien-mc-tcp"),
+        }
+        return [Comparison(self.memcache_rate, backend, proxies)]
+
+    def _http_mix_comparisons(self) -> list[Comparison]:
+        """nginx behind ``--protocol http`` with errors and zero delays in the mix."""
+        backend = self.nginx()
+        proxy = self.proxy_or_note(
+            backend,
+            ("http_mix",),
+            "--behavior-delay-sleep",
+            "0",
+            name="vaurien-http-mix",
+            protocol="http",
+            behavior=HTTP_MIX,
+        )
+        return [Comparison(self.wrk_rate, backend, {"http_mix": proxy}, self.wrk_rate_with_errors)]
+
+    def redis_server(self) -> int:
+        """Start redis-server without persistence on a free port; return the port."""
+        if shutil.which("redis-server") is None:
+            raise Unavailable("redis-server is not installed")
+        port = free_port()
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(self.workdir)]
+        server = self.procs.start(argv, name="redis-server")
+        self.procs.wait_listening(server, port, 10)
+        return port
+
+    def memcached(self) -> int:
+        """Start memcached (one worker thread, TCP only) on a free port; return the port."""
+        if shutil.which("memcached") is None:
+            raise Unavailable("memcached is not installed")
+        port = free_port()
+        argv = ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1"]
+        if os.geteuid() == 0:
+            argv += ["-u", "root"]  # memcached refuses to run as root unless told to
+        server = self.procs.start(argv, name="memcached")
+        self.procs.wait_listening(server, port, 10)
+        return port
+
+    def redis_benchmark(self, port: int, pipeline: int) -> float:
+        """Requests per second of ``redis-benchmark -t set,get -c N`` against ``port``.
+
+        SET and GET run one after the other with the same number of requests; the rate is
+        their requests over their time together (the harmonic mean of the two rates).
+        """
+        requests = self.settings.redis_requests * (REDIS_PIPELINED_SCALE if pipeline > 1 else 1)
+        argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set,get"]
+        argv += ["-c", str(CLIENTS), "-n", str(requests)]
+        argv += ["-P", str(pipeline), "--csv"]
+        try:  # redis-benchmark spins without end when its connections are refused
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        except OSError as e:
+            raise Unavailable(f"redis-benchmark: cannot connect to port {port}: {e}") from e
+        # allow 5,000 requests a second, far below the slowest path, before giving up
+        output = self.procs.run(argv, timeout=30 + 2 * requests / 5000)
+        rates = parse_redis_benchmark(output)
+        if set(rates) != {"SET", "GET"}:
+            raise Unavailable(f"redis-benchmark printed no SET and GET rates: {output[-200:]!r}")
+        return 2 / (1 / rates["SET"] + 1 / rates["GET"])
+
+    def memcache_rate(self, port: int) -> float:
+        """Requests per second of pipelined memcached set/get batches (``benchmarks.load``)."""
+        seconds = self.settings.memcache_seconds
+        args = (
+            f"127.0.0.1:{port}",
+            "--connections",
+            str(CLIENTS),
+            "--depth",
+            str(PIPELINE),
+            "--size",
+            str(VALUE_SIZE),
+            "--seconds",
+            str(seconds),
+            "--count",
+            str(10_000_000 * seconds),  # far above any rate: the time ends the run
+        )
+        return self.load("memcache", *args, timeout=seconds + 30)["rate"]
 
     def nginx(self) -> int:
         """Start nginx on a free port with a private configuration; return the port."""
         if shutil.which("nginx") is None:
             raise Unavailable("nginx is not installed")
         root = self.workdir / "nginx"
-        (root / "www").mkdir(parents=True)
+        (root / "www").mkdir(parents=True, exist_ok=True)  # the http and protocols groups
         (root / "www" / "index.html").write_bytes(_small_page())
         port = free_port()
         config = root / "nginx.conf"
@@ -436,8 +610,8 @@ class Bench:
         self.procs.wait_listening(server, port, 10)
         return port
 
-    def wrk(self, port: int) -> float:
-        """Requests per second from one wrk run against ``port``; errors make it unavailable."""
+    def wrk(self, port: int) -> WrkResult:
+        """One wrk run against ``port``: ``--http-connections`` connections, one thread."""
         seconds = self.settings.http_seconds
         argv = [
             "wrk",
@@ -449,14 +623,66 @@ class Bench:
             f"{seconds}s",
             f"http://127.0.0.1:{port}/index.html",
         ]
-        output = self.procs.run(argv, timeout=seconds + 20)
-        match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-        if match is None:
-            raise Unavailable(f"wrk printed no rate: {output.strip()[-200:]}")
-        problems = re.findall(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)", output)
-        if problems:
-            raise Unavailable(f"wrk: {'; '.join(problems)}")
-        return float(match.group(1))
+        return parse_wrk(self.procs.run(argv, timeout=seconds + 20))
+
+    def wrk_rate(self, port: int) -> float:
+        """Requests per second from one wrk run; any error or non-2xx makes it unavailable."""
+        result = self.wrk(port)
+        if result.non_2xx or result.socket_errors:
+            raise Unavailable(f"wrk: {result.problems()}")
+        return result.rate
+
+    def wrk_rate_with_errors(self, port: int) -> float:
+        """Requests per second from one wrk run, non-2xx answers included (their share is kept
+        for a note); socket errors still make it unavailable."""
+        result = self.wrk(port)
+        if result.socket_errors:
+            raise Unavailable(f"wrk: {result.problems()}")
+        self._non_2xx.append(result.non_2xx / result.requests)
+        return result.rate
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """What one wrk run reports."""
+
+    requests: int
+    rate: float  # requests per second, non-2xx answers included
+    non_2xx: int  # answers that were neither 2xx nor 3xx
+    socket_errors: str  # wrk's "Socket errors:" line, empty when there were none
+
+    def problems(self) -> str:
+        """The non-2xx count and the socket errors, for a note."""
+        parts = [f"{self.non_2xx} non-2xx or 3xx answers"] if self.non_2xx else []
+        if self.socket_errors:
+            parts.append(f"socket errors: {self.socket_errors}")
+        return "; ".join(parts)
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """The totals of wrk's report; :class:`Unavailable` when it has none."""
+    requests = re.search(r"^\s*(\d+) requests in ", output, re.MULTILINE)
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    if requests is None or rate is None:
+        raise Unavailable(f"wrk printed no rate: {output.strip()[-200:]}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: (.*)", output)
+    return WrkResult(
+        requests=int(requests.group(1)),
+        rate=float(rate.group(1)),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=errors.group(1).strip() if errors else "",
+    )
+
+
+def parse_redis_benchmark(output: str) -> dict[str, float]:
+    """Requests per second by test name from ``redis-benchmark --csv`` output."""
+    rates = {}
+    for line in output.splitlines():
+        cells = [cell.strip('"') for cell in line.strip().split(",")]
+        if len(cells) >= 2 and cells[0] != "test" and re.fullmatch(r"[\d.]+", cells[1]):
+            rates[cells[0]] = float(cells[1])
+    return rates
 
 
 def _gbits(summary: dict) -> float:
@@ -518,6 +744,15 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--http-seconds", type=_positive, help="seconds per wrk run (3; quick 1)")
     parser.add_argument("--http-connections", type=_positive, default=32, help="wrk connections")
     parser.add_argument(
+        "--redis-requests",
+        type=_positive,
+        help=f"redis-benchmark requests per test (25000; quick 5000; {REDIS_PIPELINED_SCALE}x"
+        f" with -P {PIPELINE})",
+    )
+    parser.add_argument(
+        "--memcache-seconds", type=_positive, help="seconds per memcache load (3; quick 1)"
+    )
+    parser.add_argument(
         "--only",
         default=",".join(GROUPS),
         help=f"comma-separated groups to run (default all: {','.join(GROUPS)})",
@@ -556,6 +791,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         rounds=args.rounds,
         http_seconds=pick(args.http_seconds, 3, 1),
         http_connections=args.http_connections,
+        redis_requests=pick(args.redis_requests, 25000, 5000),
+        memcache_seconds=pick(args.memcache_seconds, 3, 1),
         groups=groups,
         time_limit=args.time_limit,
         json_path=args.json,
@@ -598,6 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "connect": bench.connect,
             "concurrent": bench.concurrent,
             "http": bench.http,
+            "protocols": bench.protocols,
         }
         for group in settings.groups:
             started = time.monotonic()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("bulk", "rtt", "connect", "concurrent", "http")
+GROUPS = ("bulk", "rtt", "connect", "concurrent", "http", "protocols")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,8 @@ class Row:
 
 
 def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
-    """The rows of the table, in order, with the targets of issue 6."""
+    """The rows of the table, in order, with the targets of issue 6 (issue 11 for the protocols
+    group's)."""
 
     def at_least(x: float) -> Target:
         return Target(x, at_least=True, on_ratio=True)
@@ -100,6 +101,13 @@ def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
         Row("http_tcp", "HTTP keep-alive, --protocol tcp", "req/s", at_least(0.46)),
         Row("http_http", "HTTP keep-alive, --protocol http", "req/s", at_least(0.37)),
         Row("bulk_delay", "bulk, one way, delay 0 s", "Gbit/s", at_least(0.45)),
+        Row("redis", "redis GET/SET, --protocol redis", "req/s", at_least(0.50)),
+        Row("redis_p16", "redis GET/SET -P 16, --protocol redis", "req/s", at_least(0.40)),
+        Row("redis_tcp", "redis GET/SET, --protocol tcp", "req/s"),
+        Row("redis_p16_tcp", "redis GET/SET -P 16, --protocol tcp", "req/s"),
+        Row("memcache", "memcache set/get -P 16, --protocol memcache", "req/s", at_least(0.45)),
+        Row("memcache_tcp", "memcache set/get -P 16, --protocol tcp", "req/s"),
+        Row("http_mix", "HTTP 10:error,10:delay, --protocol http", "req/s", at_least(0.40)),
     ]
     return {row.key: row for row in rows}
 
@@ -110,7 +118,18 @@ GROUP_ROWS = {
     "connect": ("connect_p50", "connect_p99"),
     "concurrent": ("concurrent", "memory"),
     "http": ("http_tcp", "http_http"),
+    "protocols": (
+        "redis",
+        "redis_p16",
+        "redis_tcp",
+        "redis_p16_tcp",
+        "memcache",
+        "memcache_tcp",
+        "http_mix",
+    ),
 }
+#: Rows whose ratios should stay close: (row, reference row, the most it may fall behind).
+CLOSE_RATIOS = (("memcache", "redis_p16", 0.20),)
 
 
 def _number(value: float | None) -> str:
@@ -164,6 +183,7 @@ def render(rows: Sequence[Row], groups: Sequence[str], repeats: int) -> str:
     )
     out.extend(f"[{i}] {text}" for i, text in enumerate(notes, 1))
     out.extend(tool_checks(shown))
+    out.extend(ratio_checks(shown))
     return "\n".join(out)
 
 
@@ -177,6 +197,25 @@ def tool_checks(rows: Sequence[Row]) -> list[str]:
         headroom = 1 / ratio if ratio else float("inf")
         state = "ok" if headroom >= 1.25 else "the load tool may be the limit"
         checks.append(f"check: {row.label}: direct is {headroom:.1f}x vaurien ({state})")
+    return checks
+
+
+def ratio_checks(rows: Sequence[Row]) -> list[str]:
+    """Lines comparing the ratios of :data:`CLOSE_RATIOS`, for the pairs both measured."""
+    by_key = {row.key: row for row in rows}
+    checks = []
+    for key, reference_key, most in CLOSE_RATIOS:
+        if key not in by_key or reference_key not in by_key:
+            continue
+        row, reference = by_key[key], by_key[reference_key]
+        ratio, reference_ratio = row.ratio(), reference.ratio()
+        if ratio is None or not reference_ratio:
+            continue
+        state = "ok" if ratio >= (1 - most) * reference_ratio else "behind"
+        checks.append(
+            f"check: {row.label} {ratio:.2f}x is {ratio / reference_ratio:.2f} times"
+            f" {reference.label} {reference_ratio:.2f}x (at least {1 - most:g}: {state})"
+        )
     return checks
 
 

@@ -5,21 +5,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # benchmarks/ is not installed: plain `pytest` needs the checkout
     sys.path.insert(0, str(REPO))
-TOOLS = ("iperf3", "wrk", "nginx")
+TOOLS = ("iperf3", "wrk", "nginx", "redis-server", "redis-benchmark", "memcached")
 MISSING = [tool for tool in TOOLS if shutil.which(tool) is None]
 
 pytestmark = pytest.mark.skipif(
     bool(MISSING) and not os.environ.get("CI"),
-    reason=f"not installed: {', '.join(MISSING)} (apt-get install iperf3 wrk nginx)",
+    reason=f"not installed: {', '.join(MISSING)} (.ci/install-deps installs them)",
 )
 
 TINY = [
@@ -30,7 +33,9 @@ TINY = [
     "--connect-count=50",
     "--concurrent=50",
     "--http-seconds=1",
-    "--time-limit=100",
+    "--redis-requests=2000",
+    "--memcache-seconds=1",
+    "--time-limit=150",
 ]
 
 
@@ -54,7 +59,7 @@ def test_quickest_run_fills_every_row(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -78,6 +83,11 @@ def test_quickest_run_fills_every_row(tmp_path: Path) -> None:
         if key != "memory":  # PSS growth of 50 connections may be lost in the noise
             assert all(value > 0 for value in row["vaurien"]), (key, row["vaurien"])
         assert row["result"] in {"", "pass", "FAIL"}, key
+    # the mix's errors were counted as requests, and their share reported
+    share = [note for note in rows["http_mix"]["notes"] if "non-2xx" in note]
+    assert share, rows["http_mix"]["notes"]
+    assert 0 < float(share[0].split("%")[0].split()[-1]) < 50, share
+    assert "check: memcache set/get -P 16, --protocol memcache" in done.stdout
 
 
 def test_verdicts_follow_the_targets() -> None:
@@ -98,3 +108,127 @@ def test_verdicts_follow_the_targets() -> None:
     table = render([rate, time, memory, missing], ["rtt", "concurrent"], repeats=1)
     assert "FAIL" in table
     assert "rate" not in table  # the http group was not chosen
+
+
+def test_memcache_ratio_is_checked_against_redis() -> None:
+    from benchmarks.table import Row, render
+
+    redis = Row("redis_p16", "redis", "req/s", None, [100.0], [50.0])
+    close = Row("memcache", "memcache", "req/s", None, [100.0], [41.0])
+    behind = Row("memcache", "memcache", "req/s", None, [100.0], [39.0])
+    assert "0.82 times redis 0.50x (at least 0.8: ok)" in render([redis, close], ["protocols"], 1)
+    assert "0.78 times redis 0.50x (at least 0.8: behind)" in render(
+        [redis, behind], ["protocols"], 1
+    )
+    assert "times" not in render([close], ["protocols"], 1)  # no redis row: nothing to compare
+
+
+# -- the protocols group's tools, run briefly against real servers ---------------------------
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Iterator[Any]:
+    """A :class:`Bench` with the quick settings, its processes stopped after the test."""
+    from benchmarks.procs import Budget, Processes
+    from benchmarks.run import Bench, parse_args
+
+    settings = parse_args(["--quick", "--redis-requests=500"])
+    with Processes(tmp_path, Budget(120)) as procs:
+        yield Bench(settings, procs, tmp_path)
+
+
+def test_redis_benchmark_rates_are_read_from_its_output(redis_server, bench) -> None:
+    from benchmarks.run import parse_redis_benchmark
+
+    argv = ["redis-benchmark", "-h", redis_server.host, "-p", str(redis_server.port)]
+    argv += ["-t", "set,get", "-c", "4", "-n", "1000", "-P", "16", "--csv"]
+    output = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
+    rates = parse_redis_benchmark(output)
+    assert set(rates) == {"SET", "GET"}, output
+    assert all(rate > 0 for rate in rates.values()), output
+    for pipeline in (1, 16):
+        assert bench.redis_benchmark(redis_server.port, pipeline=pipeline) > 0
+
+
+def test_redis_benchmark_without_a_server_is_unavailable(bench) -> None:
+    from benchmarks.procs import Unavailable, free_port
+
+    with pytest.raises(Unavailable, match="redis-benchmark"):
+        bench.redis_benchmark(free_port(), pipeline=1)
+
+
+def test_wrk_counts_error_answers_that_close_their_connection(bench) -> None:
+    from benchmarks.procs import Unavailable
+
+    if not vaurien_starts():
+        pytest.skip("this checkout's proxy does not start")
+    backend = bench.nginx()
+    direct = bench.wrk(backend)
+    assert direct.requests > 0 and direct.rate > 0
+    assert (direct.non_2xx, direct.socket_errors) == (0, "")
+    # every request answered by the proxy with a 5xx and Connection: close; wrk reconnects
+    _, port = bench.proxy(backend, protocol="http", behavior="100:error")
+    failing = bench.wrk(port)
+    assert failing.requests > 0 and failing.rate > 0
+    assert (failing.non_2xx, failing.socket_errors) == (failing.requests, "")
+    with pytest.raises(Unavailable, match="non-2xx"):
+        bench.wrk_rate(port)
+    assert bench.wrk_rate_with_errors(port) > 0
+    assert bench._non_2xx == [1.0]
+
+
+def run_memcache_load(address: str, *args: str) -> tuple[int, dict]:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.load", "memcache", address, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memcached_stats(server) -> dict[str, int]:
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"stats\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    stats = {}
+    for line in data.decode().splitlines():
+        words = line.split()
+        if len(words) == 3 and words[2].isdigit():
+            stats[words[1]] = int(words[2])
+    return stats
+
+
+def test_memcache_load_pipelines_sets_and_gets(memcached_server) -> None:
+    address = f"{memcached_server.host}:{memcached_server.port}"
+    before = memcached_stats(memcached_server)
+    # bounded by count: 8 batches of 8 on 4 connections, each starting with a batch of sets
+    code, result = run_memcache_load(
+        address, "--connections=4", "--depth=8", "--count=64", "--seconds=30"
+    )
+    assert code == 0, result
+    assert result["requests"] == 64 and result["rate"] > 0
+    after = memcached_stats(memcached_server)
+    sets, gets = (after[name] - before[name] for name in ("cmd_set", "cmd_get"))
+    assert sets + gets == 64 and sets >= 32 and gets >= 8, (sets, gets)
+    assert after["get_hits"] - before["get_hits"] == gets  # each get finds the value set before
+    # bounded by time
+    code, result = run_memcache_load(
+        address, "--connections=4", "--depth=8", "--count=100000000", "--seconds=0.3"
+    )
+    assert code == 0, result
+    assert result["requests"] > 0 and result["requests"] % 8 == 0
+    assert 0.3 <= result["seconds"] < 10
+
+
+def test_memcache_load_rejects_answers_it_did_not_ask_for(bench) -> None:
+    port = bench.echo_backend("echo")
+    code, result = run_memcache_load(f"127.0.0.1:{port}", "--seconds=1")
+    assert code == 1
+    assert "unexpected answer: b'set bench:" in result["error"]

@@ -114,6 +114,7 @@ class Proxy:
         )
         picker = Picker(mix, instances, self.random.random)
         dummy = instances.get("dummy") or behaviors.create("dummy", proxy=self)
+        self.only_dummy = [name for percent, name in mix.entries if percent > 0] == ["dummy"]
         for instance in instances.values():
             instance.sits_out = SITS_OUT[instance.settings["direction"]]
         self._mix, self.instances, self.exclusive, self.pick, self.dummy = (
@@ -435,6 +436,26 @@ class Session:
         """End the session with a TCP RST on both connections."""
         self._reset = True
         self.close()
+
+    def passes_everything(self) -> bool:
+        """Whether every pick would be ``dummy`` now (no chaos): a protocol may then frame
+        runs of messages without picking for each (and count them with
+        :meth:`count_picks`)."""
+        proxy = self.proxy
+        if proxy.config.scope == "connection":
+            return self.pick_is_dummy()
+        return proxy.only_dummy
+
+    def pick_is_dummy(self) -> bool:
+        picker = self.proxy.pick
+        if self._picker is not picker:
+            self._picker = picker
+            self._picked = picker()
+        return self._picked is self.proxy.dummy
+
+    def count_picks(self, count: int) -> None:
+        """Count ``count`` picks of ``dummy`` made without :meth:`pick`."""
+        self.proxy.applied["dummy"] += count
 
     def pick(self, to_backend: bool | None = None) -> Any:
         """The behavior for the next event, counted as applied.

@@ -133,7 +133,12 @@ class Harness:
         for sock in (client_side, backend_side):
             sock.setblocking(False)  # as the proxy's own sockets are
         self.session = types.SimpleNamespace(
-            closed=False, close=self._close, reset=self._close, pick=self._pick
+            closed=False,
+            close=self._close,
+            reset=self._close,
+            pick=self._pick,
+            passes_everything=lambda: not self.picks,
+            count_picks=lambda count: None,
         )
         self.session.client = CountingEndpoint(client_side, "client", self.session)
         self.session.backend = CountingEndpoint(backend_side, "backend", self.session)

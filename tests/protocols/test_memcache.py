@@ -47,6 +47,46 @@ ANSWER_BYTES = b"".join(answer for _, answer in ANSWERS)
 ANSWER_REQUESTS = [Command(line.split()) for line, _ in ANSWERS]
 
 
+_LINES = st.sampled_from(
+    [
+        b"get a\r\n",
+        b"gets a b\r\n",
+        b"set a 0 0 3\r\nabc\r\n",
+        b"set a 0 0 2 noreply\r\nhi\r\n",
+        b"incr n 1\r\n",
+        b"mg k v\r\n",
+        b"mg k v q\r\n",
+        b"quit\r\n",
+        b"stats\r\n",
+        b"append a 0 0 0\r\n\r\n",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_LINES, max_size=12), st.integers(0, 300))
+def test_a_skimmed_run_ends_where_framing_command_by_command_does(lines, stop):
+    """skim frames the plain commands ahead in one go, all answered alike (all lists, or all
+    not): it stops before a command that is not plain, or not all there, or answered
+    otherwise, exactly where the framer ends the commands before it."""
+    from vaurien.protocols.memcache import Memcache
+
+    data = b"".join(lines)
+    data = data[:stop] if stop < len(data) else data
+    newpos, count, first = Memcache().skim(None, data, 0, len(data))
+    _, ends = run(CommandFramer(), [data])
+    plain = 0
+    for _, event in ends:
+        if event.noreply or event.quiet or event.name == b"quit":
+            break
+        if event.listing is not ends[0][1].listing:
+            break
+        plain += 1
+    assert count == plain
+    assert newpos == (ends[plain - 1][0] if plain else 0)
+    assert (first is None) == (plain == 0)
+
+
 def test_commands_end_after_their_data_blocks():
     passed, ends = run(CommandFramer(), [COMMANDS])
     assert passed == COMMANDS

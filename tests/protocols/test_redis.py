@@ -77,6 +77,34 @@ def test_replies_split_anywhere_frame_the_same(points):
     same_under_any_split(ReplyFramer, REPLIES, points)
 
 
+_args = st.lists(st.binary(max_size=40), min_size=1, max_size=4)
+_names = st.sampled_from([b"GET", b"SET", b"incr", b"CLIENT", b"Subscribe", b"monitor", b"x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_names, _args), max_size=12), st.integers(0, 600))
+def test_a_skimmed_run_ends_where_framing_command_by_command_does(commands, stop):
+    """skim frames the plain commands ahead in one go: it stops before the first command
+    whose name matters to the session, or that is not all there, exactly where the framer
+    would have ended the commands before it."""
+    from vaurien.protocols.redis import Redis, RedisState
+
+    data = b"".join(command(name, *args) for name, args in commands)
+    data = data[:stop] if stop < len(data) else data
+    newpos, count, first = Redis().skim(RedisState(), data, 0, len(data))
+    _, ends = run(CommandFramer(), [data])
+    plain = 0
+    for offset, event in ends:
+        if event.name in (b"client", b"subscribe", b"monitor"):
+            break
+        plain += 1
+    assert count == plain
+    assert newpos == (ends[plain - 1][0] if plain else 0)
+    assert (first is None) == (plain == 0)
+    if plain:
+        assert first.name == ends[0][1].name and first.argc == ends[0][1].argc
+
+
 def _serialize(value) -> bytes:
     kind, body = value
     if kind in b"+-:_,#(":

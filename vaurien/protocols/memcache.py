@@ -193,6 +193,10 @@ class AnswerFramer(_Blocks):
         self._listing = request is not None and request.listing
 
     def feed(self, data: Any, pos: int, end: int) -> tuple[int, Any]:
+        if self.idle:
+            whole = self._whole(data, pos, end)
+            if whole is not None:
+                return whole
         while pos < end:
             if self._state is not _LINE:
                 pos = self._feed_block(data, pos, end)
@@ -226,6 +230,37 @@ class AnswerFramer(_Blocks):
             if head is not None:
                 return pos, head
         return pos, None
+
+    def _whole(self, data: Any, pos: int, end: int) -> tuple[int, Any] | None:
+        """The usual answers, framed in one go when they are all in ``data[pos:end]``: a
+        line (STORED, a number ...) or a list of values ended by END. None for anything else
+        (the general path frames it, and reports what is wrong)."""
+        limit = min(end, pos + MAX_LINE)
+        eol = data.find(b"\n", pos, limit)
+        if eol < 0:
+            return None
+        words = data[pos:eol].split(None, 4)
+        first = bytes(words[0]) if words else b""
+        if not self._listing or first != b"VALUE":
+            if first in _NOT_A_LINE or (self._listing and first not in LIST_ENDS):
+                return None
+            head = AnswerHead(bytes(data[pos : eol + 1]), 0, first)
+            head.end = True  # a one-line answer: its head is all of it
+            return eol + 1, head
+        while words and words[0] == b"VALUE":
+            if len(words) < 4 or not words[3].isdigit():
+                return None
+            at = eol + 1 + int(words[3])
+            if data[at : at + 2] != b"\r\n":
+                return None
+            at += 2
+            eol = data.find(b"\n", at, min(end, at + MAX_LINE))
+            if eol < 0:
+                return None
+            words = data[at:eol].split(None, 4)
+        if not words or words[0] != b"END":
+            return None
+        return eol + 1, Answer(first)
 
     def _finish(self) -> Answer:
         answer = Answer(self._first or b"")
@@ -271,6 +306,36 @@ class Memcache(FramedProtocol):
             return None  # noreply: the client reads no answer
         return _ERROR
 
+    def skim(self, state: Any, data: Any, pos: int, end: int) -> tuple[int, int, Any]:
+        first = None
+        count = 0
+        while pos < end:
+            eol = data.find(b"\n", pos, min(end, pos + MAX_LINE))
+            if eol < 0 or data[pos] == 0x80:
+                break
+            words = bytes(data[pos:eol]).split()
+            if not words:
+                break
+            name = words[0].lower()
+            if name in _NOTED or words[-1] == b"noreply" or (name in META and b"q" in words[2:]):
+                break
+            command = Command(words)
+            if first is not None and command.listing is not first.listing:
+                break  # its answer frames otherwise: the run ends here
+            at = eol + 1
+            where = STORAGE.get(name)
+            if where is not None:
+                if len(words) <= where or not words[where].isdigit():
+                    break
+                at += int(words[where]) + 2  # the CRLF after the data is skipped unchecked
+                if at > end:
+                    break
+            if first is None:
+                first = command
+            count += 1
+            pos = at
+        return pos, count, first
+
     def request_end(self, state: Any, command: Command, forwarded: bool) -> RequestVerdict | None:
         if command.noreply or command.name == b"quit":
             return NO_ANSWER
@@ -292,6 +357,11 @@ class Memcache(FramedProtocol):
             return PARTIAL  # the quiet command's own answer; the MN comes next
         return None
 
+
+#: First words of answers that the fast path leaves to the general one.
+_NOT_A_LINE = frozenset((b"VALUE", b"VA", b"MN", b""))
+#: Commands whose answers the session must see one by one (the others are framed in runs).
+_NOTED = frozenset((b"quit", b"watch", b"lru_crawler"))
 
 _ERROR = ErrorReply(b"SERVER_ERROR error injected by vaurien\r\n")
 _WATCHING = RequestVerdict(answered=False, stream=True)

@@ -467,6 +467,39 @@ class Redis(FramedProtocol):
         name = command.name.decode("ascii", "replace")[:32] or "command"
         return ErrorReply(f"-ERR {name} failed (error injected by vaurien)\r\n".encode())
 
+    def skim(self, state: RedisState, data: Any, pos: int, end: int) -> tuple[int, int, Any]:
+        if state.replies_off or state.skip_next:
+            return pos, 0, None
+        first = None
+        count = 0
+        array, bulk = _ARRAY.match, _BULK.match
+        while pos < end:
+            match = array(data, pos, end)
+            if match is None:
+                break
+            argc = int(match[1])
+            at = match.end()
+            name = None
+            for index in range(argc):
+                match = bulk(data, at, end)
+                if match is None:
+                    break
+                start = match.end()
+                at = start + int(match[1]) + 2
+                if index == 0:
+                    name = bytes(data[start : at - 2]).lower()
+                    if name in _NOTED:
+                        break
+            else:
+                if at <= end and argc <= MAX_COUNT:
+                    if first is None:
+                        first = Command([name], argc)
+                    count += 1
+                    pos = at
+                    continue
+            break
+        return pos, count, first
+
     def request_end(
         self, state: RedisState, command: Command, forwarded: bool
     ) -> RequestVerdict | None:
@@ -506,5 +539,7 @@ class Redis(FramedProtocol):
         return None
 
 
+#: Commands whose name matters to the session (the others are framed in runs).
+_NOTED = SUBSCRIBE_COMMANDS | {b"client", b"sync", b"psync", b"monitor", b"reset"}
 _REPLICATION = RequestVerdict(answered=False, stream=True)
 _MONITORING = AnswerVerdict(stream=True)

@@ -87,17 +87,18 @@ class AnswerSide(Relay):
             if event.raw is not None:
                 verdict = self.answer_head(flow.state, request, event)
                 send = verdict.send if verdict is not None else None
-                if passing and out < pos:
-                    dest.write(view[out:pos])
-                out = pos
-                if verdict is not None and verdict.hide:
+                if not passing:
+                    out = newpos
+                elif verdict is not None and verdict.hide:
+                    if out < pos:
+                        dest.write(view[out:pos])
                     passing = False
                     out = newpos
-                elif passing and (event.held or send is not None):
+                elif event.held or send is not None:
+                    if out < pos:
+                        dest.write(view[out:pos])
                     dest.write(send if send is not None else event.raw)
                     out = newpos - event.body
-                elif not passing:
-                    out = newpos
                 if not event.end:
                     pos = newpos
                     continue
@@ -122,6 +123,10 @@ class AnswerSide(Relay):
             if not passing:
                 out = pos  # it was not to reach the client
                 passing = True
+            if target.count > 1:  # one answer of a run: the next one answers the next request
+                target.count -= 1
+                flow.target = None
+                continue
             self._answered(flow, target)
             if target.reply is None and target.after is None and not target.close:
                 queue.popleft()  # finished in its turn, nothing more to do

@@ -116,7 +116,9 @@ class Exchange:
     ``reply`` the error written to the client in the exchange's turn, ``after`` the
     ``on_after_handle`` hook run then (with the direction it gets), ``close`` whether the
     session ends once the exchange is finished. ``moved`` is true while a behavior reads the
-    request itself (``protocol.read``): the rest of it goes to that behavior.
+    request itself (``protocol.read``): the rest of it goes to that behavior. ``count`` is
+    how many answers it is owed: more than one for a run of plain requests that passed
+    together untouched (``request`` is then the first of them).
     """
 
     __slots__ = (
@@ -131,6 +133,7 @@ class Exchange:
         "hooks",
         "answer_behavior",
         "answer_started",
+        "count",
     )
 
     def __init__(self, behavior: Any, action: Action, hooks: bool = False) -> None:
@@ -145,6 +148,7 @@ class Exchange:
         self.hooks = hooks  # run on_after_handle when finished (the behavior asked for it)
         self.answer_behavior: Any = None
         self.answer_started = False
+        self.count = 1  # answers owed: a run of plain requests is one exchange of many
 
     def __repr__(self) -> str:
         name = self.behavior.name if self.behavior is not None else "-"

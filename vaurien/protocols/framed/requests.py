@@ -67,6 +67,14 @@ class RequestSide(Relay):
             done = None
             while pos < count:
                 if exchange is None and not framer.passive:
+                    if not single and session.passes_everything():
+                        # Nothing to pick: the plain requests ahead pass as one run.
+                        newpos, run, first = self.skim(flow.state, buf, pos, count)
+                        if run:
+                            self._open_run(flow, first, run)
+                            session.count_picks(run)
+                            pos = newpos
+                            continue
                     # A new request: its pick decides whether it rides along in the batch.
                     behavior = session.pick()
                     hooks = self._hooks_of(behavior)
@@ -166,6 +174,13 @@ class RequestSide(Relay):
             exchange.action = action
         self._frame_requests(flow, source, dest, exchange, nested=True)
         dest.drain()
+
+    def _open_run(self, flow: FramedState, first: Any, count: int) -> None:
+        exchange = Exchange(None, FORWARD)
+        exchange.request = first
+        exchange.count = count
+        exchange.phase = AWAITING
+        flow.queue.append(exchange)
 
     def _open(self, flow: FramedState, behavior: Any, action: Action, hooks: bool = False):
         exchange = Exchange(behavior, action, hooks)

@@ -94,7 +94,7 @@ def test_a_skimmed_run_ends_where_framing_command_by_command_does(commands, stop
     newpos, count, first = Redis().skim(RedisState(), data, 0, len(data))
     _, ends = run(CommandFramer(), [data])
     plain = 0
-    for offset, event in ends:
+    for _, event in ends:
         if event.name in (b"client", b"subscribe", b"monitor"):
             break
         plain += 1

@@ -29,8 +29,8 @@ import pytest
 from support import free_port, recv_exactly, wait_until
 from vaurien import cli
 from vaurien.mix import BehaviorMix
+from vaurien.network import Address
 from vaurien.protocols import Protocol
-from vaurien.settings import Address
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -37,8 +37,7 @@ from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
 from vaurien.errors import OptionError, VaurienError
 from vaurien.mix import BehaviorMix
-from vaurien.proxy import listen
-from vaurien.settings import Address
+from vaurien.network import Address, listen
 
 log = logging.getLogger(__name__)
 

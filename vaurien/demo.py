@@ -11,7 +11,8 @@ from typing import Any
 from gevent.pywsgi import WSGIServer
 
 from vaurien.mix import BehaviorMix
-from vaurien.settings import Address, ProxyConfig
+from vaurien.network import Address
+from vaurien.settings import ProxyConfig
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,9 @@ behavior closes it, or after ``timeout`` idle seconds.
 from __future__ import annotations
 
 import collections
-import errno
 import logging
-import os
 import random
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -30,17 +27,21 @@ from vaurien.behaviors.base import SITS_OUT
 from vaurien.endpoint import Endpoint, PipePool
 from vaurien.errors import VaurienError
 from vaurien.mix import BehaviorMix, Picker
-from vaurien.settings import Address, ProxyConfig
+from vaurien.network import (
+    AcceptServer,
+    Address,
+    BackendConnector,
+    PeerName,
+    describe_failure,
+    listen,
+    open_fds,
+)
+from vaurien.settings import ProxyConfig
 
 log = logging.getLogger(__name__)
 
-_CONNECTING = (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK)
 #: Connections accepted per wake-up of the listening socket.
 ACCEPT_BURST = 1000
-#: Seconds a lookup of the backend's name is reused for new connections.
-RESOLVE_EVERY = 10.0
-#: accept() and connect() errors that mean the process or the system ran out of resources.
-_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class Proxy:
@@ -66,7 +67,7 @@ class Proxy:
         self.pipes = PipePool() if PipePool.available else None
         self._hub = gevent.get_hub()
         self._loop = self._hub.loop
-        self._resolved: tuple[Address, float, list[tuple[Any, ...]]] | None = None
+        self._connector = BackendConnector(config.timeout)
         # Every client being served, from accept to close (connecting to the backend included).
         self._handlers: set[gevent.Greenlet] = set()
         self.applied: collections.Counter[str] = collections.Counter()
@@ -129,7 +130,7 @@ class Proxy:
     def start(self) -> None:
         """Bind the listening socket and start accepting clients."""
         listener = listen(self.config.proxy, self.config.backlog, self._prepare_listener)
-        self._server = _Server(listener, self._handle, self.name)
+        self._server = AcceptServer(listener, self._handle, self.name)
         # Accept a whole burst per wake-up: a full listen queue makes clients retransmit SYNs.
         self._server.max_accept = ACCEPT_BURST
         self._server.start()
@@ -212,7 +213,7 @@ class Proxy:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "%s: session closed; %d live sessions, %s open fds",
-                    _PeerName(client_address),
+                    PeerName(client_address),
                     len(self._handlers),
                     open_fds(),
                 )
@@ -220,26 +221,22 @@ class Proxy:
     def _serve(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
         backend = self.backend
         try:
-            backend_sock = self._connect_backend(backend)
+            backend_sock = self._connector.connect(backend)
         except OSError as e:
-            reason = e.strerror or str(e) or type(e).__name__
-            if e.errno in _EXHAUSTED:
-                reason = f"out of resources ({reason})"
             log.warning(
                 "cannot reach backend %s: %s; closing client %s",
                 backend,
-                reason,
-                _PeerName(client_address),
+                describe_failure(e),
+                PeerName(client_address),
             )
             client_sock.close()
             return
         try:
-            backend_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for sock, role in ((client_sock, "client"), (backend_sock, "backend")):
                 self.protocol.setup_socket(sock, role)
             session = Session(self, client_sock, client_address, backend_sock)
         except Exception:
-            log.exception("%s: cannot set up the session; closing it", _PeerName(client_address))
+            log.exception("%s: cannot set up the session; closing it", PeerName(client_address))
             backend_sock.close()
             client_sock.close()
             return
@@ -259,56 +256,6 @@ class Proxy:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.protocol.setup_listener(sock)
 
-    def _connect_backend(self, backend: Address) -> socket.socket:
-        """A connected non-blocking socket to ``backend``, trying each of its addresses.
-
-        A plain socket and one write watcher: the session reads and writes it through its own
-        watchers, so gevent's socket wrapper would only add work to every connection.
-        """
-        error: OSError = OSError("no address")
-        for family, type_, proto, _, sockaddr in self._resolve(backend):
-            sock = socket.socket(family, type_, proto)
-            sock.setblocking(False)
-            try:
-                status = sock.connect_ex(sockaddr)
-                if status in _CONNECTING:
-                    watcher = self._loop.io(sock.fileno(), 2)
-                    try:
-                        with gevent.Timeout(self.config.timeout, TimeoutError("timed out")):
-                            self._hub.wait(watcher)
-                    finally:
-                        watcher.close()
-                    status = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if status:
-                    raise OSError(status, os.strerror(status))
-            except OSError as e:
-                sock.close()
-                error = e
-                continue
-            except BaseException:  # the proxy is stopping (GreenletExit)
-                sock.close()
-                raise
-            return sock
-        raise error
-
-    def _resolve(self, backend: Address) -> list[tuple[Any, ...]]:
-        """The backend's addresses, looked up at most every :data:`RESOLVE_EVERY` seconds.
-
-        A lookup per client would cost a trip through gevent's thread pool each time.
-        """
-        now = self._loop.now()
-        cached = self._resolved
-        if cached is not None and cached[0] == backend and now - cached[1] < RESOLVE_EVERY:
-            return cached[2]
-        try:
-            addresses = gevent.socket.getaddrinfo(
-                backend.host, backend.port, type=socket.SOCK_STREAM
-            )
-        except socket.gaierror as e:
-            raise OSError(e.errno, e.strerror) from None
-        self._resolved = (backend, now, addresses)
-        return addresses
-
     def _refuse(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
         """Close a client beyond ``max_connections`` at once; log at most one line a second."""
         client_sock.close()
@@ -321,7 +268,7 @@ class Proxy:
                 "client(s), the last %s",
                 len(self._handlers),
                 self._refusals_unlogged,
-                _PeerName(client_address),
+                PeerName(client_address),
             )
             self._refusal_logged_at = now
             self._refusals_unlogged = 0
@@ -357,7 +304,7 @@ class Session:
         self, proxy: Proxy, client_sock: Any, client_address: Any, backend_sock: Any
     ) -> None:
         self.proxy = proxy
-        self.peer = _PeerName(client_address)
+        self.peer = PeerName(client_address)
         self.handler = gevent.getcurrent()  # the proxy's greenlet serving this client
         self.client = Endpoint(client_sock, "client", self)
         self.backend = Endpoint(backend_sock, "backend", self)
@@ -550,120 +497,3 @@ class Session:
             self.close()
         else:
             self._arm_idle_timer(timeout - idle)
-
-
-class _Server(StreamServer):
-    """gevent's StreamServer, pausing (and logging) rather than failing when accept() runs out
-    of file descriptors or memory.
-
-    gevent backs off on accept errors too, but reports each one with a traceback on stderr.
-    Here the pause doubles from 10 ms up to 1 s while the error lasts; one warning starts the
-    episode and one line ends it.
-    """
-
-    def __init__(self, listener: Any, handle: Any, name: str) -> None:
-        super().__init__(listener, handle)
-        self.name = name
-        self._pause = self.min_delay
-        self._paused_since: float | None = None
-        self._resume_timer: Any = None
-
-    def do_read(self) -> Any:
-        try:
-            accepted = super().do_read()
-        except OSError as e:
-            if e.errno not in _EXHAUSTED:
-                raise
-            self._back_off(e)
-            return None
-        if accepted is not None and self._paused_since is not None:
-            log.warning(
-                "%s: accepting clients again after %.1fs",
-                self.name,
-                self.loop.now() - self._paused_since,
-            )
-            self._paused_since = None
-            self._pause = self.min_delay
-        return accepted
-
-    def _back_off(self, error: OSError) -> None:
-        if self._paused_since is None:
-            self._paused_since = self.loop.now()
-            log.warning(
-                "%s: cannot accept clients: %s; retrying, waiting up to %gs between tries",
-                self.name,
-                error.strerror or error,
-                self.max_delay,
-            )
-        self.stop_accepting()
-        self._resume_timer = self.loop.timer(self._pause)
-        self._resume_timer.start(self._resume)
-        self._pause = min(self.max_delay, self._pause * 2)
-
-    def _resume(self) -> None:
-        self._resume_timer.close()
-        self._resume_timer = None
-        if not self.closed:
-            self.start_accepting()
-
-    def close(self) -> None:
-        if self._resume_timer is not None:
-            self._resume_timer.close()
-            self._resume_timer = None
-        super().close()
-
-
-def open_fds() -> int | None:
-    """How many file descriptors this process has open; ``None`` where the system cannot tell."""
-    for directory in ("/proc/self/fd", "/dev/fd"):
-        try:
-            # The directory's own descriptor, open while it is listed, is not counted.
-            return len(os.listdir(directory)) - 1
-        except OSError:
-            continue
-    return None
-
-
-class _PeerName:
-    """A client address, formatted as ``host:port`` only when a log line is written."""
-
-    __slots__ = ("address",)
-
-    def __init__(self, address: Any) -> None:
-        self.address = address
-
-    def __str__(self) -> str:
-        address = self.address
-        if isinstance(address, tuple) and len(address) >= 2:
-            return str(Address(str(address[0]), int(address[1])))
-        return str(address)
-
-
-def listen(
-    address: Address,
-    backlog: int,
-    prepare: Callable[[gevent.socket.socket], None] | None = None,
-    what: str = "",
-) -> gevent.socket.socket:
-    """A listening socket on ``address``; ``prepare`` adjusts it before it is bound.
-
-    Failures are :class:`VaurienError` naming the address (and ``what`` listens, if given).
-    """
-    where = f"{what}: cannot listen on {address}" if what else f"cannot listen on {address}"
-    try:
-        family, type_, proto, _, sockaddr = socket.getaddrinfo(
-            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as e:
-        raise VaurienError(f"{where}: {e.strerror}") from None
-    sock = gevent.socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if prepare is not None:
-            prepare(sock)
-        sock.bind(sockaddr)
-        sock.listen(backlog)
-    except OSError as e:
-        sock.close()
-        raise VaurienError(f"{where}: {e.strerror}") from None
-    return sock

@@ -14,39 +14,8 @@ from typing import Any
 
 from vaurien.errors import ConfigError
 from vaurien.mix import BehaviorMix
+from vaurien.network import Address
 from vaurien.options import _FALSE, _TRUE
-
-
-@dataclasses.dataclass(frozen=True)
-class Address:
-    """A ``host:port`` pair; IPv6 hosts are written in brackets: ``[::1]:8000``."""
-
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Address:
-        """Parse ``host:port``, ``1.2.3.4:port`` or ``[v6]:port``."""
-        text = text.strip()
-        if text.startswith("["):
-            host, bracket, rest = text[1:].partition("]")
-            if not bracket or not rest.startswith(":"):
-                raise ConfigError(f"{text!r}: expected [IPV6]:PORT")
-            port_text = rest[1:]
-        else:
-            host, colon, port_text = text.rpartition(":")
-            if not colon:
-                raise ConfigError(f"{text!r}: expected HOST:PORT")
-            if ":" in host:
-                raise ConfigError(f"{text!r}: write IPv6 addresses in brackets, as [::1]:8000")
-        if not host:
-            raise ConfigError(f"{text!r}: missing host before the port")
-        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-            raise ConfigError(f"{text!r}: port must be a number from 0 to 65535")
-        return cls(host, int(port_text))
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 def _boolean(text: str) -> bool:

@@ -125,7 +125,7 @@ def check_error(command: Command, capsys) -> None:
 
 
 def mix(config) -> str:
-    return ",".join(f"{percent:g}:{name}" for percent, name in config.behavior.entries)
+    return ",".join(f"{percent:g}:{'+'.join(names)}" for percent, names in config.behavior.entries)
 
 
 def read_all(sock: socket.socket) -> bytes:

@@ -20,6 +20,7 @@ from vaurien import __version__
 from vaurien import config as config_file
 from vaurien.behaviors import Behavior
 from vaurien.errors import VaurienError
+from vaurien.mix import read_spec
 from vaurien.options import Option
 from vaurien.protocols import Protocol
 from vaurien.registry import Registry
@@ -173,9 +174,9 @@ def parse_config(
             loaded, {"behavior": behaviors, "protocol": protocols}
         )
     # Plugins named by dotted path must be registered before their flags can be parsed.
-    mix = first.behavior if first.behavior is not None else values.get("behavior")
-    if mix is not None:
-        mix.resolve(behaviors.resolve)
+    spec = first.behavior if first.behavior is not None else values.get("behavior")
+    if spec is not None:
+        read_spec(spec, behaviors)
     protocols.resolve(first.protocol or values.get("protocol") or "tcp")
 
     args = build_parser(behaviors, protocols).parse_args(argv)

@@ -167,7 +167,7 @@ def ini_value(value: Any) -> str:
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, BehaviorMix):
-        text = ",".join(f"{_number(percent)}:{name}" for percent, name in value.entries)
+        text = ",".join(f"{_number(percent)}:{'+'.join(names)}" for percent, names in value.entries)
     elif isinstance(value, float):
         text = repr(value)
     else:

@@ -10,7 +10,7 @@ from typing import Any
 
 from gevent.pywsgi import WSGIServer
 
-from vaurien.mix import BehaviorMix
+from vaurien.mix import read_spec
 from vaurien.network import Address
 from vaurien.settings import ProxyConfig
 
@@ -46,7 +46,7 @@ def run_demo(config: ProxyConfig, explicit_behavior: bool) -> None:
     if config.protocol == "tcp" and importlib.util.find_spec("h11") is not None:
         config.protocol = "http"  # so that the error share is a real 5xx, not garbage
     if not explicit_behavior:
-        config.behavior = BehaviorMix.parse(DEMO_BEHAVIOR).resolve(config.behaviors.resolve)
+        config.behavior = read_spec(DEMO_BEHAVIOR, config.behaviors)
     proxy = Proxy(config, name="vaurien demo")
 
     def announce() -> None:

@@ -15,6 +15,7 @@ import collections
 import logging
 import random
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 import gevent
@@ -23,10 +24,9 @@ import gevent.socket
 from gevent.lock import Semaphore
 from gevent.server import StreamServer
 
-from vaurien.behaviors.base import SITS_OUT
 from vaurien.endpoint import Endpoint, PipePool
 from vaurien.errors import VaurienError
-from vaurien.mix import BehaviorMix, Picker
+from vaurien.mix import BehaviorMix, Mix, read_spec
 from vaurien.network import (
     AcceptServer,
     Address,
@@ -80,17 +80,18 @@ class Proxy:
         self.bytes_to_client = 0
         self._server: StreamServer | None = None
         self._stopped = gevent.event.Event()
+        self.mix: Mix
         self.set_behavior(config.behavior)
 
     # -- the behavior mix ------------------------------------------------------------------
 
     @property
     def behavior(self) -> BehaviorMix:
-        """The mix in force."""
-        return self._mix
+        """The spec of the mix in force."""
+        return self.mix.spec
 
     def set_behavior(
-        self, mix: BehaviorMix | str, options: dict[str, dict[str, Any]] | None = None
+        self, spec: BehaviorMix | str, options: Mapping[str, Mapping[str, Any]] | None = None
     ) -> None:
         """Put a new mix in force for every following event, on new and open connections.
 
@@ -98,31 +99,20 @@ class Proxy:
         (those from the command line or the config file). Everything is checked before the
         swap, which is one assignment: two calls never blend.
         """
-        if isinstance(mix, str):
-            mix = BehaviorMix.parse(mix)
-        behaviors = self.config.behaviors
-        mix = mix.resolve(behaviors.resolve)
+        config = self.config
+        spec = read_spec(spec, config.behaviors)
         options = options or {}
-        instances = {}
-        for name in mix.names:
-            values = {
-                **self.config.options_for("behavior", name),
-                **options.get(name, {}),
-            }
-            instances[name] = behaviors.create(name, values, proxy=self)
-        exclusive = not (
-            self.protocol.duplex and all(getattr(b, "duplex", False) for b in instances.values())
-        )
-        picker = Picker(mix, instances, self.random.random)
-        dummy = instances.get("dummy") or behaviors.create("dummy", proxy=self)
-        for instance in instances.values():
-            instance.sits_out = SITS_OUT[instance.settings["direction"]]
-        self._mix, self.instances, self.exclusive, self.pick, self.dummy = (
-            mix,
-            instances,
-            exclusive,
-            picker,
-            dummy,
+        values = {
+            name: {**config.options_for("behavior", name), **options.get(name, {})}
+            for name in spec.names
+        }
+        self.mix = Mix.create(
+            spec,
+            config.behaviors,
+            values,
+            duplex=self.protocol.duplex,
+            random=self.random.random,
+            proxy=self,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -195,7 +185,7 @@ class Proxy:
         log.info("%s listening on %s", self.name, self.address_text)
         log.info("  backend:  %s (connect timeout %gs)", self.backend, config.timeout)
         log.info("  protocol: %s", config.protocol)
-        log.info("  behavior: %s (picked per %s)", self._mix, config.scope)
+        log.info("  behavior: %s (picked per %s)", self.mix.spec, config.scope)
         log.info("  sessions: %s; random seed %d", idle, self.seed)
 
     # -- sessions --------------------------------------------------------------------------
@@ -323,11 +313,13 @@ class Session:
         self._idle_timer: Any = None
         #: Behavior state for this connection (see ``BaseBehavior.state``).
         self.states: dict[Any, Any] = {}
-        # --scope connection: the picker that made the pick, and the pick.
-        self._picker: Any = None
+        self._per_connection = proxy.config.scope == "connection"
+        self._exchanges = proxy.protocol.exchanges
+        # --scope connection: the mix the pick was made from, and the pick.
+        self._mix: Any = None
         self._picked: Any = None
         # Events run one at a time when a plugin may read the other side within its event.
-        self._event_lock = Semaphore() if proxy.exclusive else None
+        self._event_lock = Semaphore() if proxy.mix.exclusive else None
         self._debug = log.isEnabledFor(logging.DEBUG)
 
     def __repr__(self) -> str:
@@ -383,34 +375,40 @@ class Session:
         self._reset = True
         self.close()
 
-    def pick(self) -> Any:
-        """The behavior for this connection under ``--scope connection``.
+    def pick(self, to_backend: bool) -> Any:
+        """The behavior for the next event going ``to_backend``, counted in the proxy's stats.
 
-        Picked at the first event, shared by both directions, and kept for the connection's
-        life, unless a new mix is put in force: the next event then picks from it.
+        Drawn from the mix in force for each event, or under ``--scope connection`` at the
+        first event and kept for the connection's life (both directions share it) while the
+        mix in force is the same object: a new mix makes the next event pick again. A
+        behavior whose ``direction`` is the other one gets the dummy in its place, except for
+        a protocol whose events are exchanges (``exchanges``): it gets the pick itself, as a
+        ``to_client`` behavior picked for a request acts on its answer.
         """
-        picker = self.proxy.pick
-        if self._picker is not picker:
-            self._picker = picker
-            self._picked = picker()
-        return self._picked
+        mix = self.proxy.mix
+        if self._per_connection:
+            if self._mix is not mix:
+                self._mix, self._picked = mix, mix.pick()
+            behavior = self._picked
+        else:
+            behavior = mix.pick()
+        if not self._exchanges:
+            behavior = mix.for_event(to_backend, behavior)
+        self.proxy.applied[behavior.name] += 1
+        return behavior
 
     def _pump(self, source: Endpoint, dest: Endpoint, to_backend: bool) -> None:
         proxy = self.proxy
         protocol = proxy.protocol
         wants_behavior = protocol.wants_behavior
-        # A to_client behavior picked for a request governs its answer (BaseProtocol.exchanges).
-        exchanges = protocol.exchanges
-        applied = proxy.applied
         events = proxy.events
         direction = "to_backend" if to_backend else "to_client"
         loop = self._loop
         lock = None
-        pick = self.pick if proxy.config.scope == "connection" else None
         try:
             while not self.closed:
                 source.wait_readable()
-                exclusive = proxy.exclusive
+                exclusive = proxy.mix.exclusive
                 if exclusive:
                     lock = self._event_lock
                     if lock is None:  # a new mix made this session's events exclusive
@@ -422,12 +420,7 @@ class Session:
                         continue
                 try:
                     # The protocol may decline: an answer follows its request's behavior.
-                    if wants_behavior(self, to_backend):
-                        behavior = proxy.pick() if pick is None else pick()
-                        if behavior.sits_out is to_backend and not exchanges:
-                            behavior = proxy.dummy  # its direction is the other one
-                    else:
-                        behavior = None
+                    behavior = self.pick(to_backend) if wants_behavior(self, to_backend) else None
                     source.behavior = behavior
                     consumed = source.bytes_received - len(source._pending)
                     self.last_activity = loop.now()
@@ -438,8 +431,6 @@ class Session:
                     if exclusive:
                         lock.release()
                 self.last_activity = loop.now()
-                if behavior is not None:
-                    applied[behavior.name] += 1
                 events[direction] += 1
                 if not keep_going or self.closed or source._closed or dest._closed:
                     self.close()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vaurien.errors import ConfigError
-from vaurien.mix import BehaviorMix
+from vaurien.mix import BehaviorMix, read_spec
 from vaurien.network import Address
 from vaurien.options import _FALSE, _TRUE
 
@@ -304,7 +304,7 @@ class ProxyConfig:
         self.behaviors = behaviors if behaviors is not None else Behavior.copy()
         self.protocols = protocols if protocols is not None else Protocol.copy()
         self.protocol = self.protocols.resolve(self.protocol)
-        self.behavior = self.behavior.resolve(self.behaviors.resolve)
+        self.behavior = read_spec(self.behavior, self.behaviors)
 
     def options_for(self, kind: str, name: str) -> dict[str, Any]:
         """The option values the user set for plugin ``name`` of ``kind``."""

@@ -4,7 +4,7 @@
 ``Behavior.register(MyBehavior)`` (also a class decorator), name it by dotted path in a
 ``--behavior`` spec, or publish it under the ``vaurien.behaviors`` entry-point group.
 Every module of this package registers one built-in behavior. Every behavior, built-in or not,
-also gets the ``direction`` option (see :mod:`vaurien.behaviors.base`).
+also gets the ``direction`` option (see :data:`vaurien.mix.DIRECTION_OPTION`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from vaurien.behaviors.base import DIRECTION_OPTION, BaseBehavior
+from vaurien.behaviors.base import BaseBehavior
 from vaurien.errors import PluginError
 from vaurien.handlers.adapter import adapt_handler
+from vaurien.mix import DIRECTION_OPTION
 from vaurien.registry import Registry
 
 HOOKS = ("on_before_handle", "on_between_handle", "on_after_handle")

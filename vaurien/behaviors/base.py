@@ -4,26 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-#: The option the registry adds to every behavior's table: which traffic the behavior acts on.
-DIRECTION_OPTION = {
-    "direction": (
-        "Traffic the behavior acts on: both, to_backend (client to backend, alias upstream) "
-        "or to_client (backend to client, alias downstream); it passes the rest untouched",
-        str,
-        "both",
-        ("both", "to_backend", "to_client", "upstream", "downstream"),
-    )
-}
-
-#: ``direction`` value -> the ``to_backend`` value of the events the behavior sits out.
-SITS_OUT: dict[str, bool | None] = {
-    "both": None,
-    "to_backend": False,
-    "upstream": False,
-    "to_client": True,
-    "downstream": True,
-}
-
 
 class BaseBehavior:
     """A behavior that changes nothing; subclasses override the hooks they need.
@@ -53,8 +33,8 @@ class BaseBehavior:
     name: str = ""
     options: dict[str, tuple[Any, ...]] = {}
     duplex: bool = True
-    #: Set by the proxy from ``direction``: the ``to_backend`` value of the events this
-    #: behavior sits out (``None``: it sits out none).
+    #: Set by the mix from ``direction``: the ``to_backend`` value of the events this
+    #: behavior sits out (``None``: it sits out none; see :data:`vaurien.mix.SITS_OUT`).
     sits_out: bool | None = None
     #: For the reference docs: what a client sees when this behavior is picked, in
     #: reStructuredText. ``{protocol.error_form}`` (or any ``{protocol.ATTRIBUTE}``) is filled in

@@ -375,7 +375,7 @@ class FramedProtocol(BaseProtocol):
         state = source.session.state
         if state.stream:
             if behavior is not None and behavior.sits_out is to_backend:
-                behavior = source.behavior = self.proxy.dummy  # its direction is the other
+                behavior = source.behavior = self.proxy.mix.dummy  # its direction is the other
             return BaseProtocol.handle(self, source, dest, to_backend, behavior)
         if not to_backend:
             self._answer(source, dest)
@@ -391,7 +391,7 @@ class FramedProtocol(BaseProtocol):
             # direction = to_client: the request passes untouched, the behavior acts on its
             # answer.
             answer_behavior = behavior
-            behavior = source.behavior = self.proxy.dummy
+            behavior = source.behavior = self.proxy.mix.dummy
         if behavior.on_before_handle(self, source, dest, to_backend):
             self._request(source, dest, FORWARD, True, answer_behavior)
         return True
@@ -529,7 +529,7 @@ class FramedProtocol(BaseProtocol):
             # The answer decides what comes next (an upgrade, a mail body): wait for it, unless
             # the session's events run one at a time (the answer could not come meanwhile;
             # clients wait for it anyway, the gate only guards against those that do not).
-            while gate.waiting and not source.session.closed and not self.proxy.exclusive:
+            while gate.waiting and not source.session.closed and not self.proxy.mix.exclusive:
                 state.wait()
             state.gate = None
         if state.stream:

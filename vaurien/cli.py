@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import gevent
-import gevent.event
 
 from vaurien import __version__
 from vaurien import config as config_file
@@ -23,7 +19,9 @@ from vaurien.errors import VaurienError
 from vaurien.mix import read_spec
 from vaurien.options import Option
 from vaurien.protocols import Protocol
+from vaurien.proxy import Proxy
 from vaurien.registry import Registry
+from vaurien.serving import serve_until_signal
 from vaurien.settings import SETTINGS, ProxyConfig, Setting, logging_level
 
 log = logging.getLogger(__name__)
@@ -225,60 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return e.code if isinstance(e.code, int) else 2
         setup_logging(config.log_level, config.log_output)
         if args.demo:
-            from vaurien.demo import run_demo
+            from vaurien.demo import run_demo  # the demo's web server, only when asked
 
             run_demo(config, explicit_behavior=args.behavior is not None)
         else:
-            from vaurien.proxy import Proxy
-
             serve_until_signal(Proxy(config))
     except VaurienError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-def serve_until_signal(proxy: Any, announce: Callable[[], None] | None = None) -> None:
-    """Start ``proxy`` and its services, call ``announce``, serve until SIGINT or SIGTERM, stop.
-
-    The signal handlers are in place before the proxy listens, so a signal that arrives as
-    soon as the port accepts connections still stops it cleanly.
-    """
-    stop = gevent.event.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, stop.set)
-    proxy.start()
-    try:
-        services = start_services(proxy)
-    except BaseException:
-        proxy.stop()
-        raise
-    if announce is not None:
-        announce()
-    stop.wait()
-    proxy.stop()
-    for service in reversed(services):  # after the proxy: statsd sends its last counts
-        service.stop()
-
-
-def start_services(proxy: Any) -> list[Any]:
-    """Start what the settings ask for beside a started proxy: control API, statsd counters.
-
-    Each has ``stop()``; if one cannot start, those already started are stopped.
-    """
-    config = proxy.config
-    services: list[Any] = []
-    try:
-        if config.http:
-            from vaurien.api import ControlServer
-
-            services.append(ControlServer(proxy, config.http_host, config.http_port).start())
-        if config.statsd_enabled:
-            from vaurien.metrics import StatsdReporter
-
-            services.append(StatsdReporter.from_config(proxy).start())
-    except BaseException:
-        for service in reversed(services):
-            service.stop()
-        raise
-    return services

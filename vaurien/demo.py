@@ -12,6 +12,8 @@ from gevent.pywsgi import WSGIServer
 
 from vaurien.mix import read_spec
 from vaurien.network import Address
+from vaurien.proxy import Proxy
+from vaurien.serving import serve_until_signal
 from vaurien.settings import ProxyConfig
 
 log = logging.getLogger(__name__)
@@ -38,9 +40,6 @@ def demo_backend() -> WSGIServer:
 
 def run_demo(config: ProxyConfig, explicit_behavior: bool) -> None:
     """Run the proxy in front of :func:`demo_backend` until interrupted."""
-    from vaurien.cli import serve_until_signal
-    from vaurien.proxy import Proxy
-
     backend = demo_backend()
     config.backend = Address("127.0.0.1", backend.server_port)
     if config.protocol == "tcp" and importlib.util.find_spec("h11") is not None:

@@ -1,12 +1,9 @@
-"""The proxy server and its sessions.
+"""The proxy: a :class:`Proxy` wires a configuration to a listener, a protocol and a mix.
 
-A :class:`Proxy` listens with a gevent ``StreamServer``. For each client it connects to the
-backend and runs a :class:`Session`: two pumps, one per direction, each waiting until its side
-is readable, picking a behavior from the mix (on each event, or once per connection with
-``--scope connection``) and handing the event to the protocol; a behavior whose ``direction``
-is the other one is replaced by ``dummy`` for the event. An end of stream on one side becomes
-a half-close on the other; the session ends when both directions are done, on a reset, when a
-behavior closes it, or after ``timeout`` idle seconds.
+It listens (:mod:`vaurien.network`); for each client it connects to the backend and runs a
+:class:`~vaurien.session.Session`, which picks behaviors from the mix in force
+(:class:`~vaurien.mix.Mix`, swapped whole by :meth:`Proxy.set_behavior`) and hands each event
+to the protocol. The proxy keeps the counters of all its sessions.
 """
 
 from __future__ import annotations
@@ -21,11 +18,8 @@ from typing import Any
 import gevent
 import gevent.event
 import gevent.socket
-from gevent.lock import Semaphore
-from gevent.server import StreamServer
 
-from vaurien.endpoint import Endpoint, PipePool
-from vaurien.errors import VaurienError
+from vaurien.endpoint import PipePool
 from vaurien.mix import BehaviorMix, Mix, read_spec
 from vaurien.network import (
     AcceptServer,
@@ -36,6 +30,7 @@ from vaurien.network import (
     listen,
     open_fds,
 )
+from vaurien.session import Session
 from vaurien.settings import ProxyConfig
 
 log = logging.getLogger(__name__)
@@ -65,8 +60,7 @@ class Proxy:
         )
         self.sessions: set[Session] = set()
         self.pipes = PipePool() if PipePool.available else None
-        self._hub = gevent.get_hub()
-        self._loop = self._hub.loop
+        self._loop = gevent.get_hub().loop
         self._connector = BackendConnector(config.timeout)
         # Every client being served, from accept to close (connecting to the backend included).
         self._handlers: set[gevent.Greenlet] = set()
@@ -78,7 +72,7 @@ class Proxy:
         self._refusal_logged_at = float("-inf")
         self.bytes_to_backend = 0
         self.bytes_to_client = 0
-        self._server: StreamServer | None = None
+        self._server: AcceptServer | None = None
         self._stopped = gevent.event.Event()
         self.mix: Mix
         self.set_behavior(config.behavior)
@@ -222,8 +216,6 @@ class Proxy:
             client_sock.close()
             return
         try:
-            for sock, role in ((client_sock, "client"), (backend_sock, "backend")):
-                self.protocol.setup_socket(sock, role)
             session = Session(self, client_sock, client_address, backend_sock)
         except Exception:
             log.exception("%s: cannot set up the session; closing it", PeerName(client_address))
@@ -236,8 +228,8 @@ class Proxy:
             session.run()
         finally:
             self.sessions.discard(session)
-            self.bytes_to_backend += session.client.bytes_received
-            self.bytes_to_client += session.backend.bytes_received
+            self.bytes_to_backend += session.bytes_to_backend
+            self.bytes_to_client += session.bytes_to_client
             session.release()
 
     def _prepare_listener(self, sock: gevent.socket.socket) -> None:
@@ -278,213 +270,9 @@ class Proxy:
             "total_connections": self.total_sessions,
             "refused_connections": self.refused_connections,
             "open_fds": open_fds(),
-            "bytes_to_backend": self.bytes_to_backend
-            + sum(s.client.bytes_received for s in active),
-            "bytes_to_client": self.bytes_to_client + sum(s.backend.bytes_received for s in active),
+            "bytes_to_backend": self.bytes_to_backend + sum(s.bytes_to_backend for s in active),
+            "bytes_to_client": self.bytes_to_client + sum(s.bytes_to_client for s in active),
             "events_to_backend": self.events["to_backend"],
             "events_to_client": self.events["to_client"],
             "behaviors": dict(self.applied),
         }
-
-
-class Session:
-    """One client connection and its backend connection, with a pump for each direction."""
-
-    def __init__(
-        self, proxy: Proxy, client_sock: Any, client_address: Any, backend_sock: Any
-    ) -> None:
-        self.proxy = proxy
-        self.peer = PeerName(client_address)
-        self.handler = gevent.getcurrent()  # the proxy's greenlet serving this client
-        self.client = Endpoint(client_sock, "client", self)
-        self.backend = Endpoint(backend_sock, "backend", self)
-        # The client has usually spoken while the backend connection was being made: read at
-        # once rather than after one more turn of the hub (a read that finds nothing waits).
-        self.client.skip_next_wait()
-        self.closed = False
-        self._reset = False
-        self._error_logged = False
-        #: What the protocol keeps for this session (BaseProtocol.new_session_state).
-        self.state: Any = proxy.protocol.new_session_state(self)
-        self._hub = gevent.get_hub()
-        self._loop = self._hub.loop
-        self.last_activity = self._loop.now()
-        self._greenlets: list[Any] = []
-        self._idle_timer: Any = None
-        #: Behavior state for this connection (see ``BaseBehavior.state``).
-        self.states: dict[Any, Any] = {}
-        self._per_connection = proxy.config.scope == "connection"
-        self._exchanges = proxy.protocol.exchanges
-        # --scope connection: the mix the pick was made from, and the pick.
-        self._mix: Any = None
-        self._picked: Any = None
-        # Events run one at a time when a plugin may read the other side within its event.
-        self._event_lock = Semaphore() if proxy.mix.exclusive else None
-        self._debug = log.isEnabledFor(logging.DEBUG)
-
-    def __repr__(self) -> str:
-        return f"<Session {self.peer} -> {self.proxy.backend}>"
-
-    def run(self) -> None:
-        """Pump both directions until the session ends, then close both connections."""
-        if self._debug:
-            log.debug("%s: session opened to %s", self.peer, self.proxy.backend)
-        self._greenlets = [gevent.getcurrent()]
-        if not self.proxy.config.stay_connected:
-            self._arm_idle_timer(self.proxy.config.timeout)
-        other = gevent.spawn(self._pump, self.backend, self.client, False)
-        self._greenlets.append(other)
-        try:
-            self._pump(self.client, self.backend, True)
-            other.join()
-        except gevent.GreenletExit:
-            other.kill()
-        finally:
-            if self._idle_timer is not None:
-                self._idle_timer.close()
-            self.client.really_close(self._reset)
-            self.backend.really_close(self._reset)
-
-    def release(self) -> None:
-        """Once the session is over and counted, drop its references to its endpoints,
-        greenlets and timer.
-
-        They tie it in reference cycles (each endpoint points back to its session): without
-        this, every ended session, with its sockets and greenlets, waits for a full garbage
-        collection, and the proxy's memory climbs between them. Endpoints keep ``session``,
-        so a plugin holding one can still call ``source.session.close()``.
-        """
-        self._greenlets = []
-        self._idle_timer = None
-        self.handler = None
-        self.client = self.backend = None
-        self.state = None  # a protocol's state may point back to the session
-
-    def close(self) -> None:
-        """End the session: both connections are closed (cleanly) as soon as possible."""
-        if self.closed:
-            return
-        self.closed = True
-        current = gevent.getcurrent()
-        for greenlet in self._greenlets:
-            if greenlet is not current and not greenlet.dead:
-                greenlet.kill(block=False)
-
-    def reset(self) -> None:
-        """End the session with a TCP RST on both connections."""
-        self._reset = True
-        self.close()
-
-    def pick(self, to_backend: bool) -> Any:
-        """The behavior for the next event going ``to_backend``, counted in the proxy's stats.
-
-        Drawn from the mix in force for each event, or under ``--scope connection`` at the
-        first event and kept for the connection's life (both directions share it) while the
-        mix in force is the same object: a new mix makes the next event pick again. A
-        behavior whose ``direction`` is the other one gets the dummy in its place, except for
-        a protocol whose events are exchanges (``exchanges``): it gets the pick itself, as a
-        ``to_client`` behavior picked for a request acts on its answer.
-        """
-        mix = self.proxy.mix
-        if self._per_connection:
-            if self._mix is not mix:
-                self._mix, self._picked = mix, mix.pick()
-            behavior = self._picked
-        else:
-            behavior = mix.pick()
-        if not self._exchanges:
-            behavior = mix.for_event(to_backend, behavior)
-        self.proxy.applied[behavior.name] += 1
-        return behavior
-
-    def _pump(self, source: Endpoint, dest: Endpoint, to_backend: bool) -> None:
-        proxy = self.proxy
-        protocol = proxy.protocol
-        wants_behavior = protocol.wants_behavior
-        events = proxy.events
-        direction = "to_backend" if to_backend else "to_client"
-        loop = self._loop
-        lock = None
-        try:
-            while not self.closed:
-                source.wait_readable()
-                exclusive = proxy.mix.exclusive
-                if exclusive:
-                    lock = self._event_lock
-                    if lock is None:  # a new mix made this session's events exclusive
-                        lock = self._event_lock = Semaphore()
-                if exclusive and not lock.acquire(blocking=False):
-                    lock.acquire()
-                    if not source.readable_now():
-                        lock.release()
-                        continue
-                try:
-                    # The protocol may decline: an answer follows its request's behavior.
-                    behavior = self.pick(to_backend) if wants_behavior(self, to_backend) else None
-                    source.behavior = behavior
-                    consumed = source.bytes_received - len(source._pending)
-                    self.last_activity = loop.now()
-                    if self._debug and behavior is not None:
-                        log.debug("%s: %s -> %s", self.peer, source.role, behavior.name)
-                    keep_going = protocol.handle(source, dest, to_backend, behavior)
-                finally:
-                    if exclusive:
-                        lock.release()
-                self.last_activity = loop.now()
-                events[direction] += 1
-                if not keep_going or self.closed or source._closed or dest._closed:
-                    self.close()
-                    return
-                if source.eof:
-                    # Half-close the other side, unless its own end of stream came first:
-                    # then the session closes both sockets now, which says the same.
-                    if not dest.eof:
-                        dest.shutdown(socket.SHUT_WR)
-                    return
-                if consumed == source.bytes_received - len(source._pending):
-                    log.error(
-                        "%s: %r returned without reading the data of its event; "
-                        "closing the session rather than looping",
-                        self.peer,
-                        behavior.name if behavior is not None else protocol.name,
-                    )
-                    self.close()
-                    return
-        except gevent.GreenletExit:
-            return
-        except ConnectionResetError:
-            log.debug("%s: connection reset by the %s", self.peer, source.role)
-            self.reset()
-        except OSError as e:
-            log.debug("%s: %s", self.peer, e)
-            self.close()
-        except VaurienError as e:
-            # One line per bad session: the other direction, woken before the close reached
-            # it, often trips on the same garbage.
-            if self._error_logged:
-                log.debug("%s: %s", self.peer, e)
-            else:
-                self._error_logged = True
-                log.warning("%s: %s", self.peer, e)
-            self.close()
-        except Exception:
-            log.exception(
-                "%s: error in the %s direction; closing the session",
-                self.peer,
-                "client->backend" if to_backend else "backend->client",
-            )
-            self.close()
-
-    def _arm_idle_timer(self, after: float) -> None:
-        self._idle_timer = self._loop.timer(after)
-        self._idle_timer.start(self._check_idle)
-
-    def _check_idle(self) -> None:
-        timeout = self.proxy.config.timeout
-        idle = self._loop.now() - self.last_activity
-        self._idle_timer.close()
-        if idle >= timeout - 0.001:
-            log.info("%s: idle for %gs; closing the session", self.peer, timeout)
-            self.close()
-        else:
-            self._arm_idle_timer(timeout - idle)

@@ -21,7 +21,7 @@ import sys
 import time
 import unittest
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -229,9 +229,12 @@ def test_plugins_ini_registers_and_configures_its_plugins(echo_backend, start_pr
     assert config.options_for("protocol", "lines") == {"error_line": "ERROR try again later"}
     assert config.options_for("behavior", "stutter") == {"pause": 0.05}
     assert config.options_for("behavior", "drop") == {"keep": 4}
-    config.proxy = Address("127.0.0.1", 0)
-    config.backend = Address.parse(echo_backend.address)
-    config.behavior = BehaviorMix.parse("100:error")
+    config = replace(
+        config,
+        proxy=Address("127.0.0.1", 0),
+        backend=Address.parse(echo_backend.address),
+        behavior=BehaviorMix.parse("100:error"),
+    )
     proxy = start_proxy(config=config)
     with proxy.connect() as client:
         client.sendall(b"GET a\n")
@@ -402,9 +405,7 @@ def scenario(name, monkeypatch, backend=None):
     assert all(other.program in NOT_RUN for other in others)
     config = load(command, monkeypatch)
     if backend is not None:
-        config.proxy = Address("127.0.0.1", 0)
-        config.backend = Address.parse(backend)
-        config.seed = 20240601
+        config = replace(config, proxy="127.0.0.1:0", backend=backend, seed=20240601)
     return config
 
 

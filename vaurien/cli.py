@@ -15,7 +15,7 @@ from typing import Any
 from vaurien import __version__
 from vaurien import config as config_file
 from vaurien.behaviors import Behavior
-from vaurien.errors import VaurienError
+from vaurien.errors import OptionError, VaurienError
 from vaurien.mix import read_spec
 from vaurien.options import Option
 from vaurien.protocols import Protocol
@@ -44,15 +44,24 @@ def _dest(kind: str, plugin: str, option: str) -> str:
     return f"{kind}\0{plugin}\0{option}"
 
 
-def _argparse_type(parse: Any) -> Any:
+def _argparse_type(option: Option, named: bool) -> Any:
+    """The ``type`` of a flag: ``option.parse``, its errors shown by argparse after the flag;
+    ``named`` keeps the option's name in them, as plugin flags always said."""
+
     def convert(text: str) -> Any:
         try:
-            return parse(text)
-        except VaurienError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+            return option.parse(text)
+        except OptionError as e:
+            raise argparse.ArgumentTypeError(str(e) if named else e.problem) from None
 
-    convert.__name__ = getattr(parse, "__name__", "value")
+    convert.__name__ = option.type_name
     return convert
+
+
+def _help(option: Option) -> str:
+    """A flag's help: the description, the default and what else the option accepts."""
+    text = f"{option.description} (default: {_show(option.default)})"
+    return f"{text}; {option.accepts}" if option.accepts else text
 
 
 def _add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
@@ -66,10 +75,10 @@ def _add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
     else:
         parser.add_argument(
             setting.flag,
-            type=_argparse_type(setting.parse),
+            type=_argparse_type(setting.option, named=False),
             default=None,
             metavar=setting.metavar,
-            help=f"{setting.help} (default: {_show(setting.default)})",
+            help=_help(setting.option),
         )
 
 
@@ -81,9 +90,7 @@ def _add_option(
     aliases: Sequence[str],
 ) -> None:
     flags = [plugin_flag(kind, plugin, option.name)]
-    help_text = f"{option.description} (default: {_show(option.default)})"
-    if option.choices:
-        help_text += f"; one of {', '.join(str(c) for c in option.choices)}"
+    help_text = _help(option)
     dest = _dest(kind, plugin, option.name)
     if option.type is bool:
         group.add_argument(
@@ -103,7 +110,7 @@ def _add_option(
             )
         return
     kwargs = dict(
-        type=_argparse_type(option.parse),
+        type=_argparse_type(option, named=True),
         default=None,
         dest=dest,
         metavar=option.type_name.upper(),

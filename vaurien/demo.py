@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import logging
@@ -10,7 +11,6 @@ from typing import Any
 
 from gevent.pywsgi import WSGIServer
 
-from vaurien.mix import read_spec
 from vaurien.network import Address
 from vaurien.proxy import Proxy
 from vaurien.serving import serve_until_signal
@@ -41,11 +41,15 @@ def demo_backend() -> WSGIServer:
 def run_demo(config: ProxyConfig, explicit_behavior: bool) -> None:
     """Run the proxy in front of :func:`demo_backend` until interrupted."""
     backend = demo_backend()
-    config.backend = Address("127.0.0.1", backend.server_port)
-    if config.protocol == "tcp" and importlib.util.find_spec("h11") is not None:
-        config.protocol = "http"  # so that the error share is a real 5xx, not garbage
-    if not explicit_behavior:
-        config.behavior = read_spec(DEMO_BEHAVIOR, config.behaviors)
+    protocol = config.protocol
+    if protocol == "tcp" and importlib.util.find_spec("h11") is not None:
+        protocol = "http"  # so that the error share is a real 5xx, not garbage
+    config = dataclasses.replace(
+        config,
+        backend=Address("127.0.0.1", backend.server_port),
+        protocol=protocol,
+        behavior=config.behavior if explicit_behavior else DEMO_BEHAVIOR,
+    )
     proxy = Proxy(config, name="vaurien demo")
 
     def announce() -> None:

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 class Session:
     """One client connection and its backend connection, with a pump for each direction.
 
-    ``proxy`` is the :class:`~vaurien.proxy.Proxy` serving it; its protocol adjusts both sockets
-    here, before anything is read.
+    ``proxy`` is the :class:`~vaurien.proxy.Proxy` serving it. Both sockets are adjusted here,
+    before anything is read: keep-alive probes (``tcp_keepalive``), then the protocol's
+    ``setup_socket``.
     """
 
     def __init__(
@@ -35,6 +36,8 @@ class Session:
     ) -> None:
         protocol = proxy.protocol
         for sock, role in ((client_sock, "client"), (backend_sock, "backend")):
+            if proxy.config.tcp_keepalive:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             protocol.setup_socket(sock, role)
         self.proxy = proxy
         self.peer = PeerName(client_address)

@@ -2,6 +2,7 @@
 
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.options import at_least
 
 
 class _Count:
@@ -21,7 +22,7 @@ class Limit(BaseBehavior):
 
     name = "limit"
     options = {
-        "bytes": ("Bytes let through in each direction before the close", int, 65536),
+        "bytes": ("Bytes let through in each direction before the close", int, 65536, at_least(0)),
     }
     client_sees = (
         "Exactly ``bytes`` bytes get through in each direction (counted per connection over "

@@ -17,7 +17,7 @@ class Drop(BaseBehavior):
     options = {"keep": ("Bytes of each event's data that still go through", int, 0, at_least(0))}
 
     def on_before_handle(self, protocol, source, dest, to_backend):
-        data = protocol._get_data(source)
+        data = protocol.read(source)
         keep = self.option("keep")
         if keep:
             dest.sendall(data[:keep])

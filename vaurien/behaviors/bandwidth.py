@@ -43,11 +43,11 @@ class Bandwidth(BaseBehavior):
     def on_before_handle(self, protocol, source, dest, to_backend):
         rate = self.settings["rate"] * 1024
         if not rate:
-            dest.sendall(protocol._get_data(source))
+            dest.sendall(protocol.read(source))
             return False
         # At most a second's worth per event: a slow transfer is a series of events, not one
         # long event the idle timeout would take for silence.
-        data = protocol._get_data(source, max(1, min(int(rate), protocol.buffer_size)))
+        data = protocol.read(source, max(1, min(int(rate), protocol.buffer_size)))
         bucket = self.state(source)
         capacity = max(1.0, rate * BURST)
         step = int(capacity)

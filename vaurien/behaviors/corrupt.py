@@ -26,7 +26,7 @@ class Corrupt(BaseBehavior):
     )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
-        data = protocol._get_data(source)
+        data = protocol.read(source)
         probability = self.settings["probability"]
         if data and probability:
             data = bytearray(data)

@@ -36,7 +36,7 @@ class Limit(BaseBehavior):
     def on_before_handle(self, protocol, source, dest, to_backend):
         count = self.state(source)
         allowed = self.settings["bytes"] - count.sent
-        data = protocol._get_data(source)
+        data = protocol.read(source)
         if allowed > 0 and data:
             dest.sendall(data[:allowed])
             count.sent += min(allowed, len(data))

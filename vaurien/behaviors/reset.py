@@ -30,7 +30,7 @@ class Reset(BaseBehavior):
     )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
-        protocol._get_data(source)
+        protocol.read(source)
         if self.settings["timeout"]:
             gevent.sleep(self.settings["timeout"])
         source.session.reset()

@@ -36,7 +36,7 @@ class Slicer(BaseBehavior):
         average, variation = self.settings["average_size"], self.settings["size_variation"]
         delay = self.settings["delay"]
         randint = self.proxy.random.randint
-        view = memoryview(protocol._get_data(source))
+        view = memoryview(protocol.read(source))
         while view:
             size = max(1, average + randint(-variation, variation))
             dest.sendall(view[:size])

@@ -36,11 +36,11 @@ class Timeout(BaseBehavior):
     def on_before_handle(self, protocol, source, dest, to_backend):
         timeout = self.settings["timeout"]
         if not timeout:
-            protocol._get_data(source)
+            protocol.read(source)
             return False
         deadline = time.monotonic() + timeout
         with gevent.Timeout(timeout, False):
-            while protocol._get_data(source):
+            while protocol.read(source):
                 pass
         gevent.sleep(max(0.0, deadline - time.monotonic()))
         source.session.close()

@@ -10,6 +10,7 @@ import gevent
 import gevent.socket
 import pytest
 
+from support import recv_exactly
 from vaurien.endpoint import EOF, Endpoint, PipePool
 
 
@@ -48,17 +49,6 @@ def pairs():
     yield make
     for sock in made:
         sock.close()
-
-
-def recv_exactly(sock, size):
-    chunks = []
-    while size:
-        chunk = sock.recv(min(size, 1 << 20))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
 
 
 def test_unread_bytes_come_first_and_are_not_counted_as_consumed(pairs):

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-_NO_OP = "__vaurien_no_op__"
+#: The attribute that marks a no-op hook (the framed driver reads it too).
+_NO_OP = "does_nothing"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -52,8 +53,9 @@ class SessionLike(Protocol):
     def reset(self) -> None:
         """End the session with a TCP RST on both connections."""
 
-    def pick(self, to_backend: bool) -> BehaviorLike:
-        """The behavior for the next event going ``to_backend``, counted in the stats."""
+    def pick(self, to_backend: bool | None = None) -> BehaviorLike:
+        """The behavior for the next event (going ``to_backend``, when given), counted in the
+        stats."""
 
 
 class EndpointLike(Protocol):

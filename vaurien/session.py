@@ -136,15 +136,16 @@ class Session:
 
     # -- the pick ----------------------------------------------------------------------------
 
-    def pick(self, to_backend: bool) -> BehaviorLike:
-        """The behavior for the next event going ``to_backend``, counted in the proxy's stats.
+    def pick(self, to_backend: bool | None = None) -> BehaviorLike:
+        """The behavior for the next event, counted in the proxy's stats.
 
         Drawn from the mix in force for each event, or under ``--scope connection`` at the
         first event and kept for the connection's life (both directions share it) while the
-        mix in force is the same object: a new mix makes the next event pick again. A
-        behavior whose ``direction`` is the other one gets the dummy in its place, except for
-        a protocol whose events are exchanges (``exchanges``): it gets the pick itself, as a
-        ``to_client`` behavior picked for a request acts on its answer.
+        mix in force is the same object: a new mix makes the next event pick again. With
+        ``to_backend``, the event's direction, a behavior whose ``direction`` is the other one
+        gets the dummy in its place (:meth:`Mix.for_event <vaurien.mix.Mix.for_event>`);
+        without it, the pick itself (a protocol picking for a request, whose ``to_client``
+        behavior acts on the answer).
         """
         mix = self.proxy.mix
         if self._per_connection:
@@ -153,7 +154,7 @@ class Session:
             behavior = self._picked
         else:
             behavior = mix.pick()
-        if not self._exchanges:
+        if to_backend is not None:
             behavior = mix.for_event(to_backend, behavior)
         self.proxy.applied[behavior.name] += 1
         return behavior
@@ -202,8 +203,13 @@ class Session:
         handle the event. Returns whether the protocol keeps the session going, and whether
         the event took data from ``source``."""
         protocol = self._protocol
-        # The protocol may decline: an answer follows its request's behavior.
-        behavior = self.pick(to_backend) if protocol.wants_behavior(self, to_backend) else None
+        # The protocol may decline: an answer follows its request's behavior. A protocol of
+        # exchanges gets the pick itself: a to_client behavior picked for a request acts on
+        # its answer (BaseProtocol.exchanges).
+        if protocol.wants_behavior(self, to_backend):
+            behavior = self.pick(None if self._exchanges else to_backend)
+        else:
+            behavior = None
         source.behavior = behavior
         consumed = source.bytes_consumed
         self.last_activity = self._loop.now()

@@ -36,7 +36,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +45,10 @@ import pytest
 
 try:
     from . import backends  # tests/ imported as a package
+    from .support import free_port, wait_until
 except ImportError:
-    import backends  # tests/ on sys.path, as pytest's default import mode does
+    import backends  # tests/ on sys.path (pytest.ini's pythonpath)
+    from support import free_port, wait_until
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0  # seconds for a started server to answer
@@ -176,13 +177,6 @@ def require_module(name: str) -> None:
         unavailable(f"Python package {name} is not installed")
 
 
-def free_port() -> int:
-    """A TCP port on HOST that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def answers(port: int, request: bytes, prefix: bytes) -> bool:
     """Whether the server on ``port`` answers ``request`` with ``prefix``."""
     received = b""
@@ -268,16 +262,18 @@ class ServerProcess:
                 preexec_fn=_die_with_parent,
             )
 
-    def wait_until(self, ready: Callable[[], bool], what: str) -> str | None:
-        """Poll ``ready`` until it holds; otherwise return why it never did."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while not ready():
-            code = self.process.poll()
-            if code is not None:
-                return f"exited with code {code} before {what}"
-            if time.monotonic() > deadline:
-                return f"did not {what} within {START_TIMEOUT:.0f} s"
-            time.sleep(POLL_INTERVAL)
+    def exit_reason(self) -> str | None:
+        """Once the server has exited, why it cannot answer any more; None while it runs."""
+        code = self.process.poll()
+        return None if code is None else f"exited with code {code}"
+
+    def wait_ready(self, ready: Callable[[], bool], what: str) -> str | None:
+        """Poll ``ready`` (with :func:`support.wait_until`) until it holds; otherwise return
+        why it never did."""
+        try:
+            wait_until(ready, START_TIMEOUT, POLL_INTERVAL, what=what, give_up=self.exit_reason)
+        except AssertionError as e:
+            return str(e)
         return None
 
     def log_tail(self) -> str:
@@ -338,7 +334,7 @@ def start_on_free_port(
     for attempt in range(1, PORT_ATTEMPTS + 1):
         port = free_port()
         process = ServerProcess(name, command(port), workdir, **process_options)
-        reason = process.wait_until(functools.partial(probe, port), "answering")
+        reason = process.wait_ready(functools.partial(probe, port), "answering")
         if reason is None:
             return process, port
         process.stop()
@@ -362,11 +358,11 @@ def start_backend(
         workdir,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    reason = process.wait_until(port_file.exists, "listening")
+    reason = process.wait_ready(port_file.exists, "listening")
     if reason is not None:
         process.fail(reason)
     port = int(port_file.read_text())
-    reason = process.wait_until(functools.partial(probe, port), "answering")
+    reason = process.wait_ready(functools.partial(probe, port), "answering")
     if reason is not None:
         process.fail(f"on port {port} {reason}")
     return process, port

@@ -16,16 +16,37 @@ from vaurien.settings import ProxyConfig
 DEADLINE = 30.0
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = DEADLINE, interval: float = 0.01):
-    """Poll ``predicate`` until it returns something true; fail after ``timeout`` seconds."""
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = DEADLINE,
+    interval: float = 0.01,
+    *,
+    what: str | None = None,
+    give_up: Callable[[], str | None] | None = None,
+    context: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``predicate`` until it returns something true, and return that: the one deadline
+    helper of the suite.
+
+    Between tries the caller sleeps with ``gevent.sleep``, so the greenlets of its thread (the
+    load generators and backends of the reliability tests) keep running. Fails with an
+    :class:`AssertionError` after ``timeout`` seconds, or as soon as ``give_up()`` returns a
+    reason (a server process that exited); the message says what was awaited (``what``, else the
+    predicate) and ends with what ``context()`` returns (a log), if given.
+    """
     deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
-        threading.Event().wait(interval)
+    awaited = what or f"the condition {predicate}"
+    while not (result := predicate()):
+        reason = give_up() if give_up is not None else None
+        if reason is not None:
+            problem = f"{reason} before {awaited}"
+        elif time.monotonic() > deadline:
+            problem = f"{awaited}: not met within {timeout:g}s"
+        else:
+            gevent.sleep(interval)
+            continue
+        raise AssertionError(problem + (f"\n{context()}" if context is not None else ""))
+    return result
 
 
 class ProxyThread:

@@ -147,7 +147,7 @@ def test_concurrent_puts_under_traffic_never_blend(controlled):
     def inside():
         def snapshot(proxy):
             return str(proxy.behavior), {
-                name: dict(instance.settings) for name, instance in proxy.instances.items()
+                name: dict(instance.settings) for name, instance in proxy.mix.behaviors.items()
             }
 
         while time.monotonic() < deadline:

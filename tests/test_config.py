@@ -3,7 +3,7 @@
 import pytest
 
 from vaurien.cli import main, parse_config
-from vaurien.settings import Address
+from vaurien.network import Address
 
 
 def write(tmp_path, text, name="vaurien.ini"):

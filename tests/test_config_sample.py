@@ -8,6 +8,7 @@ import pytest
 from vaurien import config as config_file
 from vaurien.behaviors import Behavior
 from vaurien.cli import parse_config
+from vaurien.mix import read_spec
 from vaurien.protocols import Protocol
 from vaurien.registry import Registry
 from vaurien.settings import SETTINGS
@@ -28,7 +29,7 @@ def test_the_sample_loads_as_vaurien_config_reads_it():
     config, _ = parse_config(["--config", str(SAMPLE)])
     assert str(config.backend) == config_file.SAMPLE_BACKEND
     for setting in SETTINGS:
-        if setting.name != "backend" and not setting.cli_only:
+        if setting.name != "backend":
             assert getattr(config, setting.name) == _resolved_default(config, setting), setting.name
     written = set(config.plugin_options)
     for kind, registry in (("behavior", Behavior), ("protocol", Protocol)):
@@ -42,7 +43,7 @@ def test_the_sample_loads_as_vaurien_config_reads_it():
 
 def _resolved_default(config, setting):
     if setting.name == "behavior":
-        return setting.default.resolve(config.behaviors.resolve)
+        return read_spec(setting.default, config.behaviors)
     if setting.name == "protocol":
         return config.protocols.resolve(setting.default)
     return setting.default
@@ -53,9 +54,7 @@ def test_every_key_is_in_the_sample():
     parser.read(SAMPLE, encoding="utf-8")
     text = SAMPLE.read_text(encoding="utf-8")
     for setting in SETTINGS:
-        if setting.cli_only:
-            assert f"\n{setting.name} =" not in text
-        elif setting.default is None and setting.name != "backend":
+        if setting.default is None and setting.name != "backend":
             assert f"\n# {setting.key} = " in text
         else:
             assert parser.has_option(setting.section, setting.key), setting.name

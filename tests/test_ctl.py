@@ -59,7 +59,7 @@ def test_set_behavior_with_options_then_get_behavior(controlled):
         controlled, "set-behavior", "delay", "--option", "sleep=0.25", "--option", "before=no"
     )
     assert (result.returncode, result.stdout) == (0, 'Behavior changed to "delay"\n'), result.stderr
-    assert controlled.proxy.instances["delay"].settings == option_values(
+    assert controlled.proxy.mix.behaviors["delay"].settings == option_values(
         "delay", sleep=0.25, before=False
     )
     result = ctl(controlled, "get-behavior")

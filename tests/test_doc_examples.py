@@ -21,7 +21,7 @@ import sys
 import time
 import unittest
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -29,8 +29,8 @@ import pytest
 from support import free_port, recv_exactly, wait_until
 from vaurien import cli
 from vaurien.mix import BehaviorMix
+from vaurien.network import Address
 from vaurien.protocols import Protocol
-from vaurien.settings import Address
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -125,7 +125,7 @@ def check_error(command: Command, capsys) -> None:
 
 
 def mix(config) -> str:
-    return ",".join(f"{percent:g}:{name}" for percent, name in config.behavior.entries)
+    return ",".join(f"{percent:g}:{'+'.join(names)}" for percent, names in config.behavior.entries)
 
 
 def read_all(sock: socket.socket) -> bytes:
@@ -229,9 +229,12 @@ def test_plugins_ini_registers_and_configures_its_plugins(echo_backend, start_pr
     assert config.options_for("protocol", "lines") == {"error_line": "ERROR try again later"}
     assert config.options_for("behavior", "stutter") == {"pause": 0.05}
     assert config.options_for("behavior", "drop") == {"keep": 4}
-    config.proxy = Address("127.0.0.1", 0)
-    config.backend = Address.parse(echo_backend.address)
-    config.behavior = BehaviorMix.parse("100:error")
+    config = replace(
+        config,
+        proxy=Address("127.0.0.1", 0),
+        backend=Address.parse(echo_backend.address),
+        behavior=BehaviorMix.parse("100:error"),
+    )
     proxy = start_proxy(config=config)
     with proxy.connect() as client:
         client.sendall(b"GET a\n")
@@ -402,9 +405,7 @@ def scenario(name, monkeypatch, backend=None):
     assert all(other.program in NOT_RUN for other in others)
     config = load(command, monkeypatch)
     if backend is not None:
-        config.proxy = Address("127.0.0.1", 0)
-        config.backend = Address.parse(backend)
-        config.seed = 20240601
+        config = replace(config, proxy="127.0.0.1:0", backend=backend, seed=20240601)
     return config
 
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 from support import free_port, recv_exactly, wait_until
-from vaurien.settings import Address
+from vaurien.network import Address
 
 
 def test_64_mib_both_directions_at_once_byte_exact(echo_backend, start_proxy):

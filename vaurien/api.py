@@ -36,9 +36,8 @@ from typing import Any
 from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer
 
 from vaurien.errors import OptionError, VaurienError
-from vaurien.mix import BehaviorMix
-from vaurien.proxy import listen
-from vaurien.settings import Address
+from vaurien.mix import BehaviorMix, read_spec
+from vaurien.network import Address, listen
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +145,10 @@ class ControlApp:
 
     def get_behavior_options(self, body: dict[str, Any]) -> dict[str, Any]:
         """The mix in force and the option values of each of its behaviors."""
-        instances = self.proxy.instances
+        mix = self.proxy.mix
         return {
-            "behavior": str(self.proxy.behavior),
-            "options": {name: dict(instances[name].settings) for name in self.proxy.behavior.names},
+            "behavior": str(mix.spec),
+            "options": {name: dict(mix.behaviors[name].settings) for name in mix.spec.names},
         }
 
     def put_behavior(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -181,17 +180,12 @@ class ControlApp:
     def _mix(self, name: Any) -> BehaviorMix:
         if not isinstance(name, str) or not name.strip():
             raise ApiError(400, "name", f"name must be a behavior name or a spec, got {name!r}")
+        spec = name if ":" in name else BehaviorMix.single(name.strip())
         try:
-            mix = BehaviorMix.parse(name) if ":" in name else BehaviorMix.single(name.strip())
+            # Registered names only: the API never imports code named by a dotted path.
+            return read_spec(spec, self.proxy.config.behaviors, imports=False)
         except VaurienError as e:
             raise ApiError(400, "name", str(e)) from e
-        registry = self.proxy.config.behaviors
-        for behavior in mix.names:
-            # Registered names only: the API never imports code named by a dotted path.
-            if behavior not in registry:
-                known = ", ".join(registry.names())
-                raise ApiError(400, "name", f"unknown behavior {behavior!r} (known: {known})")
-        return mix
 
     def _options(
         self, mix: BehaviorMix, flat: dict[str, Any], nested: Any

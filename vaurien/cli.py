@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import gevent
-import gevent.event
 
 from vaurien import __version__
 from vaurien import config as config_file
 from vaurien.behaviors import Behavior
-from vaurien.errors import VaurienError
+from vaurien.errors import OptionError, VaurienError
+from vaurien.mix import read_spec
 from vaurien.options import Option
 from vaurien.protocols import Protocol
+from vaurien.proxy import Proxy
 from vaurien.registry import Registry
+from vaurien.serving import serve_until_signal
 from vaurien.settings import SETTINGS, ProxyConfig, Setting, logging_level
 
 log = logging.getLogger(__name__)
@@ -45,15 +44,24 @@ def _dest(kind: str, plugin: str, option: str) -> str:
     return f"{kind}\0{plugin}\0{option}"
 
 
-def _argparse_type(parse: Any) -> Any:
+def _argparse_type(option: Option, named: bool) -> Any:
+    """The ``type`` of a flag: ``option.parse``, its errors shown by argparse after the flag;
+    ``named`` keeps the option's name in them, as plugin flags always said."""
+
     def convert(text: str) -> Any:
         try:
-            return parse(text)
-        except VaurienError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+            return option.parse(text)
+        except OptionError as e:
+            raise argparse.ArgumentTypeError(str(e) if named else e.problem) from None
 
-    convert.__name__ = getattr(parse, "__name__", "value")
+    convert.__name__ = option.type_name
     return convert
+
+
+def _help(option: Option) -> str:
+    """A flag's help: the description, the default and what else the option accepts."""
+    text = f"{option.description} (default: {_show(option.default)})"
+    return f"{text}; {option.accepts}" if option.accepts else text
 
 
 def _add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
@@ -67,10 +75,10 @@ def _add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
     else:
         parser.add_argument(
             setting.flag,
-            type=_argparse_type(setting.parse),
+            type=_argparse_type(setting.option, named=False),
             default=None,
             metavar=setting.metavar,
-            help=f"{setting.help} (default: {_show(setting.default)})",
+            help=_help(setting.option),
         )
 
 
@@ -82,9 +90,7 @@ def _add_option(
     aliases: Sequence[str],
 ) -> None:
     flags = [plugin_flag(kind, plugin, option.name)]
-    help_text = f"{option.description} (default: {_show(option.default)})"
-    if option.choices:
-        help_text += f"; one of {', '.join(str(c) for c in option.choices)}"
+    help_text = _help(option)
     dest = _dest(kind, plugin, option.name)
     if option.type is bool:
         group.add_argument(
@@ -104,7 +110,7 @@ def _add_option(
             )
         return
     kwargs = dict(
-        type=_argparse_type(option.parse),
+        type=_argparse_type(option, named=True),
         default=None,
         dest=dest,
         metavar=option.type_name.upper(),
@@ -173,9 +179,9 @@ def parse_config(
             loaded, {"behavior": behaviors, "protocol": protocols}
         )
     # Plugins named by dotted path must be registered before their flags can be parsed.
-    mix = first.behavior if first.behavior is not None else values.get("behavior")
-    if mix is not None:
-        mix.resolve(behaviors.resolve)
+    spec = first.behavior if first.behavior is not None else values.get("behavior")
+    if spec is not None:
+        read_spec(spec, behaviors)
     protocols.resolve(first.protocol or values.get("protocol") or "tcp")
 
     args = build_parser(behaviors, protocols).parse_args(argv)
@@ -224,60 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return e.code if isinstance(e.code, int) else 2
         setup_logging(config.log_level, config.log_output)
         if args.demo:
-            from vaurien.demo import run_demo
+            from vaurien.demo import run_demo  # the demo's web server, only when asked
 
             run_demo(config, explicit_behavior=args.behavior is not None)
         else:
-            from vaurien.proxy import Proxy
-
             serve_until_signal(Proxy(config))
     except VaurienError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-def serve_until_signal(proxy: Any, announce: Callable[[], None] | None = None) -> None:
-    """Start ``proxy`` and its services, call ``announce``, serve until SIGINT or SIGTERM, stop.
-
-    The signal handlers are in place before the proxy listens, so a signal that arrives as
-    soon as the port accepts connections still stops it cleanly.
-    """
-    stop = gevent.event.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, stop.set)
-    proxy.start()
-    try:
-        services = start_services(proxy)
-    except BaseException:
-        proxy.stop()
-        raise
-    if announce is not None:
-        announce()
-    stop.wait()
-    proxy.stop()
-    for service in reversed(services):  # after the proxy: statsd sends its last counts
-        service.stop()
-
-
-def start_services(proxy: Any) -> list[Any]:
-    """Start what the settings ask for beside a started proxy: control API, statsd counters.
-
-    Each has ``stop()``; if one cannot start, those already started are stopped.
-    """
-    config = proxy.config
-    services: list[Any] = []
-    try:
-        if config.http:
-            from vaurien.api import ControlServer
-
-            services.append(ControlServer(proxy, config.http_host, config.http_port).start())
-        if config.statsd_enabled:
-            from vaurien.metrics import StatsdReporter
-
-            services.append(StatsdReporter.from_config(proxy).start())
-    except BaseException:
-        for service in reversed(services):
-            service.stop()
-        raise
-    return services

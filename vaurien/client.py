@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from vaurien.settings import Address
+from vaurien.network import Address
 
 
 class Client:

@@ -28,9 +28,11 @@ import re
 import textwrap
 from typing import Any
 
-from vaurien.errors import ConfigError, VaurienError
+from vaurien.behaviors import Behavior
+from vaurien.errors import ConfigError, OptionError, VaurienError
 from vaurien.mix import BehaviorMix
 from vaurien.options import Option
+from vaurien.protocols import Protocol
 from vaurien.registry import Registry
 from vaurien.settings import SETTING_SECTIONS, SETTINGS
 
@@ -101,7 +103,7 @@ def load(path: str) -> ConfigFile:
 
 def _settings_section(section: str, values: dict[str, str]) -> dict[str, Any]:
     """Parse a section of global settings; the result is keyed by setting name."""
-    by_key = {s.key: s for s in SETTINGS if s.section == section and not s.cli_only}
+    by_key = {s.key: s for s in SETTINGS if s.section == section}
     settings = {}
     for key, text in values.items():
         setting = by_key.get(key)
@@ -109,8 +111,8 @@ def _settings_section(section: str, values: dict[str, str]) -> dict[str, Any]:
             raise ConfigError(f"[{section}] unknown key {key!r} (known: {', '.join(by_key)})")
         try:
             settings[setting.name] = setting.parse(text)
-        except VaurienError as e:
-            raise ConfigError(f"[{section}] {key}: {e}") from None
+        except OptionError as e:
+            raise ConfigError(f"[{section}] {key}: {e.problem}") from None
     return settings
 
 
@@ -167,7 +169,7 @@ def ini_value(value: Any) -> str:
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, BehaviorMix):
-        text = ",".join(f"{_number(percent)}:{name}" for percent, name in value.entries)
+        text = ",".join(f"{_number(percent)}:{'+'.join(names)}" for percent, names in value.entries)
     elif isinstance(value, float):
         text = repr(value)
     else:
@@ -190,6 +192,8 @@ def _option_lines(option: Option) -> list[str]:
     kind = option.type_name
     if option.choices:
         kind += "; one of " + ", ".join(ini_value(choice) for choice in option.choices)
+    if option.range is not None:
+        kind += f"; {option.range}"
     lines = _comment(f"{option.description} ({kind}).")
     if option.default is None:
         return [*lines, "# Not set by default.", f"# {option.name} = {option.type_name.upper()}"]
@@ -208,16 +212,16 @@ def render_sample(
     are shown commented out). ``backend`` is the one value the sample makes up: a config file
     cannot load without it.
     """
-    from vaurien.behaviors import Behavior
-    from vaurien.protocols import Protocol
-
     lines = [_SAMPLE_HEADER]
     for section in SETTING_SECTIONS:
         lines.append(f"[{section}]")
         for setting in SETTINGS:
-            if setting.section != section or setting.cli_only:
+            if setting.section != section:
                 continue
-            lines += _comment(setting.help)
+            help_text = setting.help
+            if setting.option.range is not None:
+                help_text = f"{help_text.rstrip('.')} ({setting.option.range})."
+            lines += _comment(help_text)
             if setting.name == "backend":
                 lines.append(f"backend = {backend}")
             elif setting.default is None:

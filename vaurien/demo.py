@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import sys
@@ -9,8 +10,10 @@ from typing import Any
 
 from gevent.pywsgi import WSGIServer
 
-from vaurien.mix import BehaviorMix
-from vaurien.settings import Address, ProxyConfig
+from vaurien.network import Address
+from vaurien.proxy import Proxy
+from vaurien.serving import serve_until_signal
+from vaurien.settings import ProxyConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +39,13 @@ def demo_backend() -> WSGIServer:
 
 def run_demo(config: ProxyConfig, explicit_behavior: bool) -> None:
     """Run the proxy in front of :func:`demo_backend` until interrupted."""
-    from vaurien.cli import serve_until_signal
-    from vaurien.proxy import Proxy
-
     backend = demo_backend()
-    config.backend = Address("127.0.0.1", backend.server_port)
-    config.protocol = "http"  # the backend speaks HTTP: errors are real 5xx answers
-    if not explicit_behavior:
-        config.behavior = BehaviorMix.parse(DEMO_BEHAVIOR).resolve(config.behaviors.resolve)
+    config = dataclasses.replace(
+        config,
+        backend=Address("127.0.0.1", backend.server_port),
+        protocol="http",  # the backend speaks HTTP: errors are real 5xx answers
+        behavior=config.behavior if explicit_behavior else DEMO_BEHAVIOR,
+    )
     proxy = Proxy(config, name="vaurien demo")
 
     def announce() -> None:

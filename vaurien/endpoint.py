@@ -23,7 +23,7 @@ from gevent import get_hub
 from gevent.lock import Semaphore
 
 if TYPE_CHECKING:
-    from vaurien.proxy import Session
+    from vaurien.contract import BehaviorLike, SessionLike
 
 _READ = 1
 _WRITE = 2
@@ -95,7 +95,7 @@ EOF = _Empty()
 class Endpoint:
     """The client's or the backend's connection within one session.
 
-    ``role`` is ``"client"`` or ``"backend"``; ``session`` is the :class:`~vaurien.proxy.Session`.
+    ``role`` is ``"client"`` or ``"backend"``; ``session`` is the :class:`~vaurien.session.Session`.
     Attributes that plugins may read: ``eof`` (the peer closed its side), ``bytes_received``,
     ``last_read`` (the size of the last read),
     ``behavior`` (the behavior picked for the event being handled on this side), ``states``
@@ -122,10 +122,9 @@ class Endpoint:
         "_pending",
         "_skip_wait",
         "last_read",
-        "__dict__",
     )
 
-    def __init__(self, sock: Any, role: str, session: Session) -> None:
+    def __init__(self, sock: Any, role: str, session: SessionLike) -> None:
         self.role = role
         self.session = session
         self.sock = sock
@@ -145,7 +144,7 @@ class Endpoint:
         self.eof = False
         self._closed = False
         self.bytes_received = 0
-        self.behavior = None
+        self.behavior: BehaviorLike | None = None
         self.states: dict[Any, Any] = {}
 
     def __repr__(self) -> str:
@@ -249,6 +248,11 @@ class Endpoint:
     def has_pending(self) -> bool:
         """Whether bytes were pushed back with :meth:`unread` and wait to be read again."""
         return bool(self._pending)
+
+    @property
+    def bytes_consumed(self) -> int:
+        """The bytes read from this side and kept: received, less those pushed back."""
+        return self.bytes_received - len(self._pending)
 
     def recv(self, size: int = 65536) -> bytes:
         """Read at most ``size`` bytes, waiting for data; :data:`EOF` at end of stream."""

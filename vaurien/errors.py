@@ -23,14 +23,17 @@ class PluginError(VaurienError):
 
 
 class OptionError(VaurienError):
-    """A plugin option has a bad value.
+    """An option (of a plugin, or a global setting) has a bad value.
 
-    ``option`` names the option (``sleep``), so that the API can report the field.
+    ``option`` names the option (``sleep``), so that the API can report the field; ``problem``
+    is the message without that name, for places that name the option their own way (a flag,
+    an INI key).
     """
 
-    def __init__(self, option: str, message: str) -> None:
+    def __init__(self, option: str, message: str, problem: str | None = None) -> None:
         super().__init__(message)
         self.option = option
+        self.problem = problem if problem is not None else message
 
 
 class ProtocolError(VaurienError):

@@ -1,4 +1,14 @@
-"""The behavior mix: which behavior handles what share of the events."""
+"""The behavior mix: which behaviors handle what share of the events.
+
+Two values, both immutable:
+
+* :class:`BehaviorMix` is the spec as the user wrote it, parsed: ``20:delay,10:error``. Parsing
+  is pure; :func:`read_spec` is the one way from a spec to a mix of registered names.
+* :class:`Mix` is a spec made real for one proxy: an instance of each behavior, the ``dummy``
+  that stands in for a behavior on the events it sits out, and the weighted pick on the proxy's
+  own random source. A proxy puts a new mix in force by swapping one reference
+  (``proxy.mix``), so an event sees one mix or the next, never a blend.
+"""
 
 from __future__ import annotations
 
@@ -6,53 +16,83 @@ import dataclasses
 import math
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from itertools import accumulate
 from typing import Any
 
 from vaurien.errors import SpecError
+from vaurien.registry import Registry
 
 _NUMBER = re.compile(r"\d+(\.\d*)?|\.\d+")
+
+#: ``direction`` value -> the ``to_backend`` value of the events a behavior sits out
+#: (``None``: it sits out none).
+SITS_OUT: dict[str, bool | None] = {
+    "both": None,
+    "to_backend": False,
+    "to_client": True,
+    "upstream": False,
+    "downstream": True,
+}
+
+#: The option every behavior has (the behavior registry adds it): which traffic it acts on.
+DIRECTION_OPTION = {
+    "direction": (
+        "Traffic the behavior acts on: both, to_backend (client to backend, alias upstream) "
+        "or to_client (backend to client, alias downstream); it passes the rest untouched",
+        str,
+        "both",
+        tuple(SITS_OUT),
+    )
+}
+
+#: One entry of a mix: its percent, and the names of the behaviors it chains (one for now).
+Entry = tuple[float, tuple[str, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
 class BehaviorMix:
-    """An immutable ``[(percent, name), ...]``; the percents add up to 100.
+    """An immutable ``[(percent, names), ...]``; the percents add up to 100.
 
     Write it as ``PERCENT:NAME[,PERCENT:NAME...]``: ``20:delay,10:error``. A percent is a number
     from 0 to 100 (decimals allowed), the percents add up to at most 100 and what is left goes
-    to ``dummy``. A name may appear once. ``NAME`` is a behavior's name or a dotted path
-    (``pkg.mod.Class`` or ``pkg.mod:Class``); :meth:`resolve` turns paths into names.
+    to ``dummy``. An entry may appear once. ``NAME`` is a behavior's name or a dotted path
+    (``pkg.mod.Class`` or ``pkg.mod:Class``); :func:`read_spec` turns paths into names.
+
+    An entry may also chain behaviors, ``30:delay+bandwidth``: the grammar reads chains, so
+    specs and configurations can name them, but a proxy does not run them yet (:meth:`Mix.create`
+    refuses them).
     """
 
-    entries: tuple[tuple[float, str], ...]
+    entries: tuple[Entry, ...]
 
     @classmethod
     def parse(cls, spec: str) -> BehaviorMix:
         """Parse a spec; every problem is a :class:`SpecError` naming the faulty item."""
         if not isinstance(spec, str) or not spec.strip():
             raise SpecError("empty behavior spec: expected PERCENT:NAME[,PERCENT:NAME...]")
-        entries: list[tuple[float, str]] = []
-        seen: set[str] = set()
+        entries: list[Entry] = []
         for item in spec.split(","):
             item = item.strip()
             if not item:
                 raise SpecError(f"empty item in behavior spec {spec!r}")
-            percent_text, colon, name = item.partition(":")
+            percent_text, colon, chain = item.partition(":")
             if not colon:
                 raise SpecError(f"{item!r}: missing ':' (expected PERCENT:NAME)")
-            percent_text, name = percent_text.strip(), name.strip()
+            percent_text = percent_text.strip()
             if not _NUMBER.fullmatch(percent_text):
                 raise SpecError(f"{item!r}: percent must be a number from 0 to 100")
             percent = float(percent_text)
             if percent > 100:
                 raise SpecError(f"{item!r}: percent {percent_text} is over 100")
-            if not name:
-                raise SpecError(f"{item!r}: missing behavior name after ':'")
-            if name in seen:
-                raise SpecError(f"{item!r}: behavior {name!r} appears twice")
-            seen.add(name)
-            entries.append((percent, name))
+            names = tuple(name.strip() for name in chain.split("+"))
+            if not all(names):
+                raise SpecError(f"{item!r}: missing behavior name after ':' or around '+'")
+            if len(set(names)) < len(names):
+                raise SpecError(f"{item!r}: a behavior appears twice in one chain")
+            if any(names == other for _, other in entries):
+                raise SpecError(f"{item!r}: behavior {'+'.join(names)!r} appears twice")
+            entries.append((percent, names))
         total = math.fsum(percent for percent, _ in entries)
         if total > 100 + 1e-9:
             raise SpecError(f"percents add up to {total:g}, over 100, in {spec!r}")
@@ -61,50 +101,141 @@ class BehaviorMix:
     @classmethod
     def single(cls, name: str) -> BehaviorMix:
         """All events to one behavior."""
-        return cls(((100.0, name),))
+        return cls(((100.0, (name,)),))
 
     def _with_rest(self, rest: float) -> BehaviorMix:
         if rest <= 1e-9:
             return self
-        entries = dict((name, percent) for percent, name in self.entries)
-        entries["dummy"] = entries.get("dummy", 0.0) + rest
-        return BehaviorMix(tuple((percent, name) for name, percent in entries.items()))
+        return BehaviorMix(_merged([*self.entries, (rest, ("dummy",))]))
 
     def resolve(self, resolve_name: Callable[[str], str]) -> BehaviorMix:
-        """The same mix with each name passed through ``resolve_name`` (a registry's resolve)."""
-        merged: dict[str, float] = {}
-        for percent, name in self.entries:
-            resolved = resolve_name(name)
-            merged[resolved] = merged.get(resolved, 0.0) + percent
-        return BehaviorMix(tuple((percent, name) for name, percent in merged.items()))
+        """The same mix with each name passed through ``resolve_name`` (a registry's resolve).
+
+        Entries that become the same are merged.
+        """
+        return BehaviorMix(
+            _merged(
+                (percent, tuple(resolve_name(name) for name in names))
+                for percent, names in self.entries
+            )
+        )
 
     @property
     def names(self) -> list[str]:
-        """The behavior names in the mix, in order."""
-        return [name for _, name in self.entries]
+        """Every behavior name in the mix, once, in order."""
+        return list(dict.fromkeys(name for _, names in self.entries for name in names))
 
     def __str__(self) -> str:
         """The spec back: ``delay`` alone when it has every event, else ``20:delay,80:dummy``."""
-        live = [(percent, name) for percent, name in self.entries if percent > 0]
+        live = [(percent, "+".join(names)) for percent, names in self.entries if percent > 0]
         if len(live) == 1:
             return live[0][1]
-        return ",".join(f"{percent:g}:{name}" for percent, name in live)
+        return ",".join(f"{percent:g}:{chain}" for percent, chain in live)
 
 
-class Picker:
-    """Picks a behavior instance for an event: a bisect over cumulative percents."""
+def _merged(entries: Any) -> tuple[Entry, ...]:
+    """Entries with the same names summed into the first one's place."""
+    merged: dict[tuple[str, ...], float] = {}
+    for percent, names in entries:
+        merged[names] = merged.get(names, 0.0) + percent
+    return tuple((percent, names) for names, percent in merged.items())
 
-    __slots__ = ("_bounds", "_choices", "_random", "_last")
 
-    def __init__(self, mix: BehaviorMix, instances: dict[str, Any], random: Callable[[], float]):
-        live = [(percent, name) for percent, name in mix.entries if percent > 0]
-        self._bounds: Sequence[float] = list(accumulate(percent for percent, _ in live))
-        self._choices = [instances[name] for _, name in live]
-        self._random = random
-        self._last = len(self._choices) - 1
+def read_spec(spec: str | BehaviorMix, behaviors: Registry, *, imports: bool = True) -> BehaviorMix:
+    """The one way from a spec to a mix of registered names: parse it (if it is text), then
+    resolve each name against ``behaviors``.
 
-    def __call__(self) -> Any:
-        if not self._last:
-            return self._choices[0]
+    With ``imports`` (the command line, the config file), a dotted path is imported and its
+    class registered; without (the control API), only registered names are accepted. Errors
+    are :class:`~vaurien.errors.VaurienError`, one line each.
+    """
+    mix = BehaviorMix.parse(spec) if isinstance(spec, str) else spec
+    if imports:
+        return mix.resolve(behaviors.resolve)
+    for name in mix.names:
+        behaviors.get(name)  # raises "unknown behavior ... (known: ...)"
+    return mix
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Mix:
+    """The mix in force on one proxy: a :class:`BehaviorMix` made real.
+
+    ``behaviors`` holds an instance of each behavior the spec names, made with the proxy's
+    option values; ``dummy`` stands in for a behavior on the events it sits out (its
+    ``direction`` is the other one); ``exclusive`` is true when a session's events must run one
+    at a time (the protocol or a behavior reads the other side within its event). The pick draws
+    from the proxy's random source, so ``--seed`` reproduces it. Build one with :meth:`create`.
+    """
+
+    spec: BehaviorMix
+    behaviors: Mapping[str, Any]
+    dummy: Any
+    exclusive: bool
+    _bounds: list[float] = dataclasses.field(repr=False)
+    _choices: list[Any] = dataclasses.field(repr=False)
+    _random: Callable[[], float] = dataclasses.field(repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        spec: BehaviorMix,
+        behaviors: Registry,
+        options: Mapping[str, Mapping[str, Any]],
+        *,
+        duplex: bool,
+        random: Callable[[], float],
+        proxy: Any = None,
+    ) -> Mix:
+        """Create the behaviors of ``spec`` (its names registered in ``behaviors``, as
+        :func:`read_spec` returns them) with ``options[name]``.
+
+        ``duplex`` is the protocol's: whether its events may run both ways at once. ``random``
+        returns a float in [0, 1) (the proxy's ``random.random``). Raises
+        :class:`~vaurien.errors.VaurienError` for an option value or a plugin that cannot be
+        created, and :class:`SpecError` for a chain, which proxies do not run yet.
+        """
+        for percent, names in spec.entries:
+            if len(names) > 1:
+                raise SpecError(
+                    f"{percent:g}:{'+'.join(names)}: chains of behaviors (NAME+NAME) are not "
+                    f"supported yet; give each behavior its own share"
+                )
+        instances = {
+            name: behaviors.create(name, options.get(name, {}), proxy=proxy) for name in spec.names
+        }
+        dummy = instances.get("dummy") or behaviors.create("dummy", proxy=proxy)
+        for instance in (*instances.values(), dummy):
+            # Read by the framed protocols, which substitute the dummy themselves.
+            instance.sits_out = SITS_OUT[instance.settings["direction"]]
+        live = [(percent, names) for percent, names in spec.entries if percent > 0]
+        return cls(
+            spec,
+            instances,
+            dummy,
+            exclusive=not (duplex and all(getattr(b, "duplex", False) for b in instances.values())),
+            _bounds=list(accumulate(percent for percent, _ in live)),
+            _choices=[instances[names[0]] for _, names in live],
+            _random=random,
+        )
+
+    def pick(self) -> Any:
+        """A behavior drawn by weight: a bisect over the cumulative percents."""
+        choices = self._choices
+        if len(choices) == 1:
+            return choices[0]
         index = bisect_right(self._bounds, self._random() * self._bounds[-1])
-        return self._choices[min(index, self._last)]
+        return choices[min(index, len(choices) - 1)]
+
+    @property
+    def only_dummy(self) -> bool:
+        """Whether every pick is the dummy (no chaos at all)."""
+        return all(choice is self.dummy for choice in self._choices)
+
+    def for_event(self, to_backend: bool, picked: Any = None) -> Any:
+        """The behavior that acts on an event going ``to_backend`` (true: from the client to the
+        backend): ``picked`` (a new :meth:`pick` when not given), or :attr:`dummy` when the
+        picked behavior's ``direction`` is the other one."""
+        if picked is None:
+            picked = self.pick()
+        return self.dummy if picked.sits_out is to_backend else picked

@@ -1,46 +1,42 @@
-"""The proxy server and its sessions.
+"""The proxy: a :class:`Proxy` wires a configuration to a listener, a protocol and a mix.
 
-A :class:`Proxy` listens with a gevent ``StreamServer``. For each client it connects to the
-backend and runs a :class:`Session`: two pumps, one per direction, each waiting until its side
-is readable, picking a behavior from the mix (on each event, or once per connection with
-``--scope connection``) and handing the event to the protocol; a behavior whose ``direction``
-is the other one is replaced by ``dummy`` for the event. An end of stream on one side becomes
-a half-close on the other; the session ends when both directions are done, on a reset, when a
-behavior closes it, or after ``timeout`` idle seconds.
+It listens (:mod:`vaurien.network`); for each client it connects to the backend and runs a
+:class:`~vaurien.session.Session`, which picks behaviors from the mix in force
+(:class:`~vaurien.mix.Mix`, swapped whole by :meth:`Proxy.set_behavior`) and hands each event
+to the protocol. The proxy keeps the counters of all its sessions.
 """
 
 from __future__ import annotations
 
 import collections
-import errno
 import logging
-import os
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import gevent
 import gevent.event
 import gevent.socket
-from gevent.lock import Semaphore
-from gevent.server import StreamServer
 
-from vaurien.behaviors.base import SITS_OUT
-from vaurien.endpoint import Endpoint, PipePool
-from vaurien.errors import VaurienError
-from vaurien.mix import BehaviorMix, Picker
-from vaurien.settings import Address, ProxyConfig
+from vaurien.endpoint import PipePool
+from vaurien.mix import BehaviorMix, Mix, read_spec
+from vaurien.network import (
+    AcceptServer,
+    Address,
+    BackendConnector,
+    PeerName,
+    describe_failure,
+    listen,
+    open_fds,
+)
+from vaurien.session import Session
+from vaurien.settings import ProxyConfig
 
 log = logging.getLogger(__name__)
 
-_CONNECTING = (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK)
 #: Connections accepted per wake-up of the listening socket.
 ACCEPT_BURST = 1000
-#: Seconds a lookup of the backend's name is reused for new connections.
-RESOLVE_EVERY = 10.0
-#: accept() and connect() errors that mean the process or the system ran out of resources.
-_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class Proxy:
@@ -64,9 +60,8 @@ class Proxy:
         )
         self.sessions: set[Session] = set()
         self.pipes = PipePool() if PipePool.available else None
-        self._hub = gevent.get_hub()
-        self._loop = self._hub.loop
-        self._resolved: tuple[Address, float, list[tuple[Any, ...]]] | None = None
+        self._loop = gevent.get_hub().loop
+        self._connector = BackendConnector(config.timeout)
         # Every client being served, from accept to close (connecting to the backend included).
         self._handlers: set[gevent.Greenlet] = set()
         self.applied: collections.Counter[str] = collections.Counter()
@@ -77,19 +72,20 @@ class Proxy:
         self._refusal_logged_at = float("-inf")
         self.bytes_to_backend = 0
         self.bytes_to_client = 0
-        self._server: StreamServer | None = None
+        self._server: AcceptServer | None = None
         self._stopped = gevent.event.Event()
+        self.mix: Mix
         self.set_behavior(config.behavior)
 
     # -- the behavior mix ------------------------------------------------------------------
 
     @property
     def behavior(self) -> BehaviorMix:
-        """The mix in force."""
-        return self._mix
+        """The spec of the mix in force."""
+        return self.mix.spec
 
     def set_behavior(
-        self, mix: BehaviorMix | str, options: dict[str, dict[str, Any]] | None = None
+        self, spec: BehaviorMix | str, options: Mapping[str, Mapping[str, Any]] | None = None
     ) -> None:
         """Put a new mix in force for every following event, on new and open connections.
 
@@ -97,32 +93,20 @@ class Proxy:
         (those from the command line or the config file). Everything is checked before the
         swap, which is one assignment: two calls never blend.
         """
-        if isinstance(mix, str):
-            mix = BehaviorMix.parse(mix)
-        behaviors = self.config.behaviors
-        mix = mix.resolve(behaviors.resolve)
+        config = self.config
+        spec = read_spec(spec, config.behaviors)
         options = options or {}
-        instances = {}
-        for name in mix.names:
-            values = {
-                **self.config.options_for("behavior", name),
-                **options.get(name, {}),
-            }
-            instances[name] = behaviors.create(name, values, proxy=self)
-        exclusive = not (
-            self.protocol.duplex and all(getattr(b, "duplex", False) for b in instances.values())
-        )
-        picker = Picker(mix, instances, self.random.random)
-        dummy = instances.get("dummy") or behaviors.create("dummy", proxy=self)
-        self.only_dummy = [name for percent, name in mix.entries if percent > 0] == ["dummy"]
-        for instance in instances.values():
-            instance.sits_out = SITS_OUT[instance.settings["direction"]]
-        self._mix, self.instances, self.exclusive, self.pick, self.dummy = (
-            mix,
-            instances,
-            exclusive,
-            picker,
-            dummy,
+        values = {
+            name: {**config.options_for("behavior", name), **options.get(name, {})}
+            for name in spec.names
+        }
+        self.mix = Mix.create(
+            spec,
+            config.behaviors,
+            values,
+            duplex=self.protocol.duplex,
+            random=self.random.random,
+            proxy=self,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -130,7 +114,7 @@ class Proxy:
     def start(self) -> None:
         """Bind the listening socket and start accepting clients."""
         listener = listen(self.config.proxy, self.config.backlog, self._prepare_listener)
-        self._server = _Server(listener, self._handle, self.name)
+        self._server = AcceptServer(listener, self._handle, self.name)
         # Accept a whole burst per wake-up: a full listen queue makes clients retransmit SYNs.
         self._server.max_accept = ACCEPT_BURST
         self._server.start()
@@ -195,7 +179,7 @@ class Proxy:
         log.info("%s listening on %s", self.name, self.address_text)
         log.info("  backend:  %s (connect timeout %gs)", self.backend, config.timeout)
         log.info("  protocol: %s", config.protocol)
-        log.info("  behavior: %s (picked per %s)", self._mix, config.scope)
+        log.info("  behavior: %s (picked per %s)", self.mix.spec, config.scope)
         log.info("  sessions: %s; random seed %d", idle, self.seed)
 
     # -- sessions --------------------------------------------------------------------------
@@ -213,7 +197,7 @@ class Proxy:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "%s: session closed; %d live sessions, %s open fds",
-                    _PeerName(client_address),
+                    PeerName(client_address),
                     len(self._handlers),
                     open_fds(),
                 )
@@ -221,26 +205,20 @@ class Proxy:
     def _serve(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
         backend = self.backend
         try:
-            backend_sock = self._connect_backend(backend)
+            backend_sock = self._connector.connect(backend)
         except OSError as e:
-            reason = e.strerror or str(e) or type(e).__name__
-            if e.errno in _EXHAUSTED:
-                reason = f"out of resources ({reason})"
             log.warning(
                 "cannot reach backend %s: %s; closing client %s",
                 backend,
-                reason,
-                _PeerName(client_address),
+                describe_failure(e),
+                PeerName(client_address),
             )
             client_sock.close()
             return
         try:
-            backend_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for sock, role in ((client_sock, "client"), (backend_sock, "backend")):
-                self.protocol.setup_socket(sock, role)
             session = Session(self, client_sock, client_address, backend_sock)
         except Exception:
-            log.exception("%s: cannot set up the session; closing it", _PeerName(client_address))
+            log.exception("%s: cannot set up the session; closing it", PeerName(client_address))
             backend_sock.close()
             client_sock.close()
             return
@@ -250,8 +228,8 @@ class Proxy:
             session.run()
         finally:
             self.sessions.discard(session)
-            self.bytes_to_backend += session.client.bytes_received
-            self.bytes_to_client += session.backend.bytes_received
+            self.bytes_to_backend += session.bytes_to_backend
+            self.bytes_to_client += session.bytes_to_client
             session.release()
 
     def _prepare_listener(self, sock: gevent.socket.socket) -> None:
@@ -259,56 +237,6 @@ class Proxy:
         # client. Small messages must not wait for Nagle's algorithm in a proxy.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.protocol.setup_listener(sock)
-
-    def _connect_backend(self, backend: Address) -> socket.socket:
-        """A connected non-blocking socket to ``backend``, trying each of its addresses.
-
-        A plain socket and one write watcher: the session reads and writes it through its own
-        watchers, so gevent's socket wrapper would only add work to every connection.
-        """
-        error: OSError = OSError("no address")
-        for family, type_, proto, _, sockaddr in self._resolve(backend):
-            sock = socket.socket(family, type_, proto)
-            sock.setblocking(False)
-            try:
-                status = sock.connect_ex(sockaddr)
-                if status in _CONNECTING:
-                    watcher = self._loop.io(sock.fileno(), 2)
-                    try:
-                        with gevent.Timeout(self.config.timeout, TimeoutError("timed out")):
-                            self._hub.wait(watcher)
-                    finally:
-                        watcher.close()
-                    status = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if status:
-                    raise OSError(status, os.strerror(status))
-            except OSError as e:
-                sock.close()
-                error = e
-                continue
-            except BaseException:  # the proxy is stopping (GreenletExit)
-                sock.close()
-                raise
-            return sock
-        raise error
-
-    def _resolve(self, backend: Address) -> list[tuple[Any, ...]]:
-        """The backend's addresses, looked up at most every :data:`RESOLVE_EVERY` seconds.
-
-        A lookup per client would cost a trip through gevent's thread pool each time.
-        """
-        now = self._loop.now()
-        cached = self._resolved
-        if cached is not None and cached[0] == backend and now - cached[1] < RESOLVE_EVERY:
-            return cached[2]
-        try:
-            addresses = gevent.socket.getaddrinfo(
-                backend.host, backend.port, type=socket.SOCK_STREAM
-            )
-        except socket.gaierror as e:
-            raise OSError(e.errno, e.strerror) from None
-        self._resolved = (backend, now, addresses)
-        return addresses
 
     def _refuse(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
         """Close a client beyond ``max_connections`` at once; log at most one line a second."""
@@ -322,7 +250,7 @@ class Proxy:
                 "client(s), the last %s",
                 len(self._handlers),
                 self._refusals_unlogged,
-                _PeerName(client_address),
+                PeerName(client_address),
             )
             self._refusal_logged_at = now
             self._refusals_unlogged = 0
@@ -342,347 +270,9 @@ class Proxy:
             "total_connections": self.total_sessions,
             "refused_connections": self.refused_connections,
             "open_fds": open_fds(),
-            "bytes_to_backend": self.bytes_to_backend
-            + sum(s.client.bytes_received for s in active),
-            "bytes_to_client": self.bytes_to_client + sum(s.backend.bytes_received for s in active),
+            "bytes_to_backend": self.bytes_to_backend + sum(s.bytes_to_backend for s in active),
+            "bytes_to_client": self.bytes_to_client + sum(s.bytes_to_client for s in active),
             "events_to_backend": self.events["to_backend"],
             "events_to_client": self.events["to_client"],
             "behaviors": dict(self.applied),
         }
-
-
-class Session:
-    """One client connection and its backend connection, with a pump for each direction."""
-
-    def __init__(
-        self, proxy: Proxy, client_sock: Any, client_address: Any, backend_sock: Any
-    ) -> None:
-        self.proxy = proxy
-        self.peer = _PeerName(client_address)
-        self.handler = gevent.getcurrent()  # the proxy's greenlet serving this client
-        self.client = Endpoint(client_sock, "client", self)
-        self.backend = Endpoint(backend_sock, "backend", self)
-        # The client has usually spoken while the backend connection was being made: read at
-        # once rather than after one more turn of the hub (a read that finds nothing waits).
-        self.client.skip_next_wait()
-        self.closed = False
-        self._reset = False
-        self._error_logged = False
-        #: What the protocol keeps for this session (BaseProtocol.open_session).
-        self.state: Any = proxy.protocol.open_session(self)
-        self._hub = gevent.get_hub()
-        self._loop = self._hub.loop
-        self.last_activity = self._loop.now()
-        self._greenlets: list[Any] = []
-        self._idle_timer: Any = None
-        #: Behavior state for this connection (see ``BaseBehavior.state``).
-        self.states: dict[Any, Any] = {}
-        # --scope connection: the picker that made the pick, and the pick.
-        self._picker: Any = None
-        self._picked: Any = None
-        # Events run one at a time when a plugin may read the other side within its event.
-        self._event_lock = Semaphore() if proxy.exclusive else None
-        self._debug = log.isEnabledFor(logging.DEBUG)
-
-    def __repr__(self) -> str:
-        return f"<Session {self.peer} -> {self.proxy.backend}>"
-
-    def run(self) -> None:
-        """Pump both directions until the session ends, then close both connections."""
-        if self._debug:
-            log.debug("%s: session opened to %s", self.peer, self.proxy.backend)
-        self._greenlets = [gevent.getcurrent()]
-        if not self.proxy.config.stay_connected:
-            self._arm_idle_timer(self.proxy.config.timeout)
-        other = gevent.spawn(self._pump, self.backend, self.client, False)
-        self._greenlets.append(other)
-        try:
-            self._pump(self.client, self.backend, True)
-            other.join()
-        except gevent.GreenletExit:
-            other.kill()
-        finally:
-            if self._idle_timer is not None:
-                self._idle_timer.close()
-            self.client.really_close(self._reset)
-            self.backend.really_close(self._reset)
-
-    def release(self) -> None:
-        """Once the session is over and counted, drop its references to its endpoints,
-        greenlets and timer.
-
-        They tie it in reference cycles (each endpoint points back to its session): without
-        this, every ended session, with its sockets and greenlets, waits for a full garbage
-        collection, and the proxy's memory climbs between them. Endpoints keep ``session``,
-        so a plugin holding one can still call ``source.session.close()``.
-        """
-        self._greenlets = []
-        self._idle_timer = None
-        self.handler = None
-        self.client = self.backend = None
-        self.state = None  # a protocol's state may point back to the session
-
-    def close(self) -> None:
-        """End the session: both connections are closed (cleanly) as soon as possible."""
-        if self.closed:
-            return
-        self.closed = True
-        current = gevent.getcurrent()
-        for greenlet in self._greenlets:
-            if greenlet is not current and not greenlet.dead:
-                greenlet.kill(block=False)
-
-    def reset(self) -> None:
-        """End the session with a TCP RST on both connections."""
-        self._reset = True
-        self.close()
-
-    def passes_everything(self) -> bool:
-        """Whether every pick would be ``dummy`` now (no chaos): a protocol may then frame
-        runs of messages without picking for each (and count them with
-        :meth:`count_picks`)."""
-        proxy = self.proxy
-        if proxy.config.scope == "connection":
-            return self.pick_is_dummy()
-        return proxy.only_dummy
-
-    def pick_is_dummy(self) -> bool:
-        picker = self.proxy.pick
-        if self._picker is not picker:
-            self._picker = picker
-            self._picked = picker()
-        return self._picked is self.proxy.dummy
-
-    def count_picks(self, count: int) -> None:
-        """Count ``count`` picks of ``dummy`` made without :meth:`pick`."""
-        self.proxy.applied["dummy"] += count
-
-    def pick(self, to_backend: bool | None = None) -> Any:
-        """The behavior for the next event, counted as applied.
-
-        With ``to_backend``, the event's direction: a behavior whose ``direction`` is the other
-        one is replaced by ``dummy``. Under ``--scope connection`` the pick is made at the
-        first event, shared by both directions, and kept for the connection's life, unless a
-        new mix is put in force: the next event then picks from it.
-        """
-        proxy = self.proxy
-        picker = proxy.pick
-        if proxy.config.scope == "connection":
-            if self._picker is not picker:
-                self._picker = picker
-                self._picked = picker()
-            behavior = self._picked
-        else:
-            behavior = picker()
-        if to_backend is not None and behavior.sits_out is to_backend:
-            behavior = proxy.dummy
-        proxy.applied[behavior.name] += 1
-        return behavior
-
-    def _pump(self, source: Endpoint, dest: Endpoint, to_backend: bool) -> None:
-        proxy = self.proxy
-        protocol = proxy.protocol
-        picks = not protocol.picks_itself
-        events = proxy.events
-        direction = "to_backend" if to_backend else "to_client"
-        loop = self._loop
-        lock = None
-        try:
-            while not self.closed:
-                source.wait_readable()
-                exclusive = proxy.exclusive
-                if exclusive:
-                    lock = self._event_lock
-                    if lock is None:  # a new mix made this session's events exclusive
-                        lock = self._event_lock = Semaphore()
-                if exclusive and not lock.acquire(blocking=False):
-                    lock.acquire()
-                    if not source.readable_now():
-                        lock.release()
-                        continue
-                try:
-                    behavior = self.pick(to_backend) if picks else None
-                    source.behavior = behavior
-                    consumed = source.bytes_received - len(source._pending)
-                    self.last_activity = loop.now()
-                    if self._debug and behavior is not None:
-                        log.debug("%s: %s -> %s", self.peer, source.role, behavior.name)
-                    keep_going = protocol.handle(source, dest, to_backend, behavior)
-                finally:
-                    if exclusive:
-                        lock.release()
-                self.last_activity = loop.now()
-                events[direction] += 1
-                if not keep_going or self.closed or source._closed or dest._closed:
-                    self.close()
-                    return
-                if source.eof:
-                    # Half-close the other side, unless its own end of stream came first:
-                    # then the session closes both sockets now, which says the same.
-                    if not dest.eof:
-                        dest.shutdown(socket.SHUT_WR)
-                    return
-                if consumed == source.bytes_received - len(source._pending):
-                    log.error(
-                        "%s: %r returned without reading the data of its event; "
-                        "closing the session rather than looping",
-                        self.peer,
-                        behavior.name if behavior is not None else protocol.name,
-                    )
-                    self.close()
-                    return
-        except gevent.GreenletExit:
-            return
-        except ConnectionResetError:
-            log.debug("%s: connection reset by the %s", self.peer, source.role)
-            self.reset()
-        except OSError as e:
-            log.debug("%s: %s", self.peer, e)
-            self.close()
-        except VaurienError as e:
-            # One line per bad session: the other direction, woken before the close reached
-            # it, often trips on the same garbage.
-            if self._error_logged:
-                log.debug("%s: %s", self.peer, e)
-            else:
-                self._error_logged = True
-                log.warning("%s: %s", self.peer, e)
-            self.close()
-        except Exception:
-            log.exception(
-                "%s: error in the %s direction; closing the session",
-                self.peer,
-                "client->backend" if to_backend else "backend->client",
-            )
-            self.close()
-
-    def _arm_idle_timer(self, after: float) -> None:
-        self._idle_timer = self._loop.timer(after)
-        self._idle_timer.start(self._check_idle)
-
-    def _check_idle(self) -> None:
-        timeout = self.proxy.config.timeout
-        idle = self._loop.now() - self.last_activity
-        self._idle_timer.close()
-        if idle >= timeout - 0.001:
-            log.info("%s: idle for %gs; closing the session", self.peer, timeout)
-            self.close()
-        else:
-            self._arm_idle_timer(timeout - idle)
-
-
-class _Server(StreamServer):
-    """gevent's StreamServer, pausing (and logging) rather than failing when accept() runs out
-    of file descriptors or memory.
-
-    gevent backs off on accept errors too, but reports each one with a traceback on stderr.
-    Here the pause doubles from 10 ms up to 1 s while the error lasts; one warning starts the
-    episode and one line ends it.
-    """
-
-    def __init__(self, listener: Any, handle: Any, name: str) -> None:
-        super().__init__(listener, handle)
-        self.name = name
-        self._pause = self.min_delay
-        self._paused_since: float | None = None
-        self._resume_timer: Any = None
-
-    def do_read(self) -> Any:
-        try:
-            accepted = super().do_read()
-        except OSError as e:
-            if e.errno not in _EXHAUSTED:
-                raise
-            self._back_off(e)
-            return None
-        if accepted is not None and self._paused_since is not None:
-            log.warning(
-                "%s: accepting clients again after %.1fs",
-                self.name,
-                self.loop.now() - self._paused_since,
-            )
-            self._paused_since = None
-            self._pause = self.min_delay
-        return accepted
-
-    def _back_off(self, error: OSError) -> None:
-        if self._paused_since is None:
-            self._paused_since = self.loop.now()
-            log.warning(
-                "%s: cannot accept clients: %s; retrying, waiting up to %gs between tries",
-                self.name,
-                error.strerror or error,
-                self.max_delay,
-            )
-        self.stop_accepting()
-        self._resume_timer = self.loop.timer(self._pause)
-        self._resume_timer.start(self._resume)
-        self._pause = min(self.max_delay, self._pause * 2)
-
-    def _resume(self) -> None:
-        self._resume_timer.close()
-        self._resume_timer = None
-        if not self.closed:
-            self.start_accepting()
-
-    def close(self) -> None:
-        if self._resume_timer is not None:
-            self._resume_timer.close()
-            self._resume_timer = None
-        super().close()
-
-
-def open_fds() -> int | None:
-    """How many file descriptors this process has open; ``None`` where the system cannot tell."""
-    for directory in ("/proc/self/fd", "/dev/fd"):
-        try:
-            # The directory's own descriptor, open while it is listed, is not counted.
-            return len(os.listdir(directory)) - 1
-        except OSError:
-            continue
-    return None
-
-
-class _PeerName:
-    """A client address, formatted as ``host:port`` only when a log line is written."""
-
-    __slots__ = ("address",)
-
-    def __init__(self, address: Any) -> None:
-        self.address = address
-
-    def __str__(self) -> str:
-        address = self.address
-        if isinstance(address, tuple) and len(address) >= 2:
-            return str(Address(str(address[0]), int(address[1])))
-        return str(address)
-
-
-def listen(
-    address: Address,
-    backlog: int,
-    prepare: Callable[[gevent.socket.socket], None] | None = None,
-    what: str = "",
-) -> gevent.socket.socket:
-    """A listening socket on ``address``; ``prepare`` adjusts it before it is bound.
-
-    Failures are :class:`VaurienError` naming the address (and ``what`` listens, if given).
-    """
-    where = f"{what}: cannot listen on {address}" if what else f"cannot listen on {address}"
-    try:
-        family, type_, proto, _, sockaddr = socket.getaddrinfo(
-            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as e:
-        raise VaurienError(f"{where}: {e.strerror}") from None
-    sock = gevent.socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if prepare is not None:
-            prepare(sock)
-        sock.bind(sockaddr)
-        sock.listen(backlog)
-    except OSError as e:
-        sock.close()
-        raise VaurienError(f"{where}: {e.strerror}") from None
-    return sock

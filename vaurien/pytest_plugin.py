@@ -59,7 +59,7 @@ def vaurien_proxy() -> Iterator[Callable[..., Any]]:
     ``options`` become command-line flags (see :func:`command_line`). A proxy that dies during
     the test fails it, with its log.
     """
-    from vaurien.settings import Address
+    from vaurien.network import Address
     from vaurien.util import ProxyProcess, ProxyStartError
 
     started: list[ProxyProcess] = []

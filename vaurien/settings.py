@@ -1,101 +1,46 @@
-"""The global settings of a proxy, declared once.
+"""The global settings of a proxy, declared once, and :class:`ProxyConfig`.
 
-Each :class:`Setting` feeds the command-line parser, the ``[vaurien]`` section of the config
-file, the sample config and the docs. Plugin options come from the plugins' own tables (see
-:mod:`vaurien.options`); this module holds everything else.
+A :class:`Setting` is an :class:`~vaurien.options.Option` (read, checked and bounded by the same
+code as the plugins' options) plus where it is set: its flag and its key in a section of the
+config file. Each feeds the command-line parser, the config file, the sample config and the
+docs. Plugin options come from the plugins' own tables; this module holds everything else.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from vaurien.errors import ConfigError
-from vaurien.mix import BehaviorMix
-from vaurien.options import _FALSE, _TRUE
+from vaurien.behaviors import Behavior
+from vaurien.errors import ConfigError, OptionError
+from vaurien.mix import BehaviorMix, read_spec
+from vaurien.network import Address
+from vaurien.options import Option, Range, at_least, between
+from vaurien.protocols import Protocol
+from vaurien.registry import Registry
+
+# The converters of settings whose text has its own words in errors (``Option.parse`` shows a
+# converter's ConfigError as it is).
 
 
-@dataclasses.dataclass(frozen=True)
-class Address:
-    """A ``host:port`` pair; IPv6 hosts are written in brackets: ``[::1]:8000``."""
-
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Address:
-        """Parse ``host:port``, ``1.2.3.4:port`` or ``[v6]:port``."""
-        text = text.strip()
-        if text.startswith("["):
-            host, bracket, rest = text[1:].partition("]")
-            if not bracket or not rest.startswith(":"):
-                raise ConfigError(f"{text!r}: expected [IPV6]:PORT")
-            port_text = rest[1:]
-        else:
-            host, colon, port_text = text.rpartition(":")
-            if not colon:
-                raise ConfigError(f"{text!r}: expected HOST:PORT")
-            if ":" in host:
-                raise ConfigError(f"{text!r}: write IPv6 addresses in brackets, as [::1]:8000")
-        if not host:
-            raise ConfigError(f"{text!r}: missing host before the port")
-        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-            raise ConfigError(f"{text!r}: port must be a number from 0 to 65535")
-        return cls(host, int(port_text))
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def _boolean(text: str) -> bool:
-    word = text.strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    raise ConfigError(f"expected true or false, got {text!r}")
-
-
-def _number(minimum: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(f"expected a number, got {text!r}") from None
-        if not value >= minimum or value == float("inf"):
-            raise ConfigError(f"expected a number of at least {minimum:g}, got {text!r}")
-        return value
-
-    parse.__name__ = "number"
-    return parse
-
-
-def _integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise ConfigError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise ConfigError(f"expected a whole number of at least {minimum}, got {text!r}")
-        if maximum is not None and value > maximum:
-            raise ConfigError(f"expected a whole number of at most {maximum}, got {text!r}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
-
-
-def _rate(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise ConfigError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise ConfigError(f"expected a number above 0 and at most 1, got {text!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"expected a finite number, got {text!r}")
     return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"expected a whole number, got {text!r}") from None
 
 
 def _host(text: str) -> str:
@@ -107,47 +52,44 @@ def _host(text: str) -> str:
     return host
 
 
-def _log_level(text: str) -> str:
-    level = text.strip().upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigError(f"expected debug, info, warning, error or critical, got {text!r}")
-    return level.lower()
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
+def _word(*words: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         word = text.strip().lower()
-        if word not in choices:
-            raise ConfigError(f"expected {' or '.join(choices)}, got {text!r}")
+        if word not in words:
+            expected = ", ".join(words[:-1]) + f" or {words[-1]}"
+            raise ConfigError(f"expected {expected}, got {text!r}")
         return word
 
-    parse.__name__ = "choice"
+    parse.__name__ = "word"
     return parse
-
-
-def _behavior(text: str) -> BehaviorMix:
-    return BehaviorMix.parse(text)
-
-
-def _text(text: str) -> str:
-    return text
 
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One global setting: flag ``--name-with-dashes`` and an INI key in ``section``.
+    """One global setting: an option, its INI ``section`` and the ``metavar`` of its flag.
 
-    In ``[vaurien]`` the key is ``name``; in another section it is ``name`` without the section's
-    prefix (``statsd_host`` is ``host`` in ``[statsd]``).
+    The flag is ``--name-with-dashes``. In ``[vaurien]`` the key is ``name``; in another section
+    it is ``name`` without the section's prefix (``statsd_host`` is ``host`` in ``[statsd]``).
     """
 
-    name: str
-    parse: Callable[[str], Any]
-    default: Any
-    help: str
-    metavar: str | None = None
-    cli_only: bool = False
+    option: Option
     section: str = "vaurien"
+    metavar: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The setting's name, also the attribute of :class:`ProxyConfig`."""
+        return self.option.name
+
+    @property
+    def default(self) -> Any:
+        """The value when nothing sets it."""
+        return self.option.default
+
+    @property
+    def help(self) -> str:
+        """What it does, for the flag's help, the sample config and the docs."""
+        return self.option.description
 
     @property
     def flag(self) -> str:
@@ -165,89 +107,110 @@ class Setting:
     @property
     def is_flag(self) -> bool:
         """True for on/off settings, which take ``--x`` / ``--no-x`` on the command line."""
-        return self.parse is _boolean
+        return self.option.type is bool
 
+    def parse(self, text: str) -> Any:
+        """Convert and check a value written as text; errors are ``OptionError``."""
+        return self.option.parse(text)
+
+
+def _setting(
+    name: str,
+    type_: Callable[[Any], Any],
+    default: Any,
+    help: str,
+    metavar: str | None = None,
+    *,
+    range: Range | None = None,
+    section: str = "vaurien",
+) -> Setting:
+    return Setting(Option(name, help, type_, default, range=range), section, metavar)
+
+
+_PORT = between(0, 65535)
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "proxy",
-        Address.parse,
-        Address("localhost", 8000),
-        "Address to listen on.",
-        "HOST:PORT",
+    _setting(
+        "proxy", Address.parse, Address("localhost", 8000), "Address to listen on.", "HOST:PORT"
     ),
-    Setting(
-        "backend",
-        Address.parse,
-        None,
-        "Address of the backend to forward to.",
-        "HOST:PORT",
-    ),
-    Setting(
+    _setting("backend", Address.parse, None, "Address of the backend to forward to.", "HOST:PORT"),
+    _setting(
         "protocol",
-        _text,
+        str,
         "tcp",
         "Protocol of the traffic: a registered name or a dotted path to a class.",
         "NAME",
     ),
-    Setting(
+    _setting(
         "behavior",
-        _behavior,
+        BehaviorMix.parse,
         BehaviorMix.single("dummy"),
         "Behavior mix, PERCENT:NAME[,PERCENT:NAME...]; what is left goes to dummy.",
         "SPEC",
     ),
-    Setting(
+    _setting(
         "scope",
-        _choice("event", "connection"),
+        _word("event", "connection"),
         "event",
         "When a behavior is picked from the mix: for each event (event), or once per "
         "connection, both directions sharing the pick for the connection's life (connection).",
         "SCOPE",
     ),
-    Setting(
+    _setting(
         "timeout",
-        _number(0.001),
+        _number,
         30.0,
         "Seconds to connect to the backend, and seconds a session may stay idle.",
         "SECONDS",
+        range=at_least(0.001),
     ),
-    Setting(
-        "stay_connected",
-        _boolean,
+    _setting("stay_connected", bool, False, "Keep idle sessions open (no idle timeout)."),
+    _setting(
+        "tcp_keepalive",
+        bool,
         False,
-        "Keep idle sessions open (no idle timeout).",
+        "TCP keep-alive probes on both connections of every session, so that a peer that "
+        "vanished ends its idle session.",
     ),
-    Setting("backlog", _integer(1), 8192, "Listen backlog of the proxy's socket.", "N"),
-    Setting(
+    _setting(
+        "backlog",
+        _whole_number,
+        8192,
+        "Listen backlog of the proxy's socket.",
+        "N",
+        range=at_least(1),
+    ),
+    _setting(
         "max_connections",
-        _integer(1),
+        _whole_number,
         10000,
         "Most clients served at once; beyond it new clients are closed at once.",
         "N",
+        range=at_least(1),
     ),
-    Setting(
+    _setting(
         "seed",
-        _integer(0),
+        _whole_number,
         None,
         "Seed of the random source behind every choice, for reproducible chaos.",
         "N",
+        range=at_least(0),
     ),
-    Setting(
+    _setting(
         "log_level",
-        _log_level,
+        _word("debug", "info", "warning", "error", "critical"),
         "info",
         "debug, info, warning, error or critical.",
         "LEVEL",
     ),
-    Setting("log_output", _text, "-", "Where logs go: - for stderr, or a file path.", "PATH"),
-    Setting(
+    _setting("log_output", str, "-", "Where logs go: - for stderr, or a file path.", "PATH"),
+    _setting(
         "http",
-        _boolean,
+        bool,
         False,
         "Start the HTTP control API beside the proxy (vaurienctl and vaurien.Client use it).",
     ),
-    Setting(
+    _setting(
         "http_host",
         _host,
         "localhost",
@@ -255,39 +218,41 @@ SETTINGS: tuple[Setting, ...] = (
         "keep it on a loopback address.",
         "HOST",
     ),
-    Setting("http_port", _integer(0, 65535), 8080, "Port of the control API.", "PORT"),
-    Setting(
+    _setting("http_port", _whole_number, 8080, "Port of the control API.", "PORT", range=_PORT),
+    _setting(
         "statsd_enabled",
-        _boolean,
+        bool,
         False,
         "Send the proxy's counters to statsd (needs the statsd package: vaurien[statsd]).",
         section="statsd",
     ),
-    Setting(
+    _setting(
         "statsd_host", _host, "localhost", "Host of the statsd server.", "HOST", section="statsd"
     ),
-    Setting(
+    _setting(
         "statsd_port",
-        _integer(1, 65535),
+        _whole_number,
         8125,
         "UDP port of the statsd server.",
         "PORT",
+        range=between(1, 65535),
         section="statsd",
     ),
-    Setting(
+    _setting(
         "statsd_prefix",
-        _text,
+        str,
         "vaurien",
         "Prefix of every statsd counter.",
         "PREFIX",
         section="statsd",
     ),
-    Setting(
+    _setting(
         "statsd_sample_rate",
-        _rate,
+        _number,
         1.0,
-        "Share of the counter updates sent to statsd, above 0 and at most 1.",
+        "Share of the counter updates sent to statsd.",
         "RATE",
+        range=Range(0, 1, above_minimum=True),
         section="statsd",
     ),
 )
@@ -298,46 +263,71 @@ SETTING_SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(setting.section for sett
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
+def _default(name: str) -> Any:
+    return SETTINGS_BY_NAME[name].default
+
+
+@dataclasses.dataclass(frozen=True)
 class ProxyConfig:
     """Everything one proxy needs, resolved: defaults < config file < command line.
 
-    Every :data:`SETTINGS` entry is an attribute; values may be given already parsed or as
-    text. ``plugin_options`` maps ``("behavior", "delay")`` to the option values the user set;
-    ``behaviors`` and ``protocols`` are this proxy's own registries (copies of the global ones,
-    extended with the plugins its configuration names).
+    There is a field for each of :data:`SETTINGS` (a test checks they agree). A value may also
+    be given as text, as the config file holds it: it is parsed then, and every value is
+    checked (a :class:`~vaurien.errors.ConfigError` names the setting). ``plugin_options`` maps
+    ``("behavior", "delay")`` to the option values the user set; ``behaviors`` and ``protocols``
+    are this proxy's own registries (copies of the global ones by default, extended with the
+    plugins its configuration names). ``protocol`` and the names in ``behavior`` end up
+    registered names.
     """
 
-    def __init__(
-        self,
-        *,
-        plugin_options: dict[tuple[str, str], dict[str, Any]] | None = None,
-        behaviors: Any = None,
-        protocols: Any = None,
-        **values: Any,
-    ) -> None:
-        from vaurien.behaviors import Behavior
-        from vaurien.protocols import Protocol
+    proxy: Address = _default("proxy")
+    backend: Address = _default("backend")  # required: __post_init__ says so when missing
+    protocol: str = _default("protocol")
+    behavior: BehaviorMix = _default("behavior")
+    scope: str = _default("scope")
+    timeout: float = _default("timeout")
+    stay_connected: bool = _default("stay_connected")
+    tcp_keepalive: bool = _default("tcp_keepalive")
+    backlog: int = _default("backlog")
+    max_connections: int = _default("max_connections")
+    seed: int | None = _default("seed")
+    log_level: str = _default("log_level")
+    log_output: str = _default("log_output")
+    http: bool = _default("http")
+    http_host: str = _default("http_host")
+    http_port: int = _default("http_port")
+    statsd_enabled: bool = _default("statsd_enabled")
+    statsd_host: str = _default("statsd_host")
+    statsd_port: int = _default("statsd_port")
+    statsd_prefix: str = _default("statsd_prefix")
+    statsd_sample_rate: float = _default("statsd_sample_rate")
+    plugin_options: Mapping[tuple[str, str], Mapping[str, Any]] = dataclasses.field(
+        default_factory=dict
+    )
+    behaviors: Registry = None  # type: ignore[assignment]  # set in __post_init__
+    protocols: Registry = None  # type: ignore[assignment]
 
-        unknown = sorted(set(values) - set(SETTINGS_BY_NAME))
-        if unknown:
-            raise ConfigError(f"unknown setting {unknown[0]!r}")
+    def __post_init__(self) -> None:
+        # Frozen: what __init__ was given is replaced once, parsed and resolved.
+        normalized: dict[str, Any] = {}
         for setting in SETTINGS:
-            value = values.get(setting.name, setting.default)
-            if isinstance(value, str) and setting.parse is not _text:
+            value = getattr(self, setting.name)
+            if value is not None:  # None: not set (backend, seed)
                 try:
-                    value = setting.parse(value)
-                except ConfigError as e:
-                    raise ConfigError(f"{setting.name}: {e}") from None
-            setattr(self, setting.name, value)
+                    normalized[setting.name] = setting.option.check(value)
+                except OptionError as e:
+                    raise ConfigError(f"{setting.name}: {e.problem}") from None
         if self.backend is None:
             raise ConfigError("no backend: give --backend HOST:PORT (or backend = in [vaurien])")
-        self.plugin_options = plugin_options or {}
-        self.behaviors = behaviors if behaviors is not None else Behavior.copy()
-        self.protocols = protocols if protocols is not None else Protocol.copy()
-        self.protocol = self.protocols.resolve(self.protocol)
-        self.behavior = self.behavior.resolve(self.behaviors.resolve)
+        behaviors = self.behaviors if self.behaviors is not None else Behavior.copy()
+        protocols = self.protocols if self.protocols is not None else Protocol.copy()
+        normalized["behaviors"], normalized["protocols"] = behaviors, protocols
+        normalized["protocol"] = protocols.resolve(normalized["protocol"])
+        normalized["behavior"] = read_spec(normalized["behavior"], behaviors)
+        for name, value in normalized.items():
+            object.__setattr__(self, name, value)
 
-    def options_for(self, kind: str, name: str) -> dict[str, Any]:
+    def options_for(self, kind: str, name: str) -> Mapping[str, Any]:
         """The option values the user set for plugin ``name`` of ``kind``."""
         return self.plugin_options.get((kind, name), {})
 

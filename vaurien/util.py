@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import vaurien
-from vaurien.settings import Address
+from vaurien.network import Address
 
 #: Seconds a proxy gets to accept connections.
 START_TIMEOUT = 30.0

@@ -115,12 +115,12 @@ def settings_reference() -> str:
     rows = []
     for setting in settings.SETTINGS:
         value = "``true`` or ``false``" if setting.is_flag else escape(setting.metavar or "VALUE")
+        if setting.option.range is not None:
+            value += f", {setting.option.range}"
         flag = f"``{setting.flag}``"
         if setting.is_flag:
             flag += f", ``--no-{setting.flag[2:]}``"
-        if setting.cli_only:
-            key = "(command line only)"
-        elif setting.section == config.MAIN_SECTION:
+        if setting.section == config.MAIN_SECTION:
             key = f"``{setting.key}``"
         else:
             key = f"``{setting.key}`` in ``[{setting.section}]``"
@@ -175,18 +175,22 @@ def options_table(kind: str, name: str, registry: Registry) -> list[str]:
         return ["It has no options.", ""]
     rows = []
     for option in options.values():
-        choices = ", ".join(literal(c) for c in option.choices) if option.choices else "any"
+        accepted = []
+        if option.choices:
+            accepted.append("one of " + ", ".join(literal(c) for c in option.choices))
+        if option.range is not None:
+            accepted.append(str(option.range))
         rows.append(
             [
                 f"``{option.name}``",
                 option.type_name,
                 literal(option.default),
-                choices,
+                "; ".join(accepted) or "any",
                 escape(option.description),
             ]
         )
     lines = list_table(
-        ["Option", "Type", "Default", "Choices", "Description"], rows, "15 10 12 15 48"
+        ["Option", "Type", "Default", "Values", "Description"], rows, "15 10 12 15 48"
     )
     flags = []
     for option in options.values():

@@ -6,6 +6,7 @@ timeouts and length checks.
 
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.options import at_least
 
 
 @Behavior.register
@@ -13,10 +14,10 @@ class Drop(BaseBehavior):
     """Forward only the first ``keep`` bytes of the event's data and drop the rest."""
 
     name = "drop"
-    options = {"keep": ("Bytes of each event's data that still go through", int, 0)}
+    options = {"keep": ("Bytes of each event's data that still go through", int, 0, at_least(0))}
 
     def on_before_handle(self, protocol, source, dest, to_backend):
-        data = protocol._get_data(source)
+        data = protocol.read(source)
         keep = self.option("keep")
         if keep:
             dest.sendall(data[:keep])

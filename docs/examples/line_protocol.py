@@ -45,7 +45,7 @@ class Lines(BaseProtocol):
         while b"\n" not in data:
             if len(data) > limit:
                 raise ProtocolError(f"a line longer than {limit} bytes")
-            more = self._get_data(sock)
+            more = self.read(sock)
             if not more:
                 return data  # the end of the stream, maybe after an unfinished line
             data += more

@@ -33,7 +33,7 @@ def _run(start_proxy, backend, caplog, seed):
     picks = [
         record.args[1:]
         for record in caplog.records
-        if record.name == "vaurien.proxy" and record.msg == "%s: %s -> %s"
+        if record.name == "vaurien.session" and record.msg == "%s: %s -> %s"
     ]
     started = [r.getMessage() for r in caplog.records if "random seed" in r.getMessage()]
     proxy.stop()

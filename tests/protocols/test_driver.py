@@ -15,8 +15,9 @@ import gevent
 import pytest
 
 from vaurien.behaviors import Behavior
-from vaurien.behaviors.base import SITS_OUT, BaseBehavior
+from vaurien.behaviors.base import BaseBehavior
 from vaurien.endpoint import Endpoint
+from vaurien.mix import SITS_OUT
 from vaurien.protocols.framed import (
     NO_ANSWER,
     PARTIAL,
@@ -119,7 +120,9 @@ class Harness:
     def __init__(self, *picks):
         self.dummy = _behavior("dummy")
         self.proxy = types.SimpleNamespace(
-            random=random.Random(1), exclusive=False, dummy=self.dummy, backend=None
+            random=random.Random(1),
+            mix=types.SimpleNamespace(exclusive=False, dummy=self.dummy),
+            backend=None,
         )
         self.protocol = Lines()
         self.protocol.settings = {"buffer": 65536, "reuse_socket": False}

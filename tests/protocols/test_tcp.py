@@ -1,6 +1,8 @@
-"""tcp: the 1.x options keep a meaning in a full-duplex proxy."""
+"""tcp: the 1.x options keep a meaning in a full-duplex proxy; keep-alive probes are global."""
 
 import socket
+
+import pytest
 
 from support import ProxyThread, recv_exactly, wait_until
 
@@ -24,12 +26,11 @@ def test_buffer_bounds_the_data_of_one_event(echo_backend, start_proxy):
     assert proxy.call(proxy.proxy.stats)["behaviors"]["dummy"] >= 200
 
 
-def test_keep_alive_turns_on_tcp_keepalive_on_both_sockets(echo_backend):
+@pytest.mark.parametrize("keepalive", [True, False])
+def test_tcp_keepalive_sets_keepalive_probes_on_both_sockets(echo_backend, keepalive):
     from vaurien.settings import ProxyConfig
 
-    config = ProxyConfig(
-        backend=echo_backend.address, proxy="127.0.0.1:0", **set_protocol_options(keep_alive=True)
-    )
+    config = ProxyConfig(backend=echo_backend.address, proxy="127.0.0.1:0", tcp_keepalive=keepalive)
     with ProxyThread(config) as proxy, proxy.connect() as client:
         client.sendall(b"x")
         assert recv_exactly(client, 1) == b"x"
@@ -37,11 +38,11 @@ def test_keep_alive_turns_on_tcp_keepalive_on_both_sockets(echo_backend):
         def keepalive_flags():
             session = next(iter(proxy.proxy.sessions))
             return [
-                endpoint.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+                bool(endpoint.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
                 for endpoint in (session.client, session.backend)
             ]
 
-        assert all(proxy.call(keepalive_flags))
+        assert proxy.call(keepalive_flags) == [keepalive, keepalive]
 
 
 def test_reuse_socket_lets_two_proxies_share_a_port(echo_backend):

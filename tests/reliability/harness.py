@@ -4,8 +4,8 @@
 ``stats``); :class:`VaurienProcess` runs the real command line, ``python -m vaurien``. Both log to a
 file the tests read, and expose the child's open descriptors, resident memory and CPU time.
 
-The load generators of these tests run on gevent in the test's main thread, so waiting here uses
-:func:`gwait_until`, which lets that hub run (a blocking wait would freeze the test's backends).
+The load generators of these tests run on gevent in the test's main thread; waiting uses
+:func:`support.wait_until`, which lets that hub run (a blocking wait would freeze the backends).
 """
 
 from __future__ import annotations
@@ -26,29 +26,12 @@ from typing import Any
 
 import gevent
 
+from support import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 PROXY_SCRIPT = Path(__file__).with_name("proxy_process.py")
 START_DEADLINE = 30.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def gwait_until(
-    predicate: Callable[[], Any],
-    timeout: float = 30.0,
-    interval: float = 0.02,
-    context: Callable[[], str] | None = None,
-) -> Any:
-    """Poll ``predicate`` with ``gevent.sleep`` between tries; fail after ``timeout`` seconds
-    (with what ``context()`` returns in the message, such as the proxy's log)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            detail = f"\n{context()}" if context is not None else ""
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}{detail}")
-        gevent.sleep(interval)
 
 
 def child_env() -> dict[str, str]:
@@ -196,7 +179,7 @@ class VaurienProcess(_Child):
     def __init__(self, *args: str, nofile: int | None = None) -> None:
         argv = [sys.executable, "-m", "vaurien", "--proxy", "127.0.0.1:0", *args]
         self._spawn(argv, nofile, subprocess.DEVNULL)
-        match = gwait_until(self._listening, START_DEADLINE)
+        match = wait_until(self._listening, START_DEADLINE)
         self.address = (match[1], int(match[2]))
 
     def _listening(self) -> Any:

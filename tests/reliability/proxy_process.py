@@ -22,7 +22,8 @@ import gevent
 from gevent.server import StreamServer
 
 from vaurien.endpoint import Endpoint
-from vaurien.proxy import Proxy, Session
+from vaurien.proxy import Proxy
+from vaurien.session import Session
 from vaurien.settings import ProxyConfig
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import gevent
-from harness import ProxyProcess, gwait_until
+from harness import ProxyProcess
 from load import (
     Backend,
     blackhole,
@@ -21,7 +21,7 @@ from load import (
     socket_connect,
 )
 
-from support import free_port
+from support import free_port, wait_until
 
 #: A proxy waiting on sockets and timers uses next to no CPU; a busy loop would use all of one
 #: core. Generous, for a shared and noisy machine.
@@ -94,7 +94,7 @@ def test_backend_that_never_answers_is_ended_by_the_idle_timeout():
             how, elapsed = ends_within(sock, 15)
         assert how == "eof"
         assert 0.5 < elapsed < 10
-        gwait_until(lambda: silent.active == 0)
+        wait_until(lambda: silent.active == 0)
         assert "idle for 1s; closing the session" in proxy.log()
         assert proxy.stats()["live_sessions"] == 0
     finally:
@@ -112,7 +112,7 @@ def test_backend_that_never_reads_is_ended_by_the_idle_timeout():
             how, elapsed = ends_within(sock, 15)
             sender.kill()
         assert 0.5 < elapsed < 10
-        gwait_until(lambda: proxy.stats()["live_sessions"] == 0)
+        wait_until(lambda: proxy.stats()["live_sessions"] == 0)
     finally:
         proxy.cleanup()
         never_reads.stop()
@@ -137,7 +137,7 @@ def test_backend_reset_mid_answer_reaches_the_client_as_reset_or_close():
                 endings.append(how)
         # Never a hang: every client saw its connection end (the timeout is 30s).
         assert set(endings) <= {"eof", "reset"}
-        gwait_until(lambda: proxy.stats()["live_sessions"] == 0)
+        wait_until(lambda: proxy.stats()["live_sessions"] == 0)
         assert "Traceback" not in proxy.log()
     finally:
         proxy.cleanup()

@@ -18,7 +18,7 @@ import weakref
 import gevent
 import gevent.pool
 import pytest
-from harness import ProxyProcess, gwait_until
+from harness import ProxyProcess
 from load import CHURN_CLIENTS, Backend, churn_backend, churn_half_close
 
 from support import recv_exactly, wait_until
@@ -43,7 +43,7 @@ def run_churn(waves: int, per_wave: int, concurrency: int, deadline: float) -> d
         with gevent.Timeout(deadline, AssertionError(f"churn not done within {deadline}s")):
             # Warm up (lazy imports, first-use allocations) before taking the baseline.
             assert churn_half_close(proxy.address, rng) == "ok"
-            gwait_until(lambda: proxy.stats()["live_sessions"] == 0)
+            wait_until(lambda: proxy.stats()["live_sessions"] == 0)
             baseline_fds = proxy.open_fds()
             baseline = proxy.stats()
             assert baseline["open_fds"] == baseline_fds
@@ -58,10 +58,10 @@ def run_churn(waves: int, per_wave: int, concurrency: int, deadline: float) -> d
                 ]
                 gevent.joinall(jobs, raise_error=True)
                 failures += [job.value for job in jobs if job.value != "ok"]
-                gwait_until(lambda: proxy.stats()["live_sessions"] == 0)
+                wait_until(lambda: proxy.stats()["live_sessions"] == 0)
                 rss.append(proxy.rss())
-            gwait_until(lambda: backend.active == 0)
-            gwait_until(lambda: proxy.open_fds() == baseline_fds, timeout=10)
+            wait_until(lambda: backend.active == 0)
+            wait_until(lambda: proxy.open_fds() == baseline_fds, timeout=10)
         stats = proxy.stats()
         objects = proxy.objects()
         log = proxy.log()

@@ -8,9 +8,9 @@ import socket
 import time
 
 import pytest
-from harness import VaurienProcess, gwait_until
+from harness import VaurienProcess
 
-from support import free_port
+from support import free_port, wait_until
 from vaurien.api import MAX_BODY
 
 PIECE = 4096  # bytes sent per step
@@ -28,7 +28,7 @@ def control_api() -> tuple[VaurienProcess, tuple[str, int]]:
     proxy = VaurienProcess(
         "--backend", "127.0.0.1:1", "--http", "--http-host", "127.0.0.1", "--http-port", str(port)
     )
-    gwait_until(lambda: "control API on" in proxy.log(), context=proxy.log)
+    wait_until(lambda: "control API on" in proxy.log(), context=proxy.log)
     return proxy, ("127.0.0.1", port)
 
 

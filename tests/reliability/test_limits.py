@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 
 import gevent
-from harness import ProxyProcess, VaurienProcess, gwait_until
+from harness import ProxyProcess, VaurienProcess
 from load import Backend, echo, ends_within, recv_exactly, socket_connect
+
+from support import wait_until
 
 
 def served(address, timeout: float = 10.0):
@@ -34,7 +36,7 @@ def test_clients_beyond_max_connections_are_closed_with_a_log_line():
         assert "the most --max-connections allows" in proxy.log()
         # One slot frees up: the next client is served.
         held.pop().close()
-        gwait_until(lambda: proxy.stats()["live_sessions"] == 4)
+        wait_until(lambda: proxy.stats()["live_sessions"] == 4)
         held.append(served(proxy.address))
     finally:
         for sock in held:
@@ -56,7 +58,7 @@ def start_with_every_descriptor_taken(backend_address, limit: int):
         backend = "{}:{}".format(*backend_address)
         proxy = VaurienProcess("--backend", backend, "--log-level", "debug", nofile=nofile)
         served(proxy.address).close()  # the first session opens what the proxy opens lazily
-        gwait_until(lambda p=proxy: "closed; 0 live sessions" in p.log())
+        wait_until(lambda p=proxy: "closed; 0 live sessions" in p.log())
         free = nofile - proxy.open_fds()
         if free % 2 == 0:
             return proxy, [served(proxy.address) for _ in range(free // 2)]
@@ -74,7 +76,7 @@ def test_out_of_descriptors_accepting_pauses_and_resumes():
         # No descriptor left to accept with: the client waits in the listen queue.
         waiting = socket_connect(proxy.address)
         waiting.sendall(b"ping")
-        gwait_until(lambda: "cannot accept clients" in proxy.log(), 10, context=proxy.log)
+        wait_until(lambda: "cannot accept clients" in proxy.log(), 10, context=proxy.log)
         cpu_before = proxy.cpu_seconds()
         gevent.sleep(1.5)
         assert proxy.cpu_seconds() - cpu_before < 0.5, "spinning while out of descriptors"
@@ -82,7 +84,7 @@ def test_out_of_descriptors_accepting_pauses_and_resumes():
         held.pop().close()
         waiting.settimeout(10)
         assert recv_exactly(waiting, 4) == 4
-        gwait_until(lambda: "accepting clients again" in proxy.log(), 10, context=proxy.log)
+        wait_until(lambda: "accepting clients again" in proxy.log(), 10, context=proxy.log)
         for sock in held:
             sock.close()
         held = []

@@ -32,10 +32,13 @@ def behavior_failing_in(hook: str) -> type:
 
         name = f"fails_{hook}"
 
+        def new_state(self):
+            return {"triggered": False}  # per connection and direction: see state(source)
+
         def on_before_handle(self, protocol, source, dest, to_backend):
             data = source.read()
             source.unread(data)
-            source.triggered = TRIGGER in data
+            self.state(source)["triggered"] = TRIGGER in data
             if hook == "on_before_handle":
                 self._maybe_fail(source)
             return True
@@ -50,9 +53,8 @@ def behavior_failing_in(hook: str) -> type:
                 self._maybe_fail(source)
             return True
 
-        @staticmethod
-        def _maybe_fail(source):
-            if source.triggered:
+        def _maybe_fail(self, source):
+            if self.state(source)["triggered"]:
                 raise Broken(f"{hook} broke on purpose")
 
     return Failing

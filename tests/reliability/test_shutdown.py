@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import gevent
-from harness import VaurienProcess, descendants, gwait_until
+from harness import VaurienProcess, descendants
 from load import Backend, blackhole, echo, ends_within, socket_connect
 
 from support import recv_exactly, wait_until
@@ -43,7 +43,7 @@ def test_sigterm_under_full_load_exits_0_within_2_seconds_without_traceback():
     try:
         clients = [gevent.spawn(stream, proxy.address) for _ in range(200)]
         # Every client has its session (two descriptors each) and data is flowing.
-        gwait_until(lambda: proxy.open_fds() >= 400 and backend.active == 200, context=proxy.log)
+        wait_until(lambda: proxy.open_fds() >= 400 and backend.active == 200, context=proxy.log)
         gevent.sleep(0.5)
         assert all(not client.dead for client in clients)
         started = time.monotonic()
@@ -68,7 +68,7 @@ def test_sigterm_while_clients_wait_for_an_unreachable_backend():
         waiting = []
         try:
             waiting = [socket_connect(proxy.address) for _ in range(50)]
-            gwait_until(lambda: proxy.open_fds() >= 100, context=proxy.log)
+            wait_until(lambda: proxy.open_fds() >= 100, context=proxy.log)
             started = time.monotonic()
             status = proxy.terminate(timeout=10)
             elapsed = time.monotonic() - started

@@ -3,8 +3,9 @@
 ``Behavior`` is the global registry of behavior classes. Register your own with
 ``Behavior.register(MyBehavior)`` (also a class decorator), name it by dotted path in a
 ``--behavior`` spec, or publish it under the ``vaurien.behaviors`` entry-point group.
-Every module of this package registers one built-in behavior. Every behavior, built-in or not,
-also gets the ``direction`` option (see :mod:`vaurien.behaviors.base`).
+Every module of this package but ``base`` and ``adapter`` (1.x handlers) registers one
+built-in behavior. Every behavior, built-in or not, also gets the ``direction`` option (see
+:data:`vaurien.mix.DIRECTION_OPTION`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from vaurien.behaviors.base import DIRECTION_OPTION, BaseBehavior
+from vaurien.behaviors.adapter import adapt_handler
+from vaurien.behaviors.base import BaseBehavior
 from vaurien.errors import PluginError
-from vaurien.handlers.adapter import adapt_handler
+from vaurien.mix import DIRECTION_OPTION
 from vaurien.registry import Registry
 
 HOOKS = ("on_before_handle", "on_between_handle", "on_after_handle")
@@ -48,5 +50,5 @@ Behavior = Registry(
 __all__ = ["Behavior", "BaseBehavior"]
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
+    if _module.name not in ("adapter", "base"):
         importlib.import_module(f"{__name__}.{_module.name}")

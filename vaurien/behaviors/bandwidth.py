@@ -6,6 +6,7 @@ import gevent
 
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.options import at_least
 
 #: The bucket holds this many seconds' worth of data: the largest burst, and the slice size.
 BURST = 0.05
@@ -30,7 +31,7 @@ class Bandwidth(BaseBehavior):
     """
 
     name = "bandwidth"
-    options = {"rate": ("Throughput cap in KiB per second (0: no cap)", float, 100.0)}
+    options = {"rate": ("Throughput cap in KiB per second (0: no cap)", float, 100.0, at_least(0))}
     client_sees = (
         "The data arrives at ``rate`` KiB per second at most, evenly paced: a transfer "
         "takes as long as it would on a slow link. A ``rate`` of 0 changes nothing."
@@ -41,12 +42,12 @@ class Bandwidth(BaseBehavior):
 
     def on_before_handle(self, protocol, source, dest, to_backend):
         rate = self.settings["rate"] * 1024
-        if rate <= 0:
-            dest.sendall(protocol._get_data(source))
+        if not rate:
+            dest.sendall(protocol.read(source))
             return False
         # At most a second's worth per event: a slow transfer is a series of events, not one
         # long event the idle timeout would take for silence.
-        data = protocol._get_data(source, max(1, min(int(rate), protocol.buffer_size)))
+        data = protocol.read(source, max(1, min(int(rate), protocol.buffer_size)))
         bucket = self.state(source)
         capacity = max(1.0, rate * BURST)
         step = int(capacity)

@@ -4,33 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-#: The option the registry adds to every behavior's table: which traffic the behavior acts on.
-DIRECTION_OPTION = {
-    "direction": (
-        "Traffic the behavior acts on: both, to_backend (client to backend, alias upstream) "
-        "or to_client (backend to client, alias downstream); it passes the rest untouched",
-        str,
-        "both",
-        ("both", "to_backend", "to_client", "upstream", "downstream"),
-    )
-}
-
-#: ``direction`` value -> the ``to_backend`` value of the events the behavior sits out.
-SITS_OUT: dict[str, bool | None] = {
-    "both": None,
-    "to_backend": False,
-    "upstream": False,
-    "to_client": True,
-    "downstream": True,
-}
+from vaurien.contract import EndpointLike, ProtocolLike, no_op
 
 
 class BaseBehavior:
     """A behavior that changes nothing; subclasses override the hooks they need.
 
-    Every hook gets ``(protocol, source, dest, to_backend)``: the proxy's protocol instance, the
-    :class:`~vaurien.endpoint.Endpoint` data is read from and the one it goes to, and the
-    direction (true when the data goes from the client to the backend).
+    Every hook gets ``(protocol, source, dest, to_backend)``: the proxy's protocol, whose verbs
+    a behavior may call (:class:`~vaurien.contract.ProtocolLike`: ``read``, ``send_error``,
+    ``abort``), the side data is read from and the one it goes to
+    (:class:`~vaurien.contract.EndpointLike`), and the direction (true when the data goes from
+    the client to the backend). The hooks here do nothing and are marked so
+    (:func:`vaurien.contract.does_nothing` tells), so a protocol may skip calling them.
 
     * ``on_before_handle`` runs before the protocol handles the event; returning false means
       the behavior handled the event itself (read, dropped or answered the data) and the
@@ -53,8 +38,8 @@ class BaseBehavior:
     name: str = ""
     options: dict[str, tuple[Any, ...]] = {}
     duplex: bool = True
-    #: Set by the proxy from ``direction``: the ``to_backend`` value of the events this
-    #: behavior sits out (``None``: it sits out none).
+    #: Set by the mix from ``direction``: the ``to_backend`` value of the events this
+    #: behavior sits out (``None``: it sits out none; see :data:`vaurien.mix.SITS_OUT`).
     sits_out: bool | None = None
     #: For the reference docs: what a client sees when this behavior is picked, in
     #: reStructuredText. ``{protocol.error_form}`` (or any ``{protocol.ATTRIBUTE}``) is filled in
@@ -87,19 +72,23 @@ class BaseBehavior:
             state = states[self] = self.new_state()
         return state
 
-    def on_before_handle(self, protocol: Any, source: Any, dest: Any, to_backend: bool) -> bool:
+    @no_op
+    def on_before_handle(
+        self, protocol: ProtocolLike, source: EndpointLike, dest: EndpointLike, to_backend: bool
+    ) -> bool:
         """Called before the protocol handles the event; false skips the protocol's handling."""
         return True
 
-    def on_between_handle(self, protocol: Any, source: Any, dest: Any, to_backend: bool) -> bool:
+    @no_op
+    def on_between_handle(
+        self, protocol: ProtocolLike, source: EndpointLike, dest: EndpointLike, to_backend: bool
+    ) -> bool:
         """Called after the request went to the backend, before the answer is read."""
         return True
 
-    def on_after_handle(self, protocol: Any, source: Any, dest: Any, to_backend: bool) -> bool:
+    @no_op
+    def on_after_handle(
+        self, protocol: ProtocolLike, source: EndpointLike, dest: EndpointLike, to_backend: bool
+    ) -> bool:
         """Called after the protocol handled the event."""
         return True
-
-
-# The driver of framed protocols skips the hooks that do nothing (most behaviors need one).
-for _hook in ("on_before_handle", "on_between_handle", "on_after_handle"):
-    getattr(BaseBehavior, _hook).does_nothing = True

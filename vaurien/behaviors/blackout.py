@@ -16,6 +16,6 @@ class Blackout(BaseBehavior):
 
     def on_before_handle(self, protocol, source, dest, to_backend):
         # Reading what arrived first makes the close a clean one rather than a reset.
-        protocol._get_data(source)
+        protocol.read(source)
         source.session.close()
         return False

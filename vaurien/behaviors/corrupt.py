@@ -4,6 +4,7 @@ import math
 
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.options import between
 
 
 @Behavior.register
@@ -16,7 +17,7 @@ class Corrupt(BaseBehavior):
 
     name = "corrupt"
     options = {
-        "probability": ("Chance, from 0 to 1, that a byte gets one bit flipped", float, 0.001),
+        "probability": ("Chance that a byte gets one bit flipped", float, 0.001, between(0, 1)),
     }
     client_sees = (
         "The data arrives with its length unchanged but some bits flipped, each byte hit "
@@ -25,9 +26,9 @@ class Corrupt(BaseBehavior):
     )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
-        data = protocol._get_data(source)
+        data = protocol.read(source)
         probability = self.settings["probability"]
-        if data and probability > 0:
+        if data and probability:
             data = bytearray(data)
             random, randrange = self.proxy.random.random, self.proxy.random.randrange
             # Jump from hit to hit: the gaps between hit bytes are geometric.

@@ -4,6 +4,7 @@ import gevent
 
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.options import at_least
 
 
 @Behavior.register
@@ -18,11 +19,12 @@ class Delay(BaseBehavior):
 
     name = "delay"
     options = {
-        "sleep": ("Delay in seconds", float, 1.0),
+        "sleep": ("Delay in seconds", float, 1.0, at_least(0)),
         "jitter": (
             "Random spread of the delay in seconds: uniform in sleep ± jitter, never negative",
             float,
             0.0,
+            at_least(0),
         ),
         "before": (
             "Delay before forwarding the data; false delays after the exchange",
@@ -48,6 +50,6 @@ class Delay(BaseBehavior):
 
     def _wait(self):
         sleep, jitter = self.settings["sleep"], self.settings["jitter"]
-        if jitter > 0:
+        if jitter:
             sleep = self.proxy.random.uniform(sleep - jitter, sleep + jitter)
         gevent.sleep(max(0.0, sleep))

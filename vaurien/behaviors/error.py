@@ -2,6 +2,7 @@
 
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.options import at_least
 
 
 @Behavior.register
@@ -22,7 +23,7 @@ class Error(BaseBehavior):
             bool,
             False,
         ),
-        "warmup": ("Number of calls passed through before the errors start", int, 0),
+        "warmup": ("Number of calls passed through before the errors start", int, 0, at_least(0)),
     }
     client_sees = (
         "The first ``warmup`` calls it is picked for pass unchanged, and each later call "
@@ -43,5 +44,5 @@ class Error(BaseBehavior):
         self.calls += 1
         if not self.fails(self.calls):
             return True
-        protocol.send_error(source, dest, to_backend, inject=self.settings.get("inject", False))
+        protocol.send_error(source, dest, to_backend, inject=self.settings["inject"])
         return False

@@ -20,6 +20,6 @@ class Hang(BaseBehavior):
     )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
-        while protocol._get_data(source):
+        while protocol.read(source):
             pass
         return False

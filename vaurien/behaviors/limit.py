@@ -2,6 +2,7 @@
 
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.options import at_least
 
 
 class _Count:
@@ -21,7 +22,7 @@ class Limit(BaseBehavior):
 
     name = "limit"
     options = {
-        "bytes": ("Bytes let through in each direction before the close", int, 65536),
+        "bytes": ("Bytes let through in each direction before the close", int, 65536, at_least(0)),
     }
     client_sees = (
         "Exactly ``bytes`` bytes get through in each direction (counted per connection over "
@@ -35,7 +36,7 @@ class Limit(BaseBehavior):
     def on_before_handle(self, protocol, source, dest, to_backend):
         count = self.state(source)
         allowed = self.settings["bytes"] - count.sent
-        data = protocol._get_data(source)
+        data = protocol.read(source)
         if allowed > 0 and data:
             dest.sendall(data[:allowed])
             count.sent += min(allowed, len(data))

@@ -4,6 +4,7 @@ import gevent
 
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.options import at_least
 
 
 @Behavior.register
@@ -16,7 +17,12 @@ class Reset(BaseBehavior):
 
     name = "reset"
     options = {
-        "timeout": ("Seconds between the data's arrival and the reset (0: at once)", float, 0.0),
+        "timeout": (
+            "Seconds between the data's arrival and the reset (0: at once)",
+            float,
+            0.0,
+            at_least(0),
+        ),
     }
     client_sees = (
         "The data is dropped and, after ``timeout`` seconds, both connections are reset: "
@@ -24,8 +30,8 @@ class Reset(BaseBehavior):
     )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
-        protocol._get_data(source)
-        if self.settings["timeout"] > 0:
+        protocol.read(source)
+        if self.settings["timeout"]:
             gevent.sleep(self.settings["timeout"])
         source.session.reset()
         return False

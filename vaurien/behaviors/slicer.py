@@ -4,6 +4,7 @@ import gevent
 
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.options import at_least
 
 
 @Behavior.register
@@ -17,9 +18,14 @@ class Slicer(BaseBehavior):
 
     name = "slicer"
     options = {
-        "average_size": ("Average size of a slice in bytes", int, 1024),
-        "size_variation": ("Largest difference from the average size, in bytes", int, 512),
-        "delay": ("Pause between two slices in seconds", float, 0.001),
+        "average_size": ("Average size of a slice in bytes", int, 1024, at_least(1)),
+        "size_variation": (
+            "Largest difference from the average size, in bytes",
+            int,
+            512,
+            at_least(0),
+        ),
+        "delay": ("Pause between two slices in seconds", float, 0.001, at_least(0)),
     }
     client_sees = (
         "Every byte arrives, in order, but in many small reads of about ``average_size`` "
@@ -27,14 +33,14 @@ class Slicer(BaseBehavior):
     )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
-        average, variation = self.settings["average_size"], abs(self.settings["size_variation"])
+        average, variation = self.settings["average_size"], self.settings["size_variation"]
         delay = self.settings["delay"]
         randint = self.proxy.random.randint
-        view = memoryview(protocol._get_data(source))
+        view = memoryview(protocol.read(source))
         while view:
             size = max(1, average + randint(-variation, variation))
             dest.sendall(view[:size])
             view = view[size:]
-            if view and delay > 0:
+            if view and delay:
                 gevent.sleep(delay)
         return False

@@ -4,6 +4,7 @@ import gevent
 
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.options import at_least
 
 
 @Behavior.register
@@ -15,7 +16,7 @@ class SlowClose(BaseBehavior):
     """
 
     name = "slow_close"
-    options = {"delay": ("Seconds a close waits before it is passed on", float, 1.0)}
+    options = {"delay": ("Seconds a close waits before it is passed on", float, 1.0, at_least(0))}
     client_sees = (
         "The data passes unchanged, but when one side closes its connection, the other "
         "side sees the close ``delay`` seconds late."

@@ -6,6 +6,7 @@ import gevent
 
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.options import at_least
 
 
 @Behavior.register
@@ -19,7 +20,12 @@ class Timeout(BaseBehavior):
 
     name = "timeout"
     options = {
-        "timeout": ("Seconds before the close (0: never close, only drop the data)", float, 1.0),
+        "timeout": (
+            "Seconds before the close (0: never close, only drop the data)",
+            float,
+            1.0,
+            at_least(0),
+        ),
     }
     client_sees = (
         "The data, and everything after it on that side, is dropped; after ``timeout`` "
@@ -29,12 +35,12 @@ class Timeout(BaseBehavior):
 
     def on_before_handle(self, protocol, source, dest, to_backend):
         timeout = self.settings["timeout"]
-        if timeout <= 0:
-            protocol._get_data(source)
+        if not timeout:
+            protocol.read(source)
             return False
         deadline = time.monotonic() + timeout
         with gevent.Timeout(timeout, False):
-            while protocol._get_data(source):
+            while protocol.read(source):
                 pass
         gevent.sleep(max(0.0, deadline - time.monotonic()))
         source.session.close()

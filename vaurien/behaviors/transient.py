@@ -2,6 +2,7 @@
 
 from vaurien.behaviors import Behavior
 from vaurien.behaviors.error import Error
+from vaurien.options import at_least
 
 
 @Behavior.register
@@ -14,7 +15,10 @@ class Transient(Error):
     """
 
     name = "transient"
-    options = {"agitate": ("Number of calls that fail before the others pass", int, 1)}
+    options = {
+        "inject": Error.options["inject"],
+        "agitate": ("Number of calls that fail before the others pass", int, 1, at_least(0)),
+    }
     client_sees = (
         "The first ``agitate`` calls it is picked for fail, and the later ones pass "
         "unchanged. {protocol.error_form}"

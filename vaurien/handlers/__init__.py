@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from vaurien.behaviors import Behavior
+from vaurien.behaviors.adapter import adapt_handler
+
 
 class _HandlerRegistry:
     """Registers handler classes as behaviors (``Handler.register``)."""
 
     def register(self, cls: Any = None, *, name: str | None = None) -> Any:
         """Register handler ``cls`` as a behavior; returns ``cls`` (usable as a decorator)."""
-        from vaurien.behaviors import Behavior
-        from vaurien.handlers.adapter import adapt_handler
-
         if cls is None:
             return lambda c: self.register(c, name=name)
         Behavior.register(adapt_handler(cls), name=name or getattr(cls, "name", None))

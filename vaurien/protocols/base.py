@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from vaurien.contract import BehaviorLike, EndpointLike, SessionLike
+
 #: How much one read takes when a protocol has no ``buffer`` option.
 DEFAULT_BUFFER = 65536
 
@@ -18,8 +20,8 @@ class BaseProtocol:
     objects with the usual socket methods. ``_handle`` returns false to end the session; an end
     of stream read from ``source`` is noticed by the proxy, which half-closes ``dest``.
 
-    Helpers: ``_get_data(sock, size=None)`` reads what is available (``b''`` at end of stream)
-    and ``option(name)`` gives an option's value.
+    Helpers: :meth:`read` reads what is available (``b''`` at end of stream; ``_get_data`` is
+    its Vaurien 1.x name, kept) and ``option(name)`` gives an option's value.
 
     Set ``duplex = True`` when ``_handle`` never reads from ``dest``: both directions then run at
     once. The default, false, runs a session's events one at a time, which is what a protocol
@@ -62,7 +64,20 @@ class BaseProtocol:
 
     # -- the event -------------------------------------------------------------------------
 
-    def handle(self, source: Any, dest: Any, to_backend: bool, behavior: Any) -> bool:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A protocol written for Vaurien 1.x customizes reading by overriding _get_data:
+        # behaviors call read, which must reach that override.
+        if "_get_data" in vars(cls) and "read" not in vars(cls):
+            cls.read = _read_with_get_data  # type: ignore[method-assign]
+
+    def handle(
+        self,
+        source: EndpointLike,
+        dest: EndpointLike,
+        to_backend: bool,
+        behavior: BehaviorLike | None,
+    ) -> bool:
         """Run one event: the behavior's hooks around the protocol's own handling.
 
         Returns false when the session must end. ``behavior`` is None for a protocol that
@@ -76,15 +91,15 @@ class BaseProtocol:
         behavior.on_after_handle(self, source, dest, to_backend)
         return keep_going is not False
 
-    def _handle(self, source: Any, dest: Any, to_backend: bool) -> bool:
+    def _handle(self, source: EndpointLike, dest: EndpointLike, to_backend: bool) -> bool:
         """Forward what ``source`` has to ``dest``, as a plain byte stream."""
-        data = self._get_data(source)
+        data = self.read(source)
         if data:
             dest.sendall(data)
             self._between(source, dest, to_backend)
         return True
 
-    def _between(self, source: Any, dest: Any, to_backend: bool) -> None:
+    def _between(self, source: EndpointLike, dest: EndpointLike, to_backend: bool) -> None:
         """Run the event's ``on_between_handle`` hook: the request has reached the backend."""
         behavior = source.behavior
         if behavior is not None:
@@ -92,25 +107,38 @@ class BaseProtocol:
 
     # -- per-session hooks -----------------------------------------------------------------
 
-    def new_session_state(self, session: Any) -> Any:
+    def new_session_state(self, session: SessionLike) -> Any:
         """Return the state this protocol keeps for one session.
 
         Called once per session, before either direction is read. The base keeps none.
         """
         return None
 
-    def open_session(self, session: Any) -> Any:
+    def open_session(self, session: SessionLike) -> Any:
         """What the session keeps for this protocol (``session.state``): by default, the
         protocol's own :meth:`new_session_state`."""
         return self.new_session_state(session)
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _get_data(self, sock: Any, size: int | None = None) -> bytes:
-        """Wait for data on ``sock`` and return what is available (``b''`` at end of stream)."""
-        return sock.read(size or self.buffer_size)
+    def read(self, endpoint: EndpointLike, size: int | None = None) -> bytes:
+        """What a behavior reads from ``endpoint`` for the event: the public way to read.
 
-    def send_error(self, source: Any, dest: Any, to_backend: bool, inject: bool = False) -> None:
+        Waits for data and returns what is available, up to ``size`` bytes (the ``buffer``
+        option when the protocol has one); ``b''`` at end of stream. A protocol that frames
+        messages returns one message's bytes instead.
+        """
+        return endpoint.read(size or self.buffer_size)
+
+    def _get_data(self, sock: EndpointLike, size: int | None = None) -> bytes:
+        """The Vaurien 1.x name of :meth:`read`, kept for the plugins written for it."""
+        if type(self).read is _read_with_get_data:  # called up from a 1.x override
+            return BaseProtocol.read(self, sock, size)
+        return self.read(sock, size)
+
+    def send_error(
+        self, source: EndpointLike, dest: EndpointLike, to_backend: bool, inject: bool = False
+    ) -> None:
         """Fail this event the way the protocol's servers fail.
 
         Called by the ``error`` and ``transient`` behaviors. A protocol with an error form
@@ -122,7 +150,7 @@ class BaseProtocol:
         if to_backend:
             self._handle(source, dest, to_backend)
             return
-        data = self._get_data(source)
+        data = self.read(source)
         if not data:
             return
         randbytes = self.proxy.random.randbytes  # the proxy's seeded source: --seed reproduces
@@ -132,7 +160,7 @@ class BaseProtocol:
         else:
             dest.sendall(randbytes(len(data)))
 
-    def abort(self, source: Any, dest: Any, to_backend: bool) -> None:
+    def abort(self, source: EndpointLike, dest: EndpointLike, to_backend: bool) -> None:
         """Let this event's data reach the other side, then end the session before any answer.
 
         Called by the ``abort`` behavior. The base forwards what ``source`` has (or drops it on
@@ -143,7 +171,7 @@ class BaseProtocol:
         if to_backend:
             self._handle(source, dest, to_backend)
         else:
-            self._get_data(source)
+            self.read(source)
         source.session.close()
 
     # -- sockets ---------------------------------------------------------------------------
@@ -153,3 +181,10 @@ class BaseProtocol:
 
     def setup_socket(self, sock: socket.socket, role: str) -> None:
         """Adjust a new client (``role="client"``) or backend (``"backend"``) socket."""
+
+
+def _read_with_get_data(
+    self: BaseProtocol, endpoint: EndpointLike, size: int | None = None
+) -> bytes:
+    """:meth:`BaseProtocol.read` of a protocol that overrides the 1.x ``_get_data``."""
+    return self._get_data(endpoint, size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+from vaurien.options import at_least
 from vaurien.protocols import Protocol
 from vaurien.protocols.base import BaseProtocol
 
@@ -16,17 +17,15 @@ class TCP(BaseProtocol):
     """A transparent byte stream in both directions at once, the default protocol.
 
     Each event moves at most ``buffer`` bytes; on Linux they go from socket to socket through
-    a pipe (``splice``) without being copied into the proxy. The options of Vaurien 1.x keep a
-    meaning that fits a full-duplex proxy: ``keep_alive`` turns on TCP keep-alive probes so a
-    peer that vanished ends an idle session, and ``reuse_socket`` lets several proxies listen on
-    the same port (``SO_REUSEPORT``), the kernel spreading clients among them.
+    a pipe (``splice``) without being copied into the proxy. ``reuse_socket`` lets several
+    proxies listen on the same port (``SO_REUSEPORT``), the kernel spreading clients among them.
+    (The ``keep_alive`` option of Vaurien 1.x is the global ``--tcp-keepalive`` now.)
     """
 
     name = "tcp"
     duplex = True
     options = {
-        "buffer": ("Most bytes one event carries", int, 262144),
-        "keep_alive": ("TCP keep-alive probes on both connections", bool, False),
+        "buffer": ("Most bytes one event carries", int, 262144, at_least(1)),
         "reuse_socket": (
             "Listen with SO_REUSEPORT so several proxies share the port",
             bool,
@@ -69,7 +68,3 @@ class TCP(BaseProtocol):
     def setup_listener(self, sock):
         if self.settings["reuse_socket"]:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-
-    def setup_socket(self, sock, role):
-        if self.settings["keep_alive"]:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

@@ -253,7 +253,7 @@ class RequestSide(Relay):
         # session's events run one at a time (the answer could not come meanwhile; clients wait
         # for it anyway, the gate only guards against those that do not).
         gate = flow.gate
-        while gate.phase is not READY and not flow.session.closed and not self.proxy.exclusive:
+        while gate.phase is not READY and not flow.session.closed and not self.proxy.mix.exclusive:
             flow.wait()
         flow.gate = None
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import gevent.event
 
+from vaurien.contract import does_nothing
 from vaurien.protocols.framed.exchange import Exchange, Phase
 
 READY = Phase.READY
@@ -80,7 +81,7 @@ class _Hooks:
 
 def _acts(cls: type, hook: str) -> bool:
     function = getattr(cls, hook, None)
-    return function is not None and not getattr(function, "does_nothing", False)
+    return function is not None and not does_nothing(function)
 
 
 class Relay:

@@ -1,10 +1,13 @@
-"""Turns a 1.x handler class into a behavior class."""
+"""Turns a Vaurien 1.x handler class into a behavior class.
+
+The behavior registry adapts a class with a ``__call__`` and no hook on its own (see
+:mod:`vaurien.behaviors`), and ``vaurien.handlers.Handler.register`` through it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from vaurien.behaviors.base import BaseBehavior
+from vaurien.contract import EndpointLike, ProtocolLike
 
 _ADAPTED = "__vaurien_behavior__"
 
@@ -26,7 +29,9 @@ def adapt_handler(handler_class: type) -> type:
             super().__init__()
             self.handler = handler_class()
 
-        def on_before_handle(self, protocol: Any, source: Any, dest: Any, to_backend: bool) -> bool:
+        def on_before_handle(
+            self, protocol: ProtocolLike, source: EndpointLike, dest: EndpointLike, to_backend: bool
+        ) -> bool:
             handler = self.handler
             handler.settings = self.settings
             handler.proxy = self.proxy

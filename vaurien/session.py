@@ -1,0 +1,294 @@
+"""One client connection and its backend connection: a :class:`Session`.
+
+A session runs two pumps, one per direction, each waiting until its side is readable, picking a
+behavior from the proxy's mix (:meth:`Session.pick`) and handing the event to the protocol. An
+end of stream on one side becomes a half-close on the other; the session ends when both
+directions are done, on a reset, when a plugin closes it, or after ``timeout`` idle seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import gevent
+from gevent.lock import Semaphore
+
+from vaurien.contract import BehaviorLike
+from vaurien.endpoint import Endpoint
+from vaurien.errors import VaurienError
+from vaurien.network import PeerName
+
+log = logging.getLogger(__name__)
+
+
+class Session:
+    """One client connection and its backend connection, with a pump for each direction.
+
+    ``proxy`` is the :class:`~vaurien.proxy.Proxy` serving it. Both sockets are adjusted here,
+    before anything is read: keep-alive probes (``tcp_keepalive``), then the protocol's
+    ``setup_socket``.
+    """
+
+    def __init__(
+        self, proxy: Any, client_sock: Any, client_address: Any, backend_sock: Any
+    ) -> None:
+        protocol = proxy.protocol
+        for sock, role in ((client_sock, "client"), (backend_sock, "backend")):
+            if proxy.config.tcp_keepalive:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            protocol.setup_socket(sock, role)
+        self.proxy = proxy
+        self.peer = PeerName(client_address)
+        self.handler = gevent.getcurrent()  # the proxy's greenlet serving this client
+        self.client = Endpoint(client_sock, "client", self)
+        self.backend = Endpoint(backend_sock, "backend", self)
+        # The client has usually spoken while the backend connection was being made: read at
+        # once rather than after one more turn of the hub (a read that finds nothing waits).
+        self.client.skip_next_wait()
+        self.closed = False
+        self._reset = False
+        self._error_logged = False
+        self._protocol = protocol
+        #: What the protocol keeps for this session (BaseProtocol.open_session).
+        self.state: Any = protocol.open_session(self)
+        self._loop = gevent.get_hub().loop
+        self.last_activity = self._loop.now()
+        self._greenlets: list[Any] = []
+        self._idle_timer: Any = None
+        #: Behavior state for this connection (see ``BaseBehavior.state``).
+        self.states: dict[Any, Any] = {}
+        self._per_connection = proxy.config.scope == "connection"
+        self._picks = not protocol.picks_itself  # else the protocol picks per message
+        # --scope connection: the mix the pick was made from, and the pick.
+        self._mix: Any = None
+        self._picked: Any = None
+        # Events run one at a time when a plugin may read the other side within its event.
+        self._event_lock = Semaphore() if proxy.mix.exclusive else None
+        self._debug = log.isEnabledFor(logging.DEBUG)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.peer} -> {self.proxy.backend}>"
+
+    @property
+    def bytes_to_backend(self) -> int:
+        """Bytes read from the client so far."""
+        return self.client.bytes_received
+
+    @property
+    def bytes_to_client(self) -> int:
+        """Bytes read from the backend so far."""
+        return self.backend.bytes_received
+
+    # -- life --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Pump both directions until the session ends, then close both connections."""
+        config = self.proxy.config
+        if self._debug:
+            log.debug("%s: session opened to %s", self.peer, self.proxy.backend)
+        self._greenlets = [gevent.getcurrent()]
+        if not config.stay_connected:
+            self._arm_idle_timer(config.timeout)
+        other = gevent.spawn(self._pump, self.backend, self.client, False)
+        self._greenlets.append(other)
+        try:
+            self._pump(self.client, self.backend, True)
+            other.join()
+        except gevent.GreenletExit:
+            other.kill()
+        finally:
+            if self._idle_timer is not None:
+                self._idle_timer.close()
+            self.client.really_close(self._reset)
+            self.backend.really_close(self._reset)
+
+    def release(self) -> None:
+        """Once the session is over and counted, drop its references to its endpoints,
+        greenlets and timer.
+
+        They tie it in reference cycles (each endpoint points back to its session): without
+        this, every ended session, with its sockets and greenlets, waits for a full garbage
+        collection, and the proxy's memory climbs between them. Endpoints keep ``session``,
+        so a plugin holding one can still call ``source.session.close()``.
+        """
+        self._greenlets = []
+        self._idle_timer = None
+        self.handler = None
+        self.client = self.backend = None
+        self.state = None  # a protocol's state may point back to the session
+
+    def close(self) -> None:
+        """End the session: both connections are closed (cleanly) as soon as possible."""
+        if self.closed:
+            return
+        self.closed = True
+        current = gevent.getcurrent()
+        for greenlet in self._greenlets:
+            if greenlet is not current and not greenlet.dead:
+                greenlet.kill(block=False)
+
+    def reset(self) -> None:
+        """End the session with a TCP RST on both connections."""
+        self._reset = True
+        self.close()
+
+    # -- the pick ----------------------------------------------------------------------------
+
+    def pick(self, to_backend: bool | None = None) -> BehaviorLike:
+        """The behavior for the next event, counted in the proxy's stats.
+
+        Drawn from the mix in force for each event, or under ``--scope connection`` at the
+        first event and kept for the connection's life (both directions share it) while the
+        mix in force is the same object: a new mix makes the next event pick again. With
+        ``to_backend``, the event's direction, a behavior whose ``direction`` is the other one
+        gets the dummy in its place (:meth:`Mix.for_event <vaurien.mix.Mix.for_event>`);
+        without it, the pick itself (a protocol picking for a request, whose ``to_client``
+        behavior acts on the answer).
+        """
+        mix = self.proxy.mix
+        if self._per_connection:
+            if self._mix is not mix:
+                self._mix, self._picked = mix, mix.pick()
+            behavior = self._picked
+        else:
+            behavior = mix.pick()
+        if to_backend is not None:
+            behavior = mix.for_event(to_backend, behavior)
+        self.proxy.applied[behavior.name] += 1
+        return behavior
+
+    def passes_everything(self) -> bool:
+        """Whether every pick would be the dummy now (no chaos): a protocol may then frame a
+        run of messages without picking for each, and count them with :meth:`count_picks`."""
+        mix = self.proxy.mix
+        if self._per_connection:
+            if self._mix is not mix:
+                self._mix, self._picked = mix, mix.pick()
+            return self._picked is mix.dummy
+        return mix.only_dummy
+
+    def count_picks(self, count: int) -> None:
+        """Count ``count`` picks of the dummy made without :meth:`pick`."""
+        self.proxy.applied[self.proxy.mix.dummy.name] += count
+
+    # -- the pumps ---------------------------------------------------------------------------
+
+    def _pump(self, source: Endpoint, dest: Endpoint, to_backend: bool) -> None:
+        """Run the events of one direction until it ends or the session does."""
+        events = self.proxy.events
+        direction = "to_backend" if to_backend else "to_client"
+        try:
+            while not self.closed:
+                lock = self._wait_for_event(source)
+                try:
+                    keep_going, took_data = self._event(source, dest, to_backend)
+                finally:
+                    if lock is not None:
+                        lock.release()
+                events[direction] += 1
+                if not self._goes_on(source, dest, keep_going, took_data):
+                    return
+        except gevent.GreenletExit:
+            return
+        except Exception as e:
+            self._end_after(e, source.role, to_backend)
+
+    def _wait_for_event(self, source: Endpoint) -> Semaphore | None:
+        """Wait until ``source`` is readable and, when the mix in force runs a session's events
+        one at a time, for this session's turn: return the lock to release after the event."""
+        while True:
+            source.wait_readable()
+            if not self.proxy.mix.exclusive:
+                return None
+            lock = self._event_lock
+            if lock is None:  # a new mix made this session's events exclusive
+                lock = self._event_lock = Semaphore()
+            if lock.acquire(blocking=False):
+                return lock
+            lock.acquire()
+            if source.readable_now():
+                return lock
+            lock.release()  # the other side's event read what woke us: wait again
+
+    def _event(self, source: Endpoint, dest: Endpoint, to_backend: bool) -> tuple[bool, bool]:
+        """Pick a behavior (unless the protocol picks per message itself) and let the protocol
+        handle the event. Returns whether the protocol keeps the session going, and whether
+        the event took data from ``source``."""
+        protocol = self._protocol
+        behavior = self.pick(to_backend) if self._picks else None
+        source.behavior = behavior
+        consumed = source.bytes_consumed
+        self.last_activity = self._loop.now()
+        if self._debug and behavior is not None:
+            log.debug("%s: %s -> %s", self.peer, source.role, behavior.name)
+        keep_going = protocol.handle(source, dest, to_backend, behavior)
+        self.last_activity = self._loop.now()
+        return keep_going, source.bytes_consumed != consumed
+
+    def _goes_on(self, source: Endpoint, dest: Endpoint, keep_going: bool, took_data: bool) -> bool:
+        """After an event: whether this direction has more events to run.
+
+        An end of stream from ``source`` becomes a half-close of ``dest``, unless ``dest``'s
+        own end of stream came first: the session then closes both sockets, which says the
+        same. An event that took no data would run again at once, for ever: the session ends.
+        """
+        if not keep_going or self.closed or source.closed or dest.closed:
+            self.close()
+            return False
+        if source.eof:
+            if not dest.eof:
+                dest.shutdown(socket.SHUT_WR)
+            return False
+        if not took_data:
+            behavior = source.behavior
+            log.error(
+                "%s: %r returned without reading the data of its event; "
+                "closing the session rather than looping",
+                self.peer,
+                behavior.name if behavior is not None else self._protocol.name,
+            )
+            self.close()
+            return False
+        return True
+
+    def _end_after(self, error: Exception, role: str, to_backend: bool) -> None:
+        """End the session after ``error`` in one direction, with the log line it deserves."""
+        if isinstance(error, ConnectionResetError):
+            log.debug("%s: connection reset by the %s", self.peer, role)
+            self.reset()
+            return
+        if isinstance(error, OSError):
+            log.debug("%s: %s", self.peer, error)
+        elif isinstance(error, VaurienError):
+            # One line per bad session: the other direction, woken before the close reached
+            # it, often trips on the same garbage.
+            log.log(
+                logging.DEBUG if self._error_logged else logging.WARNING, "%s: %s", self.peer, error
+            )
+            self._error_logged = True
+        else:
+            log.error(
+                "%s: error in the %s direction; closing the session",
+                self.peer,
+                "client->backend" if to_backend else "backend->client",
+                exc_info=error,
+            )
+        self.close()
+
+    # -- the idle timeout --------------------------------------------------------------------
+
+    def _arm_idle_timer(self, after: float) -> None:
+        self._idle_timer = self._loop.timer(after)
+        self._idle_timer.start(self._check_idle)
+
+    def _check_idle(self) -> None:
+        timeout = self.proxy.config.timeout
+        idle = self._loop.now() - self.last_activity
+        self._idle_timer.close()
+        if idle >= timeout - 0.001:
+            log.info("%s: idle for %gs; closing the session", self.peer, timeout)
+            self.close()
+        else:
+            self._arm_idle_timer(timeout - idle)

@@ -74,6 +74,8 @@ class Option:
             raise OptionError(
                 self.name, f"{self.name}: expected {self.type_name}, got {text!r}"
             ) from e
+        if self.type not in (int, float, str):
+            return self._in_choices(value)  # a converter's result: checking would convert again
         return self.check(value)
 
     def check(self, value: Any) -> Any:

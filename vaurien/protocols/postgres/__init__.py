@@ -44,9 +44,9 @@ class Postgres(FramedProtocol):
     The start-up and the authentication (SCRAM included) pass untouched, as bytes, and no
     behavior applies to them. Then each simple Query, each extended-protocol batch up to its
     Sync (a prepared statement's execution, a whole pipeline up to its Sync) and each
-    FunctionCall is one exchange, answered up to its ReadyForQuery. COPY FROM STDIN works
-    through any behavior: the client's data goes to the server as it comes, and a behavior
-    reading the answer itself (``bandwidth``, ``slicer`` ...) passes the CopyInResponse on
+    FunctionCall is one exchange, answered up to its ReadyForQuery. In a COPY FROM STDIN the
+    client's data is part of the exchange and goes to the server as it comes; a behavior that
+    reads the answer itself (``bandwidth``, ``slicer`` ...) passes the CopyInResponse on
     before the client sends it. Notifications, notices and parameter changes the server sends
     between queries pass at once. Traffic that is not PostgreSQL ends its session with one
     log line.

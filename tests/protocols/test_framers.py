@@ -5,6 +5,7 @@ any other exception would be a bug in a framer.
 """
 
 import struct
+import types
 
 import pytest
 from hypothesis import given, settings
@@ -45,7 +46,7 @@ REQUEST_FRAMERS = {
 }
 
 _GET = memcache.Command([b"get", b"a"])
-_HEAD = type("Asked", (), {"method": b"HEAD"})()
+_HEAD = types.SimpleNamespace(info=types.SimpleNamespace(method=b"HEAD"))  # a HEAD request
 ANSWER_FRAMERS = {
     "redis": (redis.ReplyFramer, [None]),
     "memcache": (memcache.AnswerFramer, [_GET, None]),

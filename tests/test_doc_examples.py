@@ -382,6 +382,7 @@ SCENARIOS = {
     "examples-smtp.console": ("smtp", "5:error,10:delay,85:dummy", {}),
     "examples-warmup.console": ("http", "100:error", {"error": {"warmup": 12}}),
     "examples-mysql.console": ("mysql", "100:delay", {"delay": {"sleep": 1.0}}),
+    "examples-postgres.console": ("postgres", "20:error,80:dummy", {}),
     "examples-redis.console": ("redis", "100:transient", {"transient": {"agitate": 3}}),
     "examples-ssh.console": ("tcp", "10:delay,5:blackout,85:dummy", {}),
     "examples-slow-answers.console": ("tcp", "100:delay", {"delay": {"direction": "to_client"}}),
@@ -483,6 +484,19 @@ def test_scenario_mysql(mariadb_server, start_proxy, monkeypatch):
         impatient = pymysql.connect(**kwargs, read_timeout=0.5)
         impatient.cursor().execute("SELECT 1")
     assert error.value.args[0] == 2013
+
+
+@needs("postgres")
+def test_scenario_postgres(postgres_server, start_proxy, monkeypatch):
+    import postgres_retries
+
+    config = scenario("examples-postgres.console", monkeypatch, postgres_server.address)
+    proxy = start_proxy(config=config)
+    host, port = proxy.address
+    conninfo = postgres_server.conninfo(host=host, port=port)
+    rows, retried = postgres_retries.main(conninfo, queries=60)
+    assert rows == [(number,) for number in range(60)]  # every query ran in the end
+    assert 3 <= retried <= 30, retried
 
 
 @needs("redis")
@@ -795,6 +809,8 @@ EXAMPLES = {
     "examples-smtp.console": ["test_scenario_commands", "test_scenario_smtp"],
     "examples-warmup.console": ["test_scenario_commands", "test_scenario_errors_after_12_calls"],
     "examples-mysql.console": ["test_scenario_commands", "test_scenario_mysql"],
+    "examples-postgres.console": ["test_scenario_commands", "test_scenario_postgres"],
+    "postgres_retries.py": ["test_scenario_postgres"],
     "examples-redis.console": ["test_scenario_commands", "test_scenario_redis"],
     "examples-ssh.console": ["test_scenario_commands"],
     "examples-slow-answers.console": [

@@ -366,3 +366,19 @@ def test_a_to_client_delay_holds_the_answer_not_the_request(harness):
     h.answers(b"OK a\nOK b\n")
     assert gevent.get_hub().loop.now() - started >= 0.15
     assert received(h.client, b"OK a\nOK b\n")
+
+
+def test_a_behavior_reading_an_answer_passes_a_partial_one_before_the_rest_comes(harness):
+    # The client acts on the partial answer (an HTTP 100 Continue, a PostgreSQL
+    # CopyInResponse) before the backend sends the rest: holding it for the rest would never end.
+    slicer = _behavior("slicer", average_size=4, size_variation=0, delay=0, direction="to_client")
+    h = harness(slicer)
+    slicer.proxy = h.proxy  # its random source
+    h.requests(b"a\n")
+    assert received(h.backend, b"a\n")
+    h.answers(b"~go on\n")
+    assert received(h.client, b"~go on\n")
+    assert h.flow.answering is not None  # the rest of the answer goes to the same behavior
+    h.answers(b"rest of a\n")
+    assert received(h.client, b"rest of a\n")
+    assert h.flow.answering is None and not h.flow.queue

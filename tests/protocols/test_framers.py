@@ -4,6 +4,9 @@ A session that gets traffic that is not its protocol ends with one log line (Pro
 any other exception would be a bug in a framer.
 """
 
+import struct
+import types
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +15,8 @@ from protocol_support import cut
 from vaurien.errors import ProtocolError
 from vaurien.protocols import http, memcache, mysql, redis, smtp
 from vaurien.protocols.framed import HOLD
+from vaurien.protocols.postgres import framing as postgres
+from vaurien.protocols.postgres import messages as pg
 
 
 def _mysql_talk(phase):
@@ -22,6 +27,12 @@ def _mysql_talk(phase):
     return talk
 
 
+def _postgres_talk(phase):
+    talk = pg.Conversation()
+    talk.phase = phase
+    return talk
+
+
 REQUEST_FRAMERS = {
     "redis": redis.CommandFramer,
     "memcache": memcache.CommandFramer,
@@ -29,10 +40,13 @@ REQUEST_FRAMERS = {
     "mysql-auth": lambda: mysql.CommandFramer(_mysql_talk(mysql.AUTH)),
     "mysql": lambda: mysql.CommandFramer(_mysql_talk(mysql.COMMANDS)),
     "http": lambda: http.RequestFramer(http.HeadParser()),
+    "postgres-startup": lambda: postgres.RequestFramer(pg.Conversation()),
+    "postgres-auth": lambda: postgres.RequestFramer(_postgres_talk(pg.AUTH)),
+    "postgres": lambda: postgres.RequestFramer(_postgres_talk(pg.READY)),
 }
 
 _GET = memcache.Command([b"get", b"a"])
-_HEAD = type("Asked", (), {"method": b"HEAD"})()
+_HEAD = types.SimpleNamespace(info=types.SimpleNamespace(method=b"HEAD"))  # a HEAD request
 ANSWER_FRAMERS = {
     "redis": (redis.ReplyFramer, [None]),
     "memcache": (memcache.AnswerFramer, [_GET, None]),
@@ -43,7 +57,19 @@ ANSWER_FRAMERS = {
         [mysql.Command(code, 0) for code in (0x03, 0x16, 0x17, 0x1C, 0x04, 0x11, 0x0E)],
     ),
     "http": (lambda: http.ResponseFramer(http.HeadParser()), [None, _HEAD]),
+    "postgres-startup": (lambda: postgres.AnswerFramer(pg.Conversation()), [None]),
+    "postgres-auth": (lambda: postgres.AnswerFramer(_postgres_talk(pg.AUTH)), [None]),
+    "postgres": (
+        lambda: postgres.AnswerFramer(_postgres_talk(pg.READY)),
+        [pg.Query("SELECT 1"), pg.Batch("S", "PBDES", 5, True, None), None],
+    ),
 }
+
+
+def _pg(kind: str, body: bytes = b"") -> bytes:
+    """A PostgreSQL message."""
+    return kind.encode() + struct.pack("!i", 4 + len(body)) + body
+
 
 #: Bytes that look like each protocol, to mutate: random bytes alone rarely go deep.
 SEEDS = [
@@ -54,6 +80,20 @@ SEEDS = [
     b"\x01\x00\x00\x01\x00\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x0c\x00\x00\x01\x00",
     b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    # PostgreSQL: a StartupMessage, a Query, a batch; AuthenticationOk, a row, ReadyForQuery,
+    # a CopyInResponse and CopyData.
+    struct.pack("!ii", 17, 196608)
+    + b"user\x00me\x00\x00"
+    + _pg("Q", b"SELECT 1\x00")
+    + _pg("P", b"\x00x\x00\x00\x00")
+    + _pg("B", bytes(8))
+    + _pg("S"),
+    _pg("R", bytes(4))
+    + _pg("D", b"\x00\x01\x00\x00\x00\x011")
+    + _pg("Z", b"I")
+    + _pg("G", bytes(3))
+    + _pg("d", b"x")
+    + _pg("c"),
 ]
 
 _bytes = st.one_of(

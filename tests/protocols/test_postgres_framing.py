@@ -1,6 +1,6 @@
-"""postgres_framing: the PostgreSQL framers on hand-built messages, on sessions psycopg has with
-a real server (recorded by a small relay in front of it), split anywhere, and on hostile bytes;
-the error form, checked against psycopg."""
+"""postgres.framing and postgres.messages: the PostgreSQL framers on hand-built messages, on
+sessions psycopg has with a real server (recorded by a small relay in front of it), split
+anywhere, and on hostile bytes; the error form, checked against psycopg."""
 
 from __future__ import annotations
 
@@ -18,19 +18,23 @@ from hypothesis import strategies as st
 from protocol_support import cut
 from support import wait_until
 from vaurien.errors import ProtocolError
-from vaurien.protocols import postgres_framing as pg
-from vaurien.protocols.postgres_framing import (
-    Answer,
+from vaurien.protocols.postgres import messages as pg
+from vaurien.protocols.postgres.framing import (
+    SQL_CAPTURE,
+    STATEMENTS,
     AnswerFramer,
+    RequestFramer,
+    framers,
+)
+from vaurien.protocols.postgres.messages import (
+    Answer,
     Batch,
     Conversation,
     CopyData,
     Query,
     Request,
-    RequestFramer,
     Unsolicited,
     error_response,
-    framers,
     statement_type,
 )
 
@@ -376,18 +380,18 @@ def test_prepared_statements_are_remembered_for_their_executions():
 
 def test_the_statements_remembered_are_bounded():
     client = ready_client()
-    data = b"".join(parse(f"SELECT {i}", f"s{i}") + SYNC for i in range(pg.STATEMENTS + 10))
-    data += bind("s0") + SYNC + bind(f"s{pg.STATEMENTS + 9}") + SYNC
+    data = b"".join(parse(f"SELECT {i}", f"s{i}") + SYNC for i in range(STATEMENTS + 10))
+    data += bind("s0") + SYNC + bind(f"s{STATEMENTS + 9}") + SYNC
     events, _ = replay([(">", data)], client)
-    assert len(client._statements) == pg.STATEMENTS
-    assert [event.sql for _, _, event in events[-2:]] == [None, f"SELECT {pg.STATEMENTS + 9}"]
+    assert len(client._statements) == STATEMENTS
+    assert [event.sql for _, _, event in events[-2:]] == [None, f"SELECT {STATEMENTS + 9}"]
 
 
 def test_sql_text_is_kept_only_up_to_its_capture_size():
     long_sql = "SELECT '" + "x" * 100_000 + "'"
     events, _ = replay(ready_session((">", sql_query(long_sql)), (">", parse(long_sql) + SYNC)))
     query, batch = events[-2][2], events[-1][2]
-    assert len(query.sql) == pg.SQL_CAPTURE and long_sql.startswith(query.sql)
+    assert len(query.sql) == SQL_CAPTURE and long_sql.startswith(query.sql)
     assert query.sql == batch.sql and query.statement == batch.statement == "SELECT"
 
 

@@ -32,6 +32,13 @@ def _mysql_packet(sequence: int, body: bytes) -> bytes:
     return len(body).to_bytes(3, "little") + bytes([sequence]) + body
 
 
+def _postgres_message(kind: bytes, body: bytes = b"") -> bytes:
+    return kind + struct.pack("!i", 4 + len(body)) + body
+
+
+_POSTGRES_STARTUP = struct.pack("!ii", 30, 196608) + b"user\x00app\x00database\x00db\x00\x00"
+
+
 #: Valid (or valid-looking, with hostile sizes) client traffic of each protocol.
 SAMPLES: dict[str, list[bytes]] = {
     "tcp": [b"hello\n", bytes(range(256))],
@@ -63,6 +70,15 @@ SAMPLES: dict[str, list[bytes]] = {
         _mysql_packet(0, b"\x01"),
         b"\xff\xff\xff\x00" + b"x" * 64,
         _mysql_packet(0, b"\x0a8.0.0\x00" + b"\x00" * 40),
+    ],
+    "postgres": [
+        _POSTGRES_STARTUP,
+        _POSTGRES_STARTUP + _postgres_message(b"p", b"secret\x00"),
+        struct.pack("!ii", 8, 80877103),  # SSLRequest
+        struct.pack("!ii", 16, 80877102) + bytes(8),  # CancelRequest
+        _POSTGRES_STARTUP + _postgres_message(b"Q", b"SELECT 1\x00") + _postgres_message(b"X"),
+        struct.pack("!ii", 0x7FFFFFFF, 196608),
+        _postgres_message(b"R", bytes(4)) + _postgres_message(b"Z", b"I"),
     ],
     "smtp": [
         b"EHLO client\r\n",

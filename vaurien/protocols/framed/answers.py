@@ -169,7 +169,9 @@ class AnswerSide(Relay):
 
     def _take_answer(self, flow: FramedState, source: Any, size: int) -> bytes:
         """Read (at most about ``size`` bytes of) the answer a behavior acts on; return what
-        of it would pass."""
+        of it would pass. It stops at the end of a part of the answer that is not complete
+        (a ``PARTIAL`` verdict): the client may wait for that part before it sends what the rest
+        answers, so holding it for the rest would never end."""
         target = flow.answering
         framer = flow.answers
         state = flow.state
@@ -210,10 +212,14 @@ class AnswerSide(Relay):
                             flow.stream = True
                         if verdict.last:
                             flow.last = True
-                        if (verdict.complete and not verdict.unsolicited) or verdict.stream:
+                        done = (verdict.complete and not verdict.unsolicited) or verdict.stream
+                        if done or not verdict.complete:
+                            # Complete, or a part the client acts on before the rest comes (an
+                            # HTTP 100 Continue, a CopyInResponse): what was read goes now.
                             if newpos < count:
                                 source.unread(buf[newpos:count])
-                            self._answered(flow, target)
+                            if done:
+                                self._answered(flow, target)
                             return bytes(collected)
                 pos = newpos
         return bytes(collected)

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent import futures
 
 import grpc
 import h2.config
@@ -21,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grpc_support import Calls, GrpcBackend
 from protocol_support import cut
 from support import wait_until
 from vaurien.errors import ProtocolError
@@ -220,44 +220,12 @@ def test_without_h2_the_protocol_says_what_to_install():
 
 # -- gRPC through the proxy ----------------------------------------------------------------------
 
-SERVICE = "vaurien.test.Echo"
-
-
-class GrpcBackend:
-    """A grpcio server on a free port with a small service: ``Reverse`` (unary) and
-    ``Count`` (server streaming: ``n`` messages, ``pause`` seconds apart)."""
-
-    def __init__(self):
-        self.calls = 0
-        handlers = {
-            "Reverse": grpc.unary_unary_rpc_method_handler(self.reverse),
-            "Count": grpc.unary_stream_rpc_method_handler(self.count),
-        }
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-        self.server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, handlers),)
-        )
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.address = f"127.0.0.1:{self.port}"
-        self.server.start()
-
-    def reverse(self, request, context):
-        self.calls += 1
-        return request[::-1]
-
-    def count(self, request, context):
-        self.calls += 1
-        n, pause = request.split(b",")
-        for i in range(int(n)):
-            threading.Event().wait(float(pause))
-            yield b"%d" % i
-
 
 @pytest.fixture
 def grpc_backend():
     backend = GrpcBackend()
     yield backend
-    backend.server.stop(0)
+    backend.close()
 
 
 @pytest.fixture
@@ -277,20 +245,6 @@ def grpc_proxy(grpc_backend, start_proxy):
     yield start
     for channel in channels:
         channel.close()
-
-
-class Calls:
-    def __init__(self, channel):
-        self.reverse = channel.unary_unary(f"/{SERVICE}/Reverse")
-        self.count = channel.unary_stream(f"/{SERVICE}/Count")
-
-    def outcome(self, payload: bytes, timeout: float = 10):
-        try:
-            answer = self.reverse(payload, timeout=timeout)
-        except grpc.RpcError as e:
-            return e.code()
-        assert answer == payload[::-1]
-        return grpc.StatusCode.OK
 
 
 def stats(proxy):
@@ -389,6 +343,14 @@ def test_many_concurrent_calls_and_a_large_message(grpc_proxy):
     assert [f.result() for f in pending] == [(b"%d" % i * 500)[::-1] for i in range(200)]
     large = bytes(range(256)) * (3 << 12)  # 3 MiB
     assert calls.reverse(large, timeout=30) == large[::-1]
+
+
+def test_a_cancelled_call_is_cancelled_on_the_backend(grpc_proxy, grpc_backend):
+    _, calls = grpc_proxy()
+    answers = calls.count(b"1000,0.01", timeout=20)
+    assert next(answers) == b"0"
+    answers.cancel()  # the client resets the stream; the proxy resets the backend's
+    assert grpc_backend.cancelled.wait(10)
 
 
 def test_a_graceful_shutdown_lets_the_calls_in_flight_finish(grpc_proxy, grpc_backend):

@@ -131,7 +131,11 @@ class HTTP2(BaseProtocol):
             grpc_code,
             14,
         ),
-        "grpc_message": ("grpc-message of the error answer to a gRPC call", str, "injected"),
+        "grpc_message": (
+            "grpc-message of the error answer to a gRPC call",
+            str,
+            "error injected by vaurien",
+        ),
         "http_status": ("Status of the error answer to other requests", http_error, 503),
         "buffer": BUFFER_OPTION,
         "reuse_socket": REUSE_SOCKET_OPTION,

@@ -3,6 +3,7 @@ calls against a grpcio server, and raw h2 clients against a small h2 server."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import socket
@@ -11,11 +12,13 @@ import sys
 import threading
 import time
 
+import gevent
 import grpc
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +26,7 @@ from hypothesis import strategies as st
 from grpc_support import Calls, GrpcBackend
 from protocol_support import cut
 from support import wait_until
+from vaurien.behaviors.base import BaseBehavior
 from vaurien.errors import ProtocolError
 from vaurien.protocols.http2 import grpc_code, http_error, percent_encode
 from vaurien.protocols.http2.frames import FrameScanner, GoAway, goaway_frame
@@ -327,6 +331,53 @@ def test_a_response_is_delayed_with_direction_to_client(grpc_proxy, grpc_backend
     assert grpc_backend.calls == 1
 
 
+def test_connection_behaviors_end_the_connection(grpc_proxy):
+    proxy, calls = grpc_proxy("100:blackout")
+    assert calls.outcome(b"x") == grpc.StatusCode.UNAVAILABLE
+    proxy.call(proxy.proxy.set_behavior, "100:dummy")
+    assert calls.outcome(b"y") == grpc.StatusCode.OK  # on a new connection
+    assert stats(proxy)["total_connections"] == 2
+
+
+def test_stream_greenlets_end_with_their_session(grpc_proxy):
+    proxy, calls = grpc_proxy("100:delay", plugin_options={("behavior", "delay"): {"sleep": 30}})
+    assert calls.outcome(b"x", timeout=0.3) == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def stream_greenlets():
+        return [
+            g
+            for g in gc.get_objects()
+            if isinstance(g, gevent.Greenlet)
+            and not g.dead
+            and g.args[:1]
+            and getattr(g.args[0], "__name__", "") in ("_run_request", "_run_response")
+        ]
+
+    assert len(proxy.call(stream_greenlets)) == 1  # the delay still sleeps in it
+    proxy.call(lambda: [session.close() for session in list(proxy.proxy.sessions)])
+    wait_until(lambda: not proxy.call(stream_greenlets))
+
+
+class HoldAnswers(BaseBehavior):
+    """A behavior for the tests: once the request reached the backend, its answer waits
+    ``pause`` seconds (named by dotted path: ``test_http2.HoldAnswers``)."""
+
+    name = "hold_answers"
+    options = {"pause": ("Seconds the answer waits", float, 0.5)}
+
+    def on_between_handle(self, protocol, source, dest, to_backend):
+        gevent.sleep(self.settings["pause"])
+        return True
+
+
+def test_on_between_handle_runs_once_the_request_reached_the_backend(grpc_proxy, grpc_backend):
+    _, calls = grpc_proxy("100:test_http2.HoldAnswers")
+    started = time.monotonic()
+    assert calls.outcome(b"held") == grpc.StatusCode.OK
+    assert time.monotonic() - started >= 0.5
+    assert grpc_backend.calls == 1
+
+
 def test_a_hung_call_is_never_answered_and_others_pass(grpc_proxy):
     proxy, calls = grpc_proxy("100:hang")
     assert calls.outcome(b"x", timeout=0.5) == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -374,10 +425,12 @@ class H2Backend:
     #: The connection window it gives: larger than a stream's, as real servers do.
     WINDOW = 16 << 20
 
-    def __init__(self):
+    def __init__(self, settings=None):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = "{}:{}".format(*self.listener.getsockname())
+        self.settings = settings or {}
         self.received = {}  # path -> bytes received on it, over every connection
+        self.peer_settings = {}  # the client's settings, as the last connection got them
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -391,6 +444,8 @@ class H2Backend:
     def _serve(self, sock):
         conn = h2_connection(client_side=False)
         conn.increment_flow_control_window(self.WINDOW - 65535)
+        if self.settings:
+            conn.update_settings(self.settings)
         paths, bodies, answers = {}, {}, {}
         with sock:
             try:
@@ -405,7 +460,9 @@ class H2Backend:
 
     def _event(self, conn, event, paths, bodies, answers):
         stream_id = getattr(event, "stream_id", 0)
-        if isinstance(event, h2.events.RequestReceived):
+        if isinstance(event, h2.events.RemoteSettingsChanged):
+            self.peer_settings = dict(conn.remote_settings)
+        elif isinstance(event, h2.events.RequestReceived):
             paths[stream_id] = dict(event.headers)[b":path"]
             bodies[stream_id] = bytearray()
         elif isinstance(event, h2.events.DataReceived):
@@ -458,22 +515,27 @@ class H2Client:
     """A raw h2 client on a blocking socket: ``exchange`` sends requests on concurrent streams,
     as flow control allows, and reads the answers."""
 
-    def __init__(self, address, timeout=30.0, upgrade=None):
+    def __init__(self, address, timeout=30.0, upgrade=False, settings=None):
         self.sock = socket.create_connection(address, timeout=timeout)
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
         self.answers = {}
-        if upgrade is None:
+        if not upgrade:
             self.conn.initiate_connection()
+            if settings:
+                self.conn.update_settings(settings)
             self.sock.sendall(self.conn.data_to_send())
 
-    def upgrade(self, path: bytes) -> bytes:
-        """Start with an HTTP/1.1 ``Upgrade: h2c`` GET of ``path``; return the 101 head."""
+    def upgrade(self, path: bytes, body: bytes = b"") -> bytes:
+        """Start with an HTTP/1.1 ``Upgrade: h2c`` request for ``path`` (a POST of ``body``,
+        if any, else a GET); return the 101 head."""
         settings = self.conn.initiate_upgrade_connection()
+        method = b"POST" if body else b"GET"
         self.sock.sendall(
-            b"GET %s HTTP/1.1\r\nHost: test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-            b"Upgrade: h2c\r\nHTTP2-Settings: %s\r\n\r\n" % (path, settings)
+            b"%s %s HTTP/1.1\r\nHost: test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (method, path, settings, len(body), body)
         )
         head = b""
         while b"\r\n\r\n" not in head:
@@ -600,15 +662,49 @@ def test_a_slow_reader_slows_its_stream_not_the_connection(h2_backend, start_pro
     client.close()
 
 
-def test_an_h2c_upgrade_is_answered_over_http2(h2_backend, start_proxy):
+@pytest.mark.parametrize("body", [b"", b"a body sent before the switch"])
+def test_an_h2c_upgrade_is_answered_over_http2(h2_backend, start_proxy, body):
     proxy = start_proxy(h2_backend.address, protocol="http2", behavior="100:dummy")
     client = H2Client(proxy.address, upgrade=True)
-    head = client.upgrade(b"/echo")
+    head = client.upgrade(b"/echo", body)
     assert head.startswith(b"HTTP/1.1 101 ")
     answers = client.exchange([(b"/echo", b"then over HTTP/2")])
     assert answers[1].status == 200 and answers[1].ended
+    assert bytes(answers[1].body) == body
     assert bytes(answers[3].body) == b"then over HTTP/2"
     client.close()
+
+
+def test_settings_pass_on_both_ways(start_proxy):
+    codes = h2.settings.SettingCodes
+    backend = H2Backend({codes.MAX_CONCURRENT_STREAMS: 7, codes.INITIAL_WINDOW_SIZE: 1 << 20})
+    try:
+        proxy = start_proxy(backend.address, protocol="http2", behavior="100:dummy")
+        client = H2Client(proxy.address, settings={codes.INITIAL_WINDOW_SIZE: 300000})
+        remote = client.conn.remote_settings
+
+        def passed_on():
+            client.exchange([(b"/echo", b"x")])
+            return remote.max_concurrent_streams == 7 and remote.initial_window_size == 1 << 20
+
+        wait_until(passed_on)
+        assert backend.peer_settings[codes.INITIAL_WINDOW_SIZE] == 300000
+        client.close()
+    finally:
+        backend.close()
+
+
+def test_a_client_breaking_http2_ends_its_session_with_one_line(h2_backend, start_proxy, caplog):
+    proxy = start_proxy(h2_backend.address, protocol="http2", behavior="100:dummy")
+    with caplog.at_level(logging.WARNING, logger="vaurien"):
+        client = H2Client(proxy.address, timeout=10)
+        # DATA on a stream that was never opened: a connection error.
+        client.sock.sendall(frame(0x0, b"stray", stream_id=5))
+        while client.sock.recv(65536):  # the proxy's SETTINGS and GOAWAY, then the end
+            pass
+        client.close()
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "client: not valid HTTP/2" in lines[0], lines
 
 
 def test_a_client_that_is_not_http2_ends_its_session_with_one_line(h2_backend, start_proxy, caplog):
@@ -640,6 +736,20 @@ def test_a_backend_that_is_not_http2_ends_the_session_with_one_line(
         client.close()
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) == 1 and "backend: not valid HTTP/2" in lines[0], lines
+
+
+def test_a_sliced_response_arrives_whole(h2_backend, start_proxy):
+    proxy = start_proxy(
+        h2_backend.address,
+        protocol="http2",
+        behavior="100:slicer",
+        plugin_options={("behavior", "slicer"): {"direction": "to_client", "delay": 0.0}},
+    )
+    client = H2Client(proxy.address)
+    body = bytes(range(256)) * 200
+    answers = client.exchange([(b"/echo", body), (b"/echo", b"")])
+    assert bytes(answers[1].body) == body and answers[3].status == 200
+    client.close()
 
 
 def test_bandwidth_paces_one_stream(h2_backend, start_proxy):

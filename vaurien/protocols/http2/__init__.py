@@ -104,7 +104,9 @@ class HTTP2(BaseProtocol):
       ``to_client``, at once. The connection lives on.
     * ``delay`` holds the request before it goes to the backend (with ``to_client``, the
       response before it goes to the client).
-    * ``hang``: the stream is never answered; the client's deadline or cancel ends it.
+    * ``hang``: the stream is never answered (its request never reaches the backend; with
+      ``to_client``, its response never reaches the client); the client's deadline or cancel
+      ends it.
     * ``bandwidth``, ``slicer`` and ``corrupt`` act on the stream's DATA (the request body,
       with ``to_client`` the response body): that stream's message is paced, cut or damaged,
       its headers and trailers untouched. The stream, not the connection, because the
@@ -113,7 +115,7 @@ class HTTP2(BaseProtocol):
       a connection cut in the middle of a transfer.
     * ``blackout``, ``reset`` and ``timeout`` act on the connection, as they do for ``tcp``:
       every stream on it fails, as when a server or the network dies. ``timeout`` with a
-      timeout of 0 drops the stream's data instead: it is never answered.
+      timeout of 0 drops the stream's DATA instead; its headers and its end go on.
     * ``slow_close`` and a ``delay`` with ``before`` false act once the stream has ended, and
       change nothing, since nothing on a stream follows its end.
 
@@ -199,6 +201,12 @@ class HTTP2(BaseProtocol):
         else:
             connection.relay.answer(stream, *answer)
         connection.send()
+
+    def hang(self, source: Any, dest: Any, to_backend: bool) -> None:
+        """Leave the stream unanswered: what its sender sends on it is acknowledged and
+        dropped, and nothing of it goes on; the other streams flow."""
+        source.connection.relay.drop(source.incoming)
+        source.connection.send()
 
     def abort(self, source: Any, dest: Any, to_backend: bool) -> None:
         """Reset the stream once its request reached the backend and its response starts;

@@ -199,8 +199,8 @@ class Connection:
             relay.hold(stream.response)
             return
         relay.hold(stream.request)
-        if hooks.between or not getattr(behavior, "duplex", True):
-            relay.hold(stream.response)  # the hook acts before the response goes on
+        if hooks.between:
+            relay.hold(stream.response)  # on_between_handle runs before the response goes on
         self._spawn(self._run_request, stream, hooks)
 
     def _on_response(self, stream: Stream) -> None:
@@ -298,10 +298,7 @@ class Connection:
             if stream.abort or stream.replace is not None:
                 return
             if leg.consumed:
-                if leg.opened:
-                    relay.finish(leg)  # what it sent is the leg's data
-                else:
-                    relay.drop(leg)  # nothing went on: the stream is never answered
+                relay.finish(leg)  # what it sent is the leg's data; then the end goes on
                 self.send()
                 return
             if moved == source.moved + dest.moved:

@@ -243,7 +243,6 @@ class Relay:
         self._upgrade_body = bytearray()
         self._client_settings: dict[int, int] = {}  # the backend's, until the client speaks
         self.refusing = False  # the backend goes away: new streams are refused
-        self.goaway_from: str | None = None  # the side that sent a GOAWAY first
         self.last_announced: int | None = None  # the last stream id announced to the client
         self._events = {
             RequestReceived: self._request,
@@ -566,7 +565,7 @@ class Relay:
 
     def _trailers(self, side: Side, event: TrailersReceived) -> None:
         stream = side.streams.get(event.stream_id)
-        if stream is not None:
+        if stream is not None and not (stream.answered and side is self.backend):
             leg = stream.request if side is self.client else stream.response
             leg.trailers = event.headers
 
@@ -665,8 +664,8 @@ class Relay:
         if side is not self.client:
             return
         stream = side.streams.get(event.stream_id)
-        if stream is None:
-            return
+        if stream is None or event is stream.request.priority:
+            return  # (h2 reports a HEADERS frame's priority twice: it went with the headers)
         if stream.back_id is None:
             stream.request.priority = event
             return
@@ -685,8 +684,6 @@ class Relay:
         self._reset_stream(side, event.pushed_stream_id, REFUSED_STREAM)
 
     def _goaway(self, side: Side, goaway: GoAway) -> None:
-        if self.goaway_from is None:
-            self.goaway_from = side.role
         if side is self.client:
             # The client opens no more streams, and takes no push (none is relayed).
             self._write_goaway(self.backend, 0, goaway.error_code, goaway.debug)

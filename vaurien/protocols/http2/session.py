@@ -148,9 +148,10 @@ class Connection:
         self.send()
 
         def deliverable() -> bool:
+            # A response the backend sent in full that has not reached the client yet.
             return any(
-                stream.response.src_ended and not stream.response.dst_ended
-                for stream in list(relay.client.streams.values())
+                leg.src_ended and not leg.dst_ended and not leg.dropped
+                for leg in [stream.response for stream in relay.client.streams.values()]
             )
 
         while deliverable() and not self.session.closed:

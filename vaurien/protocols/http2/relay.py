@@ -457,9 +457,9 @@ class Relay:
                         )
                 elif isinstance(event, h11.EndOfMessage):
                     break
-        except h11.RemoteProtocolError as e:
+        except h11.RemoteProtocolError:
             raise ProtocolError(
-                f"client: neither HTTP/2 nor HTTP/1.1 (first bytes {data[:24]!r}): {e}"
+                f"client: neither HTTP/2 nor HTTP/1.1 (first bytes {data[:24]!r})"
             ) from None
         request = self._upgrade_head
         headers = {name: value for name, value in request.headers}

@@ -13,12 +13,14 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "vaurien/__init__.py").r
 #
 # Optional extras, each for one reason:
 #   http        nothing any more (h11 is required); kept so that existing install lines work
+#   http2       h2, the sans-IO HTTP/2 library (and its hpack, hyperframe), for --protocol http2
 #   client      requests, for vaurien.client.Client and vaurienctl
 #   statsd      statsd, a maintained statsd client, for the [statsd] metrics
 #   prometheus  prometheus-client, for GET /metrics in the Prometheus text format
 #   docs        Sphinx (7.4+: parse_text_to_nodes), to build the documentation
 EXTRAS = {
     "http": [],
+    "http2": ["h2>=4.1"],
     "client": ["requests>=2.28"],
     "statsd": ["statsd>=4.0"],
     "prometheus": ["prometheus-client>=0.17"],
@@ -35,6 +37,7 @@ EXTRAS["test"] = sorted(
         "PyMySQL>=1.1",
         "psycopg[binary]>=3.1",
         "aiosmtpd>=1.4",
+        "grpcio>=1.60",
         "ruff>=0.6",
     }
 )

@@ -379,6 +379,7 @@ def test_extending_plugins_console(monkeypatch):
 
 SCENARIOS = {
     "examples-http-errors.console": ("http", "20:error,80:dummy", {}),
+    "examples-grpc-errors.console": ("http2", "20:error,80:dummy", {}),
     "examples-smtp.console": ("smtp", "5:error,10:delay,85:dummy", {}),
     "examples-warmup.console": ("http", "100:error", {"error": {"warmup": 12}}),
     "examples-mysql.console": ("mysql", "100:delay", {"delay": {"sleep": 1.0}}),
@@ -439,6 +440,26 @@ def test_scenario_errors_after_12_calls(http_server, start_proxy, monkeypatch):
     statuses = [requests.get(f"http://{host}:{port}/", timeout=10).status_code for _ in range(14)]
     assert statuses[:12] == [200] * 12
     assert all(500 <= status <= 503 for status in statuses[12:]), statuses
+
+
+@needs("http2")
+def test_scenario_grpc_errors(start_proxy, monkeypatch):
+    grpc = pytest.importorskip("grpc")
+    from grpc_support import Calls, GrpcBackend
+
+    backend = GrpcBackend()
+    try:
+        proxy = start_proxy(
+            config=scenario("examples-grpc-errors.console", monkeypatch, backend.address)
+        )
+        with grpc.insecure_channel("{}:{}".format(*proxy.address)) as channel:
+            outcomes = [Calls(channel).outcome(b"call %d" % i) for i in range(60)]
+    finally:
+        backend.close()
+    failed = outcomes.count(grpc.StatusCode.UNAVAILABLE)
+    assert set(outcomes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+    assert 3 <= failed <= 30, outcomes
+    assert backend.calls == 60 - failed
 
 
 @needs("smtp")
@@ -806,6 +827,7 @@ EXAMPLES = {
     "config-errors.console": ["test_config_errors_console"],
     "extending-plugins.console": ["test_extending_plugins_console"],
     "examples-http-errors.console": ["test_scenario_commands", "test_scenario_http_errors"],
+    "examples-grpc-errors.console": ["test_scenario_commands", "test_scenario_grpc_errors"],
     "examples-smtp.console": ["test_scenario_commands", "test_scenario_smtp"],
     "examples-warmup.console": ["test_scenario_commands", "test_scenario_errors_after_12_calls"],
     "examples-mysql.console": ["test_scenario_commands", "test_scenario_mysql"],

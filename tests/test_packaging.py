@@ -1,5 +1,6 @@
 """The project's promises about itself: one test command, a registry with no half-wired plugin,
-and a plain ``pip install vaurien`` that runs every protocol and the demo."""
+and a plain ``pip install vaurien`` that runs every protocol (but ``http2``, which says which
+extra it needs) and the demo."""
 
 import json
 import os
@@ -92,26 +93,34 @@ def plain_install(tmp_path_factory):
 
 
 @pytest.mark.packaging
-def test_a_plain_install_runs_every_protocol_without_any_extra(plain_install):
+def test_a_plain_install_runs_every_protocol_but_http2_without_any_extra(plain_install):
     bin_dir, env = plain_install
     script = """if True:
         import importlib.metadata, importlib.util, json, vaurien
+        from vaurien.errors import VaurienError
         from vaurien.protocols import Protocol
+        needs = {}
         for name in Protocol.names():
-            Protocol.create(name)  # raises if a protocol needs what is not installed
+            try:
+                Protocol.create(name)  # raises if a protocol needs what is not installed
+            except VaurienError as e:
+                needs[name] = str(e)
         print(json.dumps({
             "vaurien": vaurien.__file__,
             "protocols": Protocol.names(),
+            "needs": needs,
             "declared extras": importlib.metadata.metadata("vaurien").get_all("Provides-Extra"),
-            "extras": [m for m in ("requests", "statsd", "prometheus_client", "sphinx")
+            "extras": [m for m in ("requests", "statsd", "prometheus_client", "sphinx", "h2")
                        if importlib.util.find_spec(m) is not None],
         }))
     """
     found = json.loads(_run([bin_dir / "python", "-c", script], env=env, cwd=bin_dir))
     assert found["vaurien"].startswith(str(bin_dir.parent))  # the installed copy, not the tree
-    assert {"tcp", "http", "redis", "memcache", "mysql", "smtp"} <= set(found["protocols"])
+    assert {"tcp", "http", "redis", "memcache", "mysql", "smtp", "http2"} <= set(found["protocols"])
     assert found["extras"] == []
-    assert "http" in found["declared extras"]  # still accepted, for existing install lines
+    # The one protocol with an extra says which, in one line.
+    assert found["needs"] == {"http2": "the http2 protocol needs h2: pip install 'vaurien[http2]'"}
+    assert {"http", "http2"} <= set(found["declared extras"])  # http: for existing install lines
 
 
 def _status_through(command: list, env: dict, port: int) -> int:

@@ -153,6 +153,9 @@ class ProtocolLike(Protocol):
     def abort(self, source: EndpointLike, dest: EndpointLike, to_backend: bool) -> None:
         """Let this event's data through, then end the session before any answer."""
 
+    def hang(self, source: EndpointLike, dest: EndpointLike, to_backend: bool) -> None:
+        """Leave this event unanswered: what ``source`` sends is read and dropped."""
+
 
 class BehaviorLike(Protocol):
     """A behavior as the proxy and the protocols see it

@@ -13,7 +13,7 @@ import pkgutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from vaurien.errors import PluginError
+from vaurien.errors import PluginError, VaurienError
 from vaurien.options import Option, convert_table, resolve_values
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,8 @@ class Registry:
         settings = resolve_values(self._options[name], values or {})
         try:
             instance = cls()
+        except VaurienError:
+            raise  # the plugin said what is wrong (a missing extra): its line is the message
         except Exception as e:
             raise PluginError(f"cannot create {self.kind} {name!r}: {type(e).__name__}: {e}") from e
         instance.name = name

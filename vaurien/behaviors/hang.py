@@ -20,6 +20,10 @@ class Hang(BaseBehavior):
     )
 
     def on_before_handle(self, protocol, source, dest, to_backend):
-        while protocol.read(source):
-            pass
+        hang = getattr(protocol, "hang", None)
+        if hang is not None:
+            hang(source, dest, to_backend)  # the protocol knows what "unanswered" covers
+        else:  # a protocol that does not subclass BaseProtocol
+            while protocol._get_data(source):
+                pass
         return False

@@ -29,7 +29,7 @@ class BaseProtocol:
 
     Protocols that follow requests and answers use more hooks: :meth:`new_session_state`
     (per-session state), ``picks_itself`` (the protocol picks a behavior per message it frames)
-    and the verbs :meth:`send_error` and :meth:`abort` that behaviors call.
+    and the verbs :meth:`send_error`, :meth:`abort` and :meth:`hang` that behaviors call.
     """
 
     name: str = ""
@@ -173,6 +173,16 @@ class BaseProtocol:
         else:
             self.read(source)
         source.session.close()
+
+    def hang(self, source: EndpointLike, dest: EndpointLike, to_backend: bool) -> None:
+        """Leave this event unanswered: what ``source`` sends, now and after, is read and
+        dropped.
+
+        Called by the ``hang`` behavior. A protocol with independent exchanges (``http2``
+        streams) leaves only this one unanswered.
+        """
+        while self.read(source):
+            pass
 
     # -- sockets ---------------------------------------------------------------------------
 

@@ -20,12 +20,10 @@ in flight finish.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable
 from typing import Any
 
 import h11
-from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
@@ -45,178 +43,23 @@ from h2.exceptions import H2Error, StreamClosedError, TooManyStreamsError
 from h2.settings import SettingCodes
 
 from vaurien.errors import ProtocolError
-from vaurien.protocols.http2.frames import PREFACE, FrameScanner, GoAway, goaway_frame
+from vaurien.protocols.http2.frames import FrameScanner, GoAway, goaway_frame
+from vaurien.protocols.http2.streams import (
+    Leg,
+    Side,
+    Stream,
+    _config,
+)
+from vaurien.protocols.http2.upgrade import ClientStart
+from vaurien.protocols.http2.windows import Windows
 
 NO_ERROR = ErrorCodes.NO_ERROR
 CANCEL = ErrorCodes.CANCEL
 REFUSED_STREAM = ErrorCodes.REFUSED_STREAM
 INTERNAL_ERROR = ErrorCodes.INTERNAL_ERROR
 
-#: The backend's settings advertised to the client as the relay's own, and the client's
-#: advertised to the backend. Push is never relayed (the relay refuses it).
-TO_CLIENT = (
-    SettingCodes.INITIAL_WINDOW_SIZE,
-    SettingCodes.MAX_CONCURRENT_STREAMS,
-    SettingCodes.MAX_FRAME_SIZE,
-    SettingCodes.MAX_HEADER_LIST_SIZE,
-    SettingCodes.ENABLE_CONNECT_PROTOCOL,
-)
-TO_BACKEND = (
-    SettingCodes.INITIAL_WINDOW_SIZE,
-    SettingCodes.MAX_FRAME_SIZE,
-    SettingCodes.MAX_HEADER_LIST_SIZE,
-)
-#: The window every connection starts with (RFC 9113, section 6.9.2).
-DEFAULT_WINDOW = 65535
-#: Bytes of an HTTP/1.1 ``Upgrade: h2c`` request, head and body, the relay takes at most.
-MAX_UPGRADE_REQUEST = 65536
-SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
-#: HTTP/1.1 headers that do not carry over to HTTP/2 (RFC 9113, section 8.2.2).
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"upgrade",
-        b"http2-settings",
-        b"host",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"te",
-    }
-)
 
-
-def _config(client_side: bool) -> H2Configuration:
-    # Headers pass as they came: bytes, validated once when received, never rewritten.
-    return H2Configuration(
-        client_side=client_side,
-        header_encoding=None,
-        validate_outbound_headers=False,
-        normalize_outbound_headers=False,
-        normalize_inbound_headers=False,
-    )
-
-
-class Side:
-    """One of the two connections: ``role`` is ``"client"`` or ``"backend"``, ``conn`` its ``h2``
-    connection (None for the client's until its first bytes show how it speaks)."""
-
-    __slots__ = ("role", "conn", "streams", "stalled", "scanner", "out", "advertised", "peer_max")
-
-    def __init__(self, role: str, conn: H2Connection | None, scanner: FrameScanner) -> None:
-        self.role = role
-        self.conn = conn
-        self.streams: dict[int, Stream] = {}  # by stream id on this connection
-        self.stalled: dict[Leg, None] = {}  # legs whose data waits for window here (ordered)
-        self.scanner = scanner
-        self.out = bytearray()  # h2's output with frames the relay wrote itself, in order
-        self.advertised = DEFAULT_WINDOW  # the connection window this side was given
-        self.peer_max = DEFAULT_WINDOW  # the largest connection window this side's peer gave
-
-
-class Leg:
-    """One direction of a stream: the request (client to backend) or the response.
-
-    ``head`` is the HEADERS block that opens it on the other side, ``inbox`` what arrived
-    while the leg is held, ``outbox`` what waits for the other side's window (each chunk with
-    whether it is still owed to its sender as flow-control credit).
-    """
-
-    __slots__ = (
-        "stream",
-        "src",
-        "dst",
-        "src_id",
-        "dst_id",
-        "head",
-        "held",
-        "dropped",
-        "opened",
-        "inbox",
-        "inbox_pos",
-        "src_ended",
-        "trailers",
-        "outbox",
-        "end_queued",
-        "dst_ended",
-        "priority",
-    )
-
-    def __init__(self, stream: Stream, src: Side, dst: Side, src_id: Any, dst_id: Any) -> None:
-        self.stream = stream
-        self.src = src
-        self.dst = dst
-        self.src_id: int | None = src_id
-        self.dst_id: int | None = dst_id
-        self.head: list[Any] | None = None
-        self.held = False
-        self.dropped = False  # what arrives is acknowledged and discarded
-        self.opened = False  # the head was sent on
-        self.inbox = bytearray()
-        self.inbox_pos = 0
-        self.src_ended = False  # the sender ended its side of the stream
-        self.trailers: list[Any] | None = None
-        self.outbox: collections.deque[tuple[bytes, bool]] = collections.deque()
-        self.end_queued = False  # the end goes on once the outbox is empty
-        self.dst_ended = False
-        self.priority: Any = None
-
-    @property
-    def to_backend(self) -> bool:
-        return self.dst.role == "backend"
-
-    @property
-    def pending(self) -> int:
-        """Bytes received and not taken yet."""
-        return len(self.inbox) - self.inbox_pos
-
-    @property
-    def consumed(self) -> bool:
-        """Whether the sender ended the leg and everything it sent was taken."""
-        return self.src_ended and not self.pending
-
-
-class Stream:
-    """One request stream of the client, and the stream it maps to on the backend."""
-
-    __slots__ = (
-        "front_id",
-        "back_id",
-        "request",
-        "response",
-        "front_closed",
-        "back_closed",
-        "answered",
-        "cut_request",
-        "abort",
-        "replace",
-        "done",
-        "waiter",
-        "behavior",
-    )
-
-    def __init__(self, relay: Relay, front_id: int, head: list[Any]) -> None:
-        self.front_id = front_id
-        self.back_id: int | None = None
-        self.request = Leg(self, relay.client, relay.backend, front_id, None)
-        self.request.head = head
-        self.response = Leg(self, relay.backend, relay.client, None, front_id)
-        self.front_closed = False
-        self.back_closed = False
-        self.answered = False  # the relay answered the client itself (an error)
-        self.cut_request = False  # once the response is sent, the client may stop sending
-        self.abort = False  # reset when the response starts
-        #: ``(head, body)`` that replaces the response when it starts.
-        self.replace: tuple[list[Any], bytes] | None = None
-        self.done = False  # closed on both sides
-        self.waiter: Any = None  # set() when something about the stream changed
-        self.behavior: Any = None  # the behavior picked for it (the protocol's business)
-
-    def __repr__(self) -> str:
-        return f"<Stream {self.front_id}->{self.back_id}>"
-
-
-class Relay:
+class Relay(ClientStart, Windows):
     """Two ``h2`` connections and the streams between them (see the module documentation).
 
     ``on_request(stream)`` is called for each new request before anything of it is sent on;
@@ -415,100 +258,6 @@ class Relay:
             self._reset_stream(self.backend, stream.back_id, CANCEL)
         self._close(stream)
 
-    # -- the client's first bytes --------------------------------------------------------------
-
-    def _first_bytes(self, data: bytes) -> bytes:
-        """Find out how the client speaks: the HTTP/2 preface (prior knowledge) or an HTTP/1.1
-        ``Upgrade: h2c`` request. Returns the bytes left for the HTTP/2 connection."""
-        start = self._start
-        if self._upgrade is None:
-            start += data
-            if PREFACE.startswith(bytes(start[: len(PREFACE)])):
-                if len(start) < len(PREFACE):
-                    return b""
-                self._open_client()
-                data = bytes(start)
-                start.clear()
-                return data
-            self._upgrade = h11.Connection(
-                h11.SERVER, max_incomplete_event_size=MAX_UPGRADE_REQUEST
-            )
-            data = bytes(start)
-            start.clear()
-        return self._upgrade_request(data)
-
-    def _upgrade_request(self, data: bytes) -> bytes:
-        parser = self._upgrade
-        parser.receive_data(data)
-        body = self._upgrade_body
-        try:
-            while True:
-                event = parser.next_event()
-                if event is h11.NEED_DATA:
-                    return b""
-                if isinstance(event, h11.Request):
-                    self._upgrade_head = event
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                    if len(body) > MAX_UPGRADE_REQUEST:
-                        raise ProtocolError(
-                            f"client: an h2c upgrade request with a body of more than "
-                            f"{MAX_UPGRADE_REQUEST} bytes"
-                        )
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-        except h11.RemoteProtocolError:
-            raise ProtocolError(
-                f"client: neither HTTP/2 nor HTTP/1.1 (first bytes {data[:24]!r})"
-            ) from None
-        request = self._upgrade_head
-        headers = {name: value for name, value in request.headers}
-        upgrade = {token.strip().lower() for token in headers.get(b"upgrade", b"").split(b",")}
-        settings = headers.get(b"http2-settings")
-        if b"h2c" not in upgrade or settings is None:
-            raise ProtocolError(
-                f"client: an HTTP/1.1 request without Upgrade: h2c "
-                f"({request.method.decode(errors='replace')} "
-                f"{request.target.decode(errors='replace')}); this proxy speaks HTTP/2"
-            )
-        self.client.out += SWITCHING
-        conn = self._open_client(settings)
-        self._mirror(self.backend, dict(conn.remote_settings), TO_BACKEND)
-        head = [
-            (b":method", request.method),
-            (b":scheme", b"http"),
-            (b":authority", headers.get(b"host", b"")),
-            (b":path", request.target),
-            *((name, value) for name, value in request.headers if name not in HOP_BY_HOP),
-        ]
-        stream = self._new_stream(1, head)
-        request_leg = stream.request
-        request_leg.src_ended = True
-        request_leg.inbox += body  # sent before the switch, outside HTTP/2 flow control
-        body.clear()
-        self._started(stream)
-        rest, _ = parser.trailing_data
-        self._upgrade = None
-        return bytes(rest)
-
-    def _open_client(self, upgrade_settings: bytes | None = None) -> H2Connection:
-        """Start the connection toward the client: after its preface, or after the switch from
-        HTTP/1.1 (``upgrade_settings``: its ``HTTP2-Settings`` header)."""
-        client = self.client
-        client.conn = conn = H2Connection(_config(client_side=False))
-        client.scanner = FrameScanner(skip=len(PREFACE))  # the client sends it in both cases
-        if upgrade_settings is None:
-            conn.initiate_connection()
-        else:
-            try:
-                conn.initiate_upgrade_connection(upgrade_settings)
-            except (H2Error, ValueError) as e:
-                raise ProtocolError(f"client: bad HTTP2-Settings header: {e}") from None
-        if self._client_settings:
-            settings, self._client_settings = self._client_settings, {}
-            self._apply(client, settings)
-        return conn
-
     # -- events --------------------------------------------------------------------------------
 
     def _request(self, side: Side, event: RequestReceived) -> None:
@@ -633,50 +382,6 @@ class Relay:
             elif stream.answered:
                 return self._check(stream)
         self._close(stream)
-
-    def _window(self, side: Side, event: WindowUpdated) -> None:
-        if event.stream_id == 0:
-            conn = side.conn
-            window = conn.outbound_flow_control_window
-            if window > side.peer_max:
-                side.peer_max = window
-                self._grow(self.client if side is self.backend else self.backend, window)
-            for leg in list(side.stalled):
-                self._flush(leg)
-            return
-        stream = side.streams.get(event.stream_id)
-        if stream is not None:
-            leg = stream.response if side is self.client else stream.request
-            if leg.outbox:
-                self._flush(leg)
-
-    def _settings(self, side: Side, event: RemoteSettingsChanged) -> None:
-        changed = {code: change.new_value for code, change in event.changed_settings.items()}
-        if side is self.backend:
-            self._mirror(self.client, changed, TO_CLIENT)
-        else:
-            self._mirror(self.backend, changed, TO_BACKEND)
-        if SettingCodes.INITIAL_WINDOW_SIZE in changed:
-            for leg in list(side.stalled):
-                self._flush(leg)
-
-    def _priority(self, side: Side, event: PriorityUpdated) -> None:
-        if side is not self.client:
-            return
-        stream = side.streams.get(event.stream_id)
-        if stream is None or event is stream.request.priority:
-            return  # (h2 reports a HEADERS frame's priority twice: it went with the headers)
-        if stream.back_id is None:
-            stream.request.priority = event
-            return
-        if not stream.back_closed:
-            depends_on = self._back_id(event.depends_on)
-            try:
-                self.backend.conn.prioritize(
-                    stream.back_id, event.weight, depends_on, event.exclusive
-                )
-            except H2Error:
-                pass  # priority is advice: one that no longer applies is dropped
 
     def _pushed(self, side: Side, event: PushedStreamReceived) -> None:
         # Push is refused in the relay's SETTINGS; one sent before they were acknowledged is
@@ -852,34 +557,6 @@ class Relay:
     def _back_id(self, front_id: int) -> int:
         stream = self.client.streams.get(front_id)
         return stream.back_id if stream is not None and stream.back_id is not None else 0
-
-    def _mirror(self, target: Side, changed: dict, codes: tuple) -> None:
-        settings = {code: value for code, value in changed.items() if code in codes}
-        if not settings:
-            return
-        if target.conn is None:
-            self._client_settings.update(settings)
-        else:
-            self._apply(target, settings)
-
-    def _apply(self, side: Side, settings: dict) -> None:
-        local = side.conn.local_settings
-        settings = {code: value for code, value in settings.items() if local.get(code) != value}
-        if not settings:
-            return
-        frame = settings.get(SettingCodes.MAX_FRAME_SIZE, 0)
-        if frame > side.scanner.limit:
-            side.scanner.limit = frame  # the peer may use it once it has read the SETTINGS
-        try:
-            side.conn.update_settings(settings)
-        except (H2Error, ValueError) as e:
-            raise ProtocolError(f"{side.role}: cannot pass on the other side's SETTINGS: {e}")
-
-    def _grow(self, side: Side, size: int) -> None:
-        """Give ``side``'s peer a connection window of ``size`` bytes (if it is larger)."""
-        if side.conn is not None and size > side.advertised:
-            side.conn.increment_flow_control_window(size - side.advertised)
-            side.advertised = size
 
     def _wake(self, stream: Stream) -> None:
         waiter = stream.waiter

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from protocol_support import cut
 from vaurien.errors import ProtocolError
-from vaurien.protocols import http, memcache, mysql, redis, smtp
+from vaurien.protocols import memcache, mysql, redis, smtp
 from vaurien.protocols.framed import HOLD
+from vaurien.protocols.http import framing as http
 from vaurien.protocols.postgres import framing as postgres
 from vaurien.protocols.postgres import messages as pg
 

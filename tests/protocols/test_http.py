@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from protocol_support import run, same_under_any_split
 from support import RecordingServer, recv_exactly, wait_until
 from vaurien.errors import ProtocolError
-from vaurien.protocols.http import HeadParser, RequestFramer, ResponseFramer
+from vaurien.protocols.http.framing import HeadParser, RequestFramer, ResponseFramer
 
 # -- framing ----------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""http: HTTP/1.0 and 1.1 requests and responses, parsed with h11."""
+"""Sans-IO framing of HTTP/1.0 and 1.1 for the ``http`` protocol: heads parsed with h11
+(remembered, since equal heads parse alike), bodies counted through."""
 
 from __future__ import annotations
 
@@ -7,20 +8,7 @@ from typing import Any
 import h11
 
 from vaurien.errors import ProtocolError
-from vaurien.protocols import Protocol
-from vaurien.protocols.framed import (
-    BUFFER_OPTION,
-    HOLD,
-    PARTIAL,
-    REUSE_SOCKET_OPTION,
-    AnswerVerdict,
-    End,
-    ErrorReply,
-    FramedProtocol,
-    Head,
-    LineReader,
-    RequestVerdict,
-)
+from vaurien.protocols.framed import HOLD, End, Head, LineReader
 
 MAX_HEAD = 64 * 1024  # bytes in a request or response head
 MAX_CHUNK_LINE = 4096  # bytes in a chunk-size line or a trailer line
@@ -30,15 +18,6 @@ CACHE_SIZE = 1024  # heads remembered per kind (see HeadParser)
 CHUNKED = -1  # body framing: chunked transfer coding
 UNTIL_CLOSE = -2  # body framing: up to the end of the connection
 TUNNEL = -3  # no body: the connection becomes a plain stream
-
-#: Statuses the error behavior answers with.
-ERROR_STATUSES = (500, 501, 502, 503)
-REASONS = {
-    500: b"Internal Server Error",
-    501: b"Not Implemented",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-}
 
 
 def _keeps_alive(version: bytes, headers: Any) -> bool:
@@ -499,147 +478,3 @@ class ResponseFramer(_Message):
             self.idle = True
             return self._finish()
         return None
-
-
-@Protocol.register
-class HTTP(FramedProtocol):
-    """HTTP/1.0 and 1.1: one request and its response are one exchange.
-
-    Heads are parsed with h11; bodies (Content-Length, chunked with trailers, or up to the
-    end of the connection) are counted through as they pass. Keep-alive and
-    ``Connection: close``, pipelining, HEAD, 1xx (``100 Continue``), 204 and 304 are followed;
-    after an accepted ``Upgrade`` (a WebSocket) or ``CONNECT`` the connection is a plain
-    stream. With ``error`` the client gets a well-formed 500, 501, 502 or 503 (Content-Length,
-    ``Connection: close``) and the backend never sees the request. Traffic that is not HTTP/1
-    ends the session.
-
-    ``overwrite_host_header`` puts the backend's address in each request's ``Host``;
-    ``keep_alive`` false makes every request the last of its connection (the proxy sends it
-    with ``Connection: close``); ``reuse_socket`` lets several proxies share the port
-    (``SO_REUSEPORT``); ``buffer`` is the largest read.
-    """
-
-    name = "http"
-    event_unit = (
-        "One request and its response: the request is read whole (head and body) in one event, "
-        "and its response, pipelined or not, is matched to it."
-    )
-    error_form = (
-        "The client gets a 500, 501, 502 or 503 response (chosen with the proxy's random "
-        "source) with ``Content-Length`` and ``Connection: close``, after the responses to "
-        "earlier requests, and the connection ends; the backend never sees the request (with "
-        "``inject`` it does, and its response is replaced)."
-    )
-    tcp_keep_alive = False
-    options = {
-        "overwrite_host_header": (
-            "Rewrite each request's Host with the backend's address",
-            bool,
-            True,
-        ),
-        "keep_alive": (
-            "Honour the client's keep-alive; false closes the connection after each response",
-            bool,
-            True,
-        ),
-        "reuse_socket": REUSE_SOCKET_OPTION,
-        "buffer": BUFFER_OPTION,
-    }
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._parser = HeadParser()
-
-    def request_framer(self) -> RequestFramer:
-        return RequestFramer(self._parser)
-
-    def answer_framer(self) -> ResponseFramer:
-        return ResponseFramer(self._parser)
-
-    def error_reply(self, state: Any, request: Any, answered: bool, forwarded: bool) -> ErrorReply:
-        status = self.proxy.random.choice(ERROR_STATUSES)
-        reason = REASONS[status]
-        body = b"%d %s (error injected by vaurien)\n" % (status, reason)
-        head = (
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\n\r\n" % (status, reason, len(body))
-        )
-        if request is not None and request.info.method == b"HEAD":
-            return ErrorReply(head, close=True)
-        return ErrorReply(head + body, close=True)
-
-    def request_head(self, state: Any, head: RequestHead, forwarded: bool) -> Any:
-        info = head.info
-        if not forwarded:
-            # An error answers the request at once when the client waits before its body.
-            return _CUT if info.expect_continue else None
-        if info.upgrade:
-            return _GATE
-        settings = self.settings
-        if not (settings["overwrite_host_header"] or not settings["keep_alive"]):
-            return None
-        if head.held:
-            rewritten = self._rewrite(info, head.raw)
-            return RequestVerdict(send=rewritten) if rewritten is not None else None
-        cached = info.rewritten
-        backend = self.proxy.backend
-        if cached is None or cached[0] is not backend:
-            rewritten = self._rewrite(info, head.raw)
-            verdict = RequestVerdict(send=rewritten) if rewritten is not None else None
-            cached = info.rewritten = (backend, verdict)
-        return cached[1]
-
-    def _rewrite(self, info: Request, raw: bytes) -> bytes | None:
-        """The head with the Host and Connection headers the options ask for."""
-        edits = []
-        if self.settings["overwrite_host_header"] and info.host is not None:
-            edits.append((info.host, b" " + str(self.proxy.backend).encode()))
-        if not self.settings["keep_alive"]:
-            if info.connection is not None:
-                edits.append((info.connection, b" close"))
-            else:
-                edits.append(((info.end_of_head, info.end_of_head), b"Connection: close\r\n"))
-        if not edits:
-            return None
-        edits.sort()
-        out = []
-        last = 0
-        for (start, stop), text in edits:
-            out.append(raw[last:start])
-            out.append(text)
-            last = stop
-        out.append(raw[last:])
-        rewritten = b"".join(out)
-        return None if rewritten == raw else rewritten
-
-    def answer_head(self, state: Any, request: Any, head: ResponseHead) -> Any:
-        info = head.info
-        if self.settings["keep_alive"] or info.status < 200 or not info.keep_alive:
-            return None
-        # keep_alive off: the client learns that this response is the connection's last.
-        return AnswerVerdict(send=info.closing_head())
-
-    def request_end(self, state: Any, message: Any, forwarded: bool) -> Any:
-        info = message.info
-        if forwarded and (not info.keep_alive or not self.settings["keep_alive"]):
-            return _LAST  # the backend ends the connection after its answer
-        return None
-
-    def answer_end(self, state: Any, request: Any, message: Any) -> Any:
-        info = message.info
-        status = info.status
-        if status < 200 and status != 101:
-            return PARTIAL  # 100 Continue, 103 Early Hints: the response follows
-        method = request.info.method if request is not None else None
-        if status == 101 or (method == b"CONNECT" and status < 300):
-            return _TUNNEL
-        if not info.keep_alive:
-            return _LAST_ANSWER  # the backend ends the connection after this answer
-        return None
-
-
-_CUT = RequestVerdict(cut=True)
-_GATE = RequestVerdict(gate=True)
-_LAST = RequestVerdict(last=True)
-_TUNNEL = AnswerVerdict(stream=True)
-_LAST_ANSWER = AnswerVerdict(last=True)

@@ -1,4 +1,5 @@
-"""Every framer, fed any bytes at all, frames them or raises ProtocolError: nothing else.
+"""Properties of every framer: fed a protocol's bytes split anywhere, it frames them as it
+does whole; fed any bytes at all, it frames them or raises ProtocolError, nothing else.
 
 A session that gets traffic that is not its protocol ends with one log line (ProtocolError);
 any other exception would be a bug in a framer.
@@ -8,10 +9,15 @@ import struct
 import types
 
 import pytest
+import test_http
+import test_memcache
+import test_mysql
+import test_redis
+import test_smtp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol_support import cut
+from protocol_support import cut, same_under_any_split
 from vaurien.errors import ProtocolError
 from vaurien.protocols import memcache, mysql, redis, smtp
 from vaurien.protocols.framed import HOLD
@@ -147,3 +153,48 @@ def test_answer_framers_frame_any_bytes_or_refuse_them(name, data, points):
         _drive(factory(), cut(data, points), requests * 20)
     except ProtocolError:
         pass
+
+
+#: Each protocol's sample traffic (from its own test module): the framer, the bytes, and the
+#: requests an answer framer is told about (``begin``), or what to tell a request framer after
+#: each message (``after``).
+SAMPLES = {
+    "redis commands": (redis.CommandFramer, test_redis.COMMANDS, None, None),
+    "redis replies": (redis.ReplyFramer, test_redis.REPLIES, None, None),
+    "memcache commands": (memcache.CommandFramer, test_memcache.COMMANDS, None, None),
+    "memcache answers": (
+        memcache.AnswerFramer,
+        test_memcache.ANSWER_BYTES,
+        test_memcache.ANSWER_REQUESTS,
+        None,
+    ),
+    "http requests": (
+        lambda: http.RequestFramer(http.HeadParser()),
+        test_http.REQUESTS,
+        None,
+        None,
+    ),
+    "http responses": (
+        lambda: http.ResponseFramer(http.HeadParser()),
+        test_http.RESPONSE_BYTES,
+        test_http.RESPONSE_REQUESTS,
+        None,
+    ),
+    "smtp commands": (smtp.CommandFramer, test_smtp.COMMANDS, None, test_smtp.accept_data),
+    "smtp replies": (smtp.ReplyFramer, test_smtp.REPLIES, [None] * 7, None),
+    "mysql results": (
+        lambda: mysql.ResultFramer(test_mysql.conversation()),
+        test_mysql.ANSWER_BYTES,
+        test_mysql.ANSWER_REQUESTS,
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+@settings(max_examples=300, deadline=None)
+@given(cuts=st.lists(st.floats(0, 1), max_size=12))
+def test_framing_split_anywhere_frames_the_same(name, cuts):
+    factory, data, requests, after = SAMPLES[name]
+    points = [int(cut_at * len(data)) for cut_at in cuts]
+    same_under_any_split(factory, data, points, requests, after)

@@ -10,10 +10,8 @@ import time
 import h11
 import pytest
 import requests
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from protocol_support import run, same_under_any_split
+from protocol_support import run
 from support import RecordingServer, recv_exactly, wait_until
 from vaurien.errors import ProtocolError
 from vaurien.protocols.http.framing import HeadParser, RequestFramer, ResponseFramer
@@ -95,20 +93,6 @@ def test_responses_end_where_their_request_says():
         offsets.append(total)
     assert [offset for offset, _ in ends] == offsets  # the last one at the end of the stream
     assert [event.info.status for _, event in ends] == [200, 200, 204, 304, 100, 200, 200, 200]
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(0, len(REQUESTS)), max_size=12))
-def test_requests_split_anywhere_frame_the_same(points):
-    same_under_any_split(lambda: RequestFramer(HeadParser()), REQUESTS, points)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(0, len(RESPONSE_BYTES)), max_size=12))
-def test_responses_split_anywhere_frame_the_same(points):
-    same_under_any_split(
-        lambda: ResponseFramer(HeadParser()), RESPONSE_BYTES, points, RESPONSE_REQUESTS
-    )
 
 
 def test_a_big_chunked_body_is_counted_through_not_kept():

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError, MemcacheUnexpectedCloseError
 
-from protocol_support import run, same_under_any_split
+from protocol_support import run
 from support import recv_exactly, wait_until
 from vaurien.errors import ProtocolError
 from vaurien.protocols.memcache import AnswerFramer, Command, CommandFramer
@@ -114,18 +114,6 @@ def test_answers_end_where_the_command_says():
         total += len(answer)
         offsets.append(total)
     assert [offset for offset, _ in ends] == offsets
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(0, len(COMMANDS)), max_size=12))
-def test_commands_split_anywhere_frame_the_same(points):
-    same_under_any_split(CommandFramer, COMMANDS, points)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(0, len(ANSWER_BYTES)), max_size=12))
-def test_answers_split_anywhere_frame_the_same(points):
-    same_under_any_split(AnswerFramer, ANSWER_BYTES, points, ANSWER_REQUESTS)
 
 
 def test_a_big_value_is_counted_through_not_kept():

@@ -7,11 +7,9 @@ import time
 
 import pymysql
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from pymysql.constants.CLIENT import MULTI_STATEMENTS
 
-from protocol_support import run, same_under_any_split
+from protocol_support import run
 from support import wait_until
 from vaurien.errors import ProtocolError
 from vaurien.protocols.mysql import (
@@ -160,14 +158,6 @@ def test_rows_longer_than_16_mib_are_followed_to_their_end():
     passed, ends = run(framer, chunks, [answers[0][0]])
     assert passed == data and [offset for offset, _ in ends] == [len(data)]
     assert len(framer._first) <= 64  # the row was counted through, not kept
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(0, len(ANSWER_BYTES)), max_size=12))
-def test_answers_split_anywhere_frame_the_same(points):
-    same_under_any_split(
-        lambda: ResultFramer(conversation()), ANSWER_BYTES, points, ANSWER_REQUESTS
-    )
 
 
 def test_the_connection_phase_passes_then_commands_are_framed():

@@ -11,7 +11,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol_support import cut, run, same_under_any_split
+from protocol_support import cut, run
 from support import recv_exactly, wait_until
 from vaurien.errors import ProtocolError
 from vaurien.protocols.redis import CommandFramer, ReplyFramer
@@ -63,18 +63,6 @@ def test_replies_of_every_type_end_where_each_value_ends():
     assert types == b"+-:$$**" + b"**" + b"_,#(!=" + b"%" + b">" + b":" + b"$" + b"*"
     firsts = [event.first for _, event in ends if event.first]
     assert firsts == [b"message", b"subscribe"]
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(0, len(COMMANDS)), max_size=12))
-def test_commands_split_anywhere_frame_the_same(points):
-    same_under_any_split(CommandFramer, COMMANDS, points)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(0, len(REPLIES)), max_size=12))
-def test_replies_split_anywhere_frame_the_same(points):
-    same_under_any_split(ReplyFramer, REPLIES, points)
 
 
 _args = st.lists(st.binary(max_size=40), min_size=1, max_size=4)

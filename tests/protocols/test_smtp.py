@@ -10,10 +10,8 @@ import subprocess
 import time
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from protocol_support import run, same_under_any_split
+from protocol_support import run
 from servers import unavailable
 from support import free_port, wait_until
 from vaurien.errors import ProtocolError
@@ -69,18 +67,6 @@ def test_replies_of_several_lines_are_one_reply():
     passed, ends = run(ReplyFramer(), [REPLIES], [None] * 7)
     assert passed == REPLIES
     assert [event.code for _, event in ends] == [220, 250, 250, 354, 451, 250, 221]
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.lists(st.integers(0, len(COMMANDS)), max_size=12))
-def test_commands_split_anywhere_frame_the_same(points):
-    same_under_any_split(CommandFramer, COMMANDS, points, after=accept_data)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(0, len(REPLIES)), max_size=12))
-def test_replies_split_anywhere_frame_the_same(points):
-    same_under_any_split(ReplyFramer, REPLIES, points, [None] * 7)
 
 
 def test_a_big_mail_is_counted_through_not_kept():

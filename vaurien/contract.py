@@ -180,3 +180,8 @@ class BehaviorLike(Protocol):
         self, protocol: ProtocolLike, source: EndpointLike, dest: EndpointLike, to_backend: bool
     ) -> bool:
         """Once the protocol is done with the event."""
+
+    def on_close(
+        self, protocol: ProtocolLike, source: EndpointLike, dest: EndpointLike, to_backend: bool
+    ) -> None:
+        """Called when ``source`` has closed, before the close is passed on."""

@@ -19,7 +19,7 @@ from vaurien.errors import PluginError
 from vaurien.mix import DIRECTION_OPTION
 from vaurien.registry import Registry
 
-HOOKS = ("on_before_handle", "on_between_handle", "on_after_handle")
+HOOKS = ("on_before_handle", "on_between_handle", "on_after_handle", "on_close")
 
 
 def _check_behavior(cls: type) -> None:

@@ -92,3 +92,11 @@ class BaseBehavior:
     ) -> bool:
         """Called after the protocol handled the event."""
         return True
+
+    @no_op
+    def on_close(
+        self, protocol: ProtocolLike, source: EndpointLike, dest: EndpointLike, to_backend: bool
+    ) -> None:
+        """Called when ``source`` has closed its side, before the close is passed on to
+        ``dest``: for the behavior of the event that read the end of the stream on a plain
+        stream, for the behavior of the last exchange on a protocol of exchanges."""

@@ -11,8 +11,9 @@ from vaurien.options import at_least
 class SlowClose(BaseBehavior):
     """Hold the end of stream for ``delay`` seconds before it reaches the other side.
 
-    The data passes untouched; when the event brings the peer's close, the proxy half-closes
-    the other side only after the delay.
+    The data passes untouched; when a side closes, the proxy passes the close on to the other
+    side only after the delay: on a plain stream when the event that reads the close gets this
+    behavior, on a protocol of exchanges when the last exchange before the close got it.
     """
 
     name = "slow_close"
@@ -22,7 +23,5 @@ class SlowClose(BaseBehavior):
         "side sees the close ``delay`` seconds late."
     )
 
-    def on_after_handle(self, protocol, source, dest, to_backend):
-        if source.eof:
-            gevent.sleep(self.settings["delay"])
-        return True
+    def on_close(self, protocol, source, dest, to_backend):
+        gevent.sleep(self.settings["delay"])

@@ -85,10 +85,14 @@ class BaseProtocol:
         """
         if behavior is None:
             return self._handle(source, dest, to_backend) is not False
-        if not behavior.on_before_handle(self, source, dest, to_backend):
-            return True
-        keep_going = self._handle(source, dest, to_backend)
-        behavior.on_after_handle(self, source, dest, to_backend)
+        keep_going = True
+        if behavior.on_before_handle(self, source, dest, to_backend):
+            keep_going = self._handle(source, dest, to_backend)
+            behavior.on_after_handle(self, source, dest, to_backend)
+        if source.eof:
+            close_hook = getattr(behavior, "on_close", None)  # optional for plugins of old
+            if close_hook is not None:
+                close_hook(self, source, dest, to_backend)
         return keep_going is not False
 
     def _handle(self, source: EndpointLike, dest: EndpointLike, to_backend: bool) -> bool:

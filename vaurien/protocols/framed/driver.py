@@ -151,7 +151,20 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
         else:
             self._answers(flow, source, dest)
         dest.drain()
+        if source.eof:
+            self._closing(flow, source, dest, to_backend)
         return True
+
+    def _closing(self, flow: FramedState, source: Any, dest: Any, to_backend: bool) -> None:
+        """A side closed after the exchanges: the last one's behavior has its say
+        (``on_close``: ``slow_close`` passes the close on late)."""
+        behavior = flow.last_behavior
+        if (
+            behavior is not None
+            and behavior.sits_out is not to_backend
+            and self._hooks_of(behavior).close
+        ):
+            behavior.on_close(self, source, dest, to_backend)
 
     def _handle(self, source: Any, dest: Any, to_backend: bool) -> bool:
         """The event without a behavior: a chunk of a plain stream, one request, or answers."""

@@ -181,10 +181,12 @@ class RequestSide(Relay):
         exchange.count = count
         exchange.phase = AWAITING
         flow.queue.append(exchange)
+        flow.last_behavior = None
 
     def _open(self, flow: FramedState, behavior: Any, action: Action, hooks: bool = False):
         exchange = Exchange(behavior, action, hooks)
         flow.queue.append(exchange)
+        flow.last_behavior = behavior
         flow.current = exchange
         return exchange
 

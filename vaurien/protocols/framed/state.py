@@ -32,6 +32,7 @@ class FramedState:
         "stream",
         "last",
         "advancing",
+        "last_behavior",
         "_changed",
         "__weakref__",
     )
@@ -52,6 +53,7 @@ class FramedState:
         self.stream = False  # the session became a plain byte stream
         self.last = False  # no more requests pass: the connection ends after the answers due
         self.advancing = False
+        self.last_behavior: Any = None  # the behavior of the latest request (on_close)
         self._changed: gevent.event.Event | None = None
 
     def wait(self) -> None:
@@ -71,12 +73,13 @@ class FramedState:
 class _Hooks:
     """Which hooks of a behavior class do something (the base ones do nothing)."""
 
-    __slots__ = ("before", "between", "after")
+    __slots__ = ("before", "between", "after", "close")
 
     def __init__(self, cls: type) -> None:
         self.before = _acts(cls, "on_before_handle")
         self.between = _acts(cls, "on_between_handle")
         self.after = _acts(cls, "on_after_handle")
+        self.close = _acts(cls, "on_close")
 
 
 def _acts(cls: type, hook: str) -> bool:

@@ -114,3 +114,13 @@ def test_plugin_families_do_not_import_each_other(lower, upper):
             for module in imports(name):
                 if module == upper or module.startswith(upper + "."):
                     assert (name, module) in KNOWN_EXCEPTIONS, f"{name} imports {module}"
+
+
+def test_the_architecture_page_lists_the_layers_as_they_are():
+    page = (PACKAGE.parent / "docs" / "architecture.rst").read_text(encoding="utf-8")
+    listed = []
+    for line in page.splitlines():
+        number, dot, rest = line.strip().partition(". ")
+        if dot and number.isdigit():
+            listed.append(tuple(name.strip() for name in rest.split("(")[0].split(",")))
+    assert listed == LAYERS

@@ -336,6 +336,20 @@ class Memcache(FramedProtocol):
             pos = at
         return pos, count, first
 
+    def skim_answers(
+        self, state: Any, request: Any, data: Any, pos: int, end: int, most: int
+    ) -> tuple[int, int]:
+        framer = AnswerFramer()
+        framer.begin(request)
+        count = 0
+        while count < most and pos < end:
+            whole = framer._whole(data, pos, end)
+            if whole is None or whole[1].first == b"MN":
+                break
+            pos = whole[0]
+            count += 1
+        return pos, count
+
     def request_end(self, state: Any, command: Command, forwarded: bool) -> RequestVerdict | None:
         if command.noreply or command.name == b"quit":
             return NO_ANSWER

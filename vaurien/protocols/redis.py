@@ -500,6 +500,18 @@ class Redis(FramedProtocol):
             break
         return pos, count, first
 
+    def skim_answers(
+        self, state: RedisState, request: Any, data: Any, pos: int, end: int, most: int
+    ) -> tuple[int, int]:
+        count = 0
+        while count < most and pos < end:
+            whole = _whole_reply(data, pos, end)
+            if whole is None:
+                break
+            pos = whole[0]
+            count += 1
+        return pos, count
+
     def request_end(
         self, state: RedisState, command: Command, forwarded: bool
     ) -> RequestVerdict | None:

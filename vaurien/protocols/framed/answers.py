@@ -73,6 +73,15 @@ class AnswerSide(Relay):
                     out = pos
                     passing = now_passing
                 flow.target = head
+                if head is not None and head.count > 1:
+                    # The answers of a run pass as they are: all but its last go in one step.
+                    newpos, answered = self.skim_answers(
+                        flow.state, head.request, buf, pos, count, head.count - 1
+                    )
+                    if answered:
+                        head.count -= answered
+                        pos = newpos
+                        continue
             newpos, event = framer.feed(buf, pos, count)
             if event is None:
                 pos = newpos

@@ -122,6 +122,14 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
         """
         return pos, 0, None
 
+    def skim_answers(
+        self, state: Any, request: Any, data: Any, pos: int, end: int, most: int
+    ) -> tuple[int, int]:
+        """Frame at most ``most`` answers at the start of ``data[pos:end]`` in one go, for a
+        run of plain requests like ``request``: ``(newpos, how many)``. Stop before anything
+        that is not a plain answer to such a request, or not all there. The base skims none."""
+        return pos, 0
+
     # -- the session's entry points ------------------------------------------------------------
 
     def open_session(self, session: Any) -> FramedState:

@@ -19,8 +19,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("vaurien.options",),
     ("vaurien.network",),
     ("vaurien.registry",),
-    ("vaurien.mix",),
     ("vaurien.endpoint",),
+    ("vaurien.chain",),
+    ("vaurien.mix",),
     ("vaurien.behaviors.base", "vaurien.protocols.base", "vaurien.handlers.base"),
     ("vaurien.behaviors.adapter",),
     ("vaurien.behaviors", "vaurien.protocols"),  # the registries

@@ -184,6 +184,8 @@ class RequestSide(Relay):
 
     def _open(self, flow: FramedState, behavior: Any, action: Action, hooks: bool = False):
         exchange = Exchange(behavior, action, hooks)
+        if getattr(behavior, "both_ways", False):  # a chain acting on requests and answers
+            exchange.answer_behavior = behavior
         flow.queue.append(exchange)
         flow.current = exchange
         return exchange

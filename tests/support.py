@@ -11,7 +11,8 @@ from typing import Any
 import gevent
 
 from vaurien.proxy import Proxy
-from vaurien.settings import ProxyConfig
+from vaurien.server import Server
+from vaurien.settings import ProxyConfig, ServerConfig
 
 DEADLINE = 30.0
 
@@ -47,6 +48,27 @@ def wait_until(
             continue
         raise AssertionError(problem + (f"\n{context()}" if context is not None else ""))
     return result
+
+
+def call_in_hub(hub: Any, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``function`` in a greenlet of ``hub`` (another thread's) and return its result, or
+    raise its error."""
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = function(*args, **kwargs)
+        except BaseException as e:
+            outcome["error"] = e
+        done.set()
+
+    hub.loop.run_callback_threadsafe(lambda: gevent.spawn(run))
+    if not done.wait(DEADLINE):
+        raise AssertionError(f"{function} did not finish in the server's hub")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 class ProxyThread:
@@ -92,22 +114,7 @@ class ProxyThread:
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``function`` in the proxy's hub and return its result (or raise its error)."""
-        done = threading.Event()
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                outcome["value"] = function(*args, **kwargs)
-            except BaseException as e:
-                outcome["error"] = e
-            done.set()
-
-        self._hub.loop.run_callback_threadsafe(lambda: gevent.spawn(run))
-        if not done.wait(DEADLINE):
-            raise AssertionError(f"{function} did not finish in the proxy's hub")
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome.get("value")
+        return call_in_hub(self._hub, function, *args, **kwargs)
 
     def connect(self, timeout: float = 10.0) -> socket.socket:
         return socket.create_connection(self.address, timeout=timeout)
@@ -118,6 +125,77 @@ class ProxyThread:
             self._thread.join(DEADLINE)
 
     def __enter__(self) -> ProxyThread:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+
+class ServerThread:
+    """A :class:`Server` (every proxy of a process) serving from its own thread and gevent hub,
+    with the services ``services(server)`` starts there (the control APIs, on free ports).
+
+    ``call`` runs a function in the server's hub, as :meth:`ProxyThread.call` does.
+    """
+
+    def __init__(self, config: ServerConfig, services: Callable[[Server], list[Any]] | None = None):
+        self.config = config
+        self.make_services = services
+        self.server: Server | None = None
+        self.services: list[Any] = []
+        self._hub: Any = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._done: Any = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(DEADLINE):
+            raise AssertionError("server did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        import gevent.event
+
+        try:
+            self._hub = gevent.get_hub()
+            self._done = gevent.event.Event()
+            self.server = Server(self.config)
+            self.server.start()
+            if self.make_services is not None:
+                self.services = self.make_services(self.server)
+        except BaseException as e:  # reported to the test thread
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self._done.wait()
+        for service in reversed(self.services):
+            service.stop()
+        self.server.stop()
+
+    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``function`` in the server's hub and return its result (or raise its error)."""
+        return call_in_hub(self._hub, function, *args, **kwargs)
+
+    def proxy(self, name: str) -> Proxy:
+        return self.server.proxies[name]
+
+    def address(self, name: str) -> tuple[str, int]:
+        return self.call(lambda: self.server.proxies[name].address)
+
+    def connect(self, name: str, timeout: float = 10.0) -> socket.socket:
+        return socket.create_connection(self.address(name), timeout=timeout)
+
+    def stop(self) -> None:
+        if self._hub is not None and self._done is not None:
+            self._hub.loop.run_callback_threadsafe(self._done.set)
+            self._thread.join(DEADLINE)
+
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vaurien.config",),
     ("vaurien.session",),
     ("vaurien.proxy",),
+    ("vaurien.server",),
     ("vaurien.metrics",),
     ("vaurien.api",),
     ("vaurien.serving",),

@@ -171,13 +171,19 @@ class StatsdReporter:
 
     @classmethod
     def from_config(cls, proxy: Any) -> StatsdReporter:
-        """A reporter for the ``statsd_*`` settings of the proxy's configuration."""
+        """A reporter for the ``statsd_*`` settings of the proxy's configuration.
+
+        The proxy named ``default`` reports under the prefix, any other under ``PREFIX.NAME``.
+        """
         config = proxy.config
+        prefix = config.statsd_prefix
+        if proxy.name != "default":
+            prefix = f"{prefix}.{proxy.name}" if prefix else proxy.name
         return cls(
             proxy,
             host=config.statsd_host,
             port=config.statsd_port,
-            prefix=config.statsd_prefix,
+            prefix=prefix,
             sample_rate=config.statsd_sample_rate,
         )
 

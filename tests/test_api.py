@@ -355,7 +355,7 @@ def test_a_non_loopback_address_is_warned_about(caplog):
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert "0.0.0.0:8080" in record.getMessage()
-    assert "anyone who can reach it can reconfigure the proxy" in record.getMessage()
+    assert "anyone who can reach it can reconfigure the proxies" in record.getMessage()
 
 
 def test_the_loopback_control_api_logs_no_warning(controlled, caplog):

@@ -399,12 +399,13 @@ def is_exposed(host: str) -> bool:
         return True
 
 
-def warn_if_exposed(host: str, port: int) -> None:
-    """Log a warning when the control API listens on an address other machines can reach."""
+def warn_if_exposed(host: str, port: int, what: str = "control API") -> None:
+    """Log a warning when an API listens on an address other machines can reach."""
     if is_exposed(host):
         log.warning(
-            "the control API listens on %s, which is not a loopback address: anyone who can "
-            "reach it can reconfigure the proxy",
+            "the %s listens on %s, which is not a loopback address: anyone who can reach it "
+            "can reconfigure the proxies",
+            what,
             Address(host, port),
         )
 
@@ -428,23 +429,25 @@ class _Handler(WSGIHandler):
                 self.wsgi_input = Input(None, 0)
 
 
-class ControlServer:
-    """The control API of ``target`` (a :class:`~vaurien.server.Server`, or one proxy), served on
-    ``host:port`` in the proxies' gevent hub.
+class HttpService:
+    """A WSGI ``app`` served on ``host:port`` in the proxies' gevent hub; ``what`` names it in
+    logs and errors.
 
     ``port`` 0 picks a free port; :attr:`address` tells which. Use it as a context manager, or
     call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, target: Any, host: str = "localhost", port: int = 8080) -> None:
+    what = "control API"
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self.app = ControlApp(target)
+        self.app = app
         self._server: WSGIServer | None = None
 
-    def start(self) -> ControlServer:
+    def start(self) -> Any:
         """Bind and start serving; a bind failure is a :class:`VaurienError`."""
-        listener = listen(Address(self.host, self.port), 128, what="control API")
+        listener = listen(Address(self.host, self.port), 128, what=self.what)
         self._server = WSGIServer(
             listener,
             self.app,
@@ -453,8 +456,8 @@ class ControlServer:
             error_log=LoggingLogAdapter(log, logging.ERROR),
         )
         self._server.start()
-        log.info("control API on %s", self.url)
-        warn_if_exposed(*self.address)
+        log.info("%s on %s", self.what, self.url)
+        warn_if_exposed(*self.address, what=self.what)
         return self
 
     def stop(self, timeout: float = 1.0) -> None:
@@ -467,7 +470,7 @@ class ControlServer:
     def address(self) -> tuple[str, int]:
         """The address actually listened on."""
         if self._server is None:
-            raise RuntimeError("the control API is not started")
+            raise RuntimeError(f"{self.what} is not started")
         host, port = self._server.socket.getsockname()[:2]
         return host, port
 
@@ -477,8 +480,16 @@ class ControlServer:
         host, port = self.address
         return f"http://{Address(host, port)}"
 
-    def __enter__(self) -> ControlServer:
+    def __enter__(self) -> Any:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
+
+
+class ControlServer(HttpService):
+    """The control API of ``target`` (a :class:`~vaurien.server.Server`, or one proxy), served
+    on ``host:port``."""
+
+    def __init__(self, target: Any, host: str = "localhost", port: int = 8080) -> None:
+        super().__init__(ControlApp(target), host, port)

@@ -14,7 +14,7 @@ import logging
 import random
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gevent
@@ -35,6 +35,7 @@ from vaurien.network import (
 )
 from vaurien.session import Session
 from vaurien.settings import ProxyConfig
+from vaurien.toxics import ProxyToxics, Toxic
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ ACCEPT_BURST = 1000
 #: the first wait, doubled after each failed probe up to the second.
 PROBE_PAUSES = (0.05, 1.0)
 _LINGER_RESET = struct.pack("ii", 1, 0)
+#: How a mix of toxics shows (``GET /behavior``).
+TOXICS_SPEC = BehaviorMix.single(ProxyToxics.name)
 
 
 class Proxy:
@@ -87,7 +90,10 @@ class Proxy:
         self._bound: Address | None = None  # where it listened last: it listens there again
         self._probing: gevent.Greenlet | None = None  # waits for an unreachable backend
         self._stopped = gevent.event.Event()
+        #: The toxics (Toxiproxy's API); while there are some, they are the mix in force.
+        self.toxics = ProxyToxics(self.random.random)
         self.mix: Mix
+        self._behavior_mix: Mix  # the mix in force when there are no toxics
         self.set_behavior(config.behavior)
 
     # -- the behavior mix ------------------------------------------------------------------
@@ -104,7 +110,8 @@ class Proxy:
 
         ``options`` maps behavior names to option values that replace the configured ones
         (those from the command line or the config file). Everything is checked before the
-        swap, which is one assignment: two calls never blend.
+        swap, which is one assignment: two calls never blend. The proxy's toxics, if any, are
+        removed: the mix takes their place.
         """
         config = self.config
         spec = read_spec(spec, config.behaviors)
@@ -113,7 +120,7 @@ class Proxy:
             name: {**config.options_for("behavior", name), **options.get(name, {})}
             for name in spec.names
         }
-        self.mix = Mix.create(
+        self.mix = self._behavior_mix = Mix.create(
             spec,
             config.behaviors,
             values,
@@ -121,6 +128,30 @@ class Proxy:
             random=self.random.random,
             proxy=self,
         )
+        if self.toxics.toxics:
+            self.toxics.replace(())
+
+    def set_toxics(self, toxics: Sequence[Toxic]) -> None:
+        """Put ``toxics`` (made by :func:`~vaurien.toxics.make_toxic` for this proxy) in force
+        in place of the mix, on new and open connections; none puts the mix back."""
+        self.toxics.replace(toxics)
+        if not toxics:
+            self.mix = self._behavior_mix
+            return
+        self.mix = Mix.of(
+            TOXICS_SPEC,
+            self.toxics,
+            self._behavior_mix.dummy,
+            duplex=self.protocol.duplex,
+            random=self.random.random,
+        )
+
+    def reset(self) -> None:
+        """Back to how the configuration made it: listening, the configured mix, no toxics
+        (Toxiproxy's ``POST /reset``)."""
+        self.set_behavior(self.config.behavior)
+        if not self.enabled:
+            self.start()
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -53,6 +53,15 @@ def start_services(server: Server) -> list[Any]:
             from vaurien.api import ControlServer
 
             services.append(ControlServer(server, config.http_host, config.http_port).start())
+        if config.toxiproxy_config:
+            from vaurien.toxiproxy_api import load_startup_file
+
+            load_startup_file(server, config.toxiproxy_config)
+        if config.toxiproxy_api:
+            from vaurien.toxiproxy_api import ToxiproxyServer
+
+            address = config.toxiproxy_api
+            services.append(ToxiproxyServer(server, address.host, address.port).start())
         if config.statsd_enabled:
             from vaurien.metrics import StatsdReporter
 

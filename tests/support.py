@@ -172,7 +172,8 @@ class ServerThread:
             self._ready.set()
             return
         self._ready.set()
-        self._done.wait()
+        while not self._done.wait(3600):  # the timer keeps the hub alive with no proxy at all
+            pass
         for service in reversed(self.services):
             service.stop()
         self.server.stop()

@@ -91,6 +91,8 @@ def refused(address) -> bool:
         socket.create_connection(address, timeout=2).close()
     except ConnectionRefusedError:
         return True
+    except OSError:  # accepted, then reset (the listener closed with it in its queue)
+        pass
     return False
 
 

@@ -55,6 +55,8 @@ def refused(listen: str) -> bool:
         connect(listen, 2).close()
     except ConnectionRefusedError:
         return True
+    except OSError:  # accepted, then reset (the listener closed with it in its queue)
+        pass
     return False
 
 
@@ -610,3 +612,63 @@ def test_metrics_label_each_proxy(vaurien, echo_backend):
         round_trip(sock)
     text = api(vaurien, "GET", "/metrics").text
     assert 'vaurien_connections_total{proxy="echo"} 1.0' in text
+
+
+def test_toxics_and_the_mix_take_turns_and_reset_brings_back_the_configured_mix(
+    tmp_path, echo_backend
+):
+    from vaurien.api import ControlServer
+    from vaurien.cli import parse_server_config
+
+    path = tmp_path / "vaurien.ini"
+    path.write_text(
+        f"[proxy:web]\nproxy = 127.0.0.1:0\nbackend = {echo_backend.address}\n"
+        "behavior = 100:delay\nbehavior.delay.sleep = 0.01\n"
+    )
+    config, _ = parse_server_config(["--config", str(path)])
+
+    def services(server):
+        return [
+            ToxiproxyServer(server, "127.0.0.1", 0).start(),
+            ControlServer(server, "127.0.0.1", 0).start(),
+        ]
+
+    with ServerThread(config, services) as thread:
+        toxiproxy = f"http://127.0.0.1:{thread.services[0].address[1]}"
+        control = f"http://127.0.0.1:{thread.services[1].address[1]}/proxies/web"
+        assert list(requests.get(toxiproxy + "/proxies", timeout=10).json()) == ["web"]
+        toxic = {"type": "latency", "attributes": {"latency": 1}}
+        requests.post(toxiproxy + "/proxies/web/toxics", json=toxic, timeout=10)
+        assert requests.get(control + "/behavior", timeout=10).json() == {"behavior": "toxics"}
+        options = requests.get(control + "/behavior/options", timeout=10).json()["options"]
+        assert options["toxics"]["latency_downstream"]["attributes"] == {"latency": 1, "jitter": 0}
+        # A mix put in force takes the toxics' place.
+        requests.put(control + "/behavior", json={"name": "blackout"}, timeout=10)
+        assert requests.get(toxiproxy + "/proxies/web/toxics", timeout=10).json() == []
+        # Reset: no toxics, and the mix of the configuration.
+        requests.post(toxiproxy + "/proxies/web/toxics", json=toxic, timeout=10)
+        assert requests.post(toxiproxy + "/reset", timeout=10).status_code == 204
+        assert requests.get(toxiproxy + "/proxies/web/toxics", timeout=10).json() == []
+        assert requests.get(control + "/behavior", timeout=10).json() == {"behavior": "delay"}
+
+
+def test_toxics_are_listed_upstream_first_as_toxiproxy_does(vaurien, echo_proxy):
+    echo_proxy.add_toxic(type="latency", stream="downstream")
+    echo_proxy.add_toxic(type="slicer", stream="upstream")
+    echo_proxy.add_toxic(type="bandwidth", stream="downstream")
+    listed = api(vaurien, "GET", "/proxies/echo/toxics").json()
+    assert [t["name"] for t in listed] == [
+        "slicer_upstream",
+        "latency_downstream",
+        "bandwidth_downstream",
+    ]
+
+
+def test_populate_leaves_a_disabled_proxy_disabled_unless_told(vaurien, echo_backend):
+    entry = {"name": "p", "listen": f"127.0.0.1:{free_port()}", "upstream": echo_backend.address}
+    api(vaurien, "POST", "/populate", [entry])
+    vaurien.client.get_proxy("p").disable()
+    api(vaurien, "POST", "/populate", [entry])
+    assert vaurien.client.get_proxy("p").enabled is False
+    api(vaurien, "POST", "/populate", [{**entry, "enabled": True}])
+    assert vaurien.client.get_proxy("p").enabled is True

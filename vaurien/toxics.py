@@ -27,6 +27,8 @@ from vaurien.mix import SITS_OUT
 
 #: Toxiproxy's streams, and the ``direction`` of the behavior acting on each.
 STREAMS = {"upstream": "to_backend", "downstream": "to_client"}
+#: The most chains (one per set of toxics drawn) a proxy keeps made for its connections.
+MAX_CHAINS = 256
 #: The largest attribute value (Toxiproxy's are 64-bit integers).
 _LARGEST = 2**63 - 1
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
@@ -321,6 +323,8 @@ class ProxyToxics:
             joined_toxics = tuple(toxic for toxic, joined in now.items() if joined)
             chain = self._chains.get(joined_toxics)
             if chain is None and joined_toxics:
+                if len(self._chains) >= MAX_CHAINS:  # many toxics drawn many ways: start over
+                    self._chains.clear()
                 chain = self._chains[joined_toxics] = Chain(
                     [toxic.behavior for toxic in joined_toxics]
                 )

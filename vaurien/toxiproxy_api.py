@@ -228,7 +228,7 @@ class ToxiproxyApp:
     # -- toxics ----------------------------------------------------------------------------
 
     def list_toxics(self, data: bytes, name: str) -> tuple[int, Any]:
-        return 200, [toxic.to_json() for toxic in self._proxy(name).toxics.toxics]
+        return 200, toxics_json(self._proxy(name))
 
     def add_toxic(self, data: bytes, name: str) -> tuple[int, Any]:
         body = _json(data)
@@ -304,8 +304,15 @@ def proxy_json(proxy: Proxy) -> dict[str, Any]:
         "listen": str(proxy.listen_address),
         "upstream": str(proxy.config.backend),
         "enabled": proxy.enabled,
-        "toxics": [toxic.to_json() for toxic in proxy.toxics.toxics],
+        "toxics": toxics_json(proxy),
     }
+
+
+def toxics_json(proxy: Proxy) -> list[dict[str, Any]]:
+    """A proxy's toxics as Toxiproxy lists them: the upstream ones first, each stream's in the
+    order they were added (the order they act in)."""
+    toxics = sorted(proxy.toxics.toxics, key=lambda toxic: toxic.stream != "upstream")
+    return [toxic.to_json() for toxic in toxics]
 
 
 def populate(server: Server, body: Any) -> list[Proxy]:
@@ -420,7 +427,7 @@ def _bind(entry: _Entry) -> None:
         current.move(listen=entry.listen, backend=entry.upstream)
         if enabled and not current.enabled:
             current.start()
-    elif enabled and not current.enabled:
+    elif entry.enabled is True and not current.enabled:  # left as it is, unless told
         current.start()
 
 

@@ -607,6 +607,13 @@ def control_api(command: Command, tmp_path: Path):
         *("--proxy", f"127.0.0.1:{free_port()}"),
         *("--http-host", "127.0.0.1", "--http-port", str(port)),
     ]
+    with vaurien_process(argv, port, tmp_path):
+        yield port
+
+
+@contextmanager
+def vaurien_process(argv: list[str], port: int, tmp_path: Path):
+    """``python -m vaurien ARGV`` in a child process, until ``port`` accepts connections."""
     log = tmp_path / "vaurien.log"
     with open(log, "wb") as stderr:
         process = subprocess.Popen(
@@ -629,7 +636,7 @@ def control_api(command: Command, tmp_path: Path):
                 return False
 
         wait_until(ready)
-        yield port
+        yield process
     finally:
         process.terminate()
         try:
@@ -848,33 +855,10 @@ def toxiproxy_api(command: Command, tmp_path: Path):
     """``vaurien --toxiproxy-api ...`` as the transcript starts it, on a free port."""
     assert command.program == "vaurien" and "--toxiproxy-api" in command.argv, command
     port = free_port()
-    argv = [*command.argv[1:], "--toxiproxy-api", f"127.0.0.1:{port}"]
-    log = tmp_path / "vaurien.log"
-    with open(log, "wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "vaurien", *argv],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-
-        def ready():
-            if process.poll() is not None:
-                raise AssertionError(f"vaurien exited:\n{log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_until(ready)
+    with vaurien_process(
+        [*command.argv[1:], "--toxiproxy-api", f"127.0.0.1:{port}"], port, tmp_path
+    ):
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_toxiproxy_api_console(tmp_path):

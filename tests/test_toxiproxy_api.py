@@ -672,3 +672,13 @@ def test_populate_leaves_a_disabled_proxy_disabled_unless_told(vaurien, echo_bac
     assert vaurien.client.get_proxy("p").enabled is False
     api(vaurien, "POST", "/populate", [{**entry, "enabled": True}])
     assert vaurien.client.get_proxy("p").enabled is True
+
+
+def test_an_update_that_cannot_be_done_changes_nothing(vaurien, echo_proxy):
+    echo_proxy.disable()
+    before = api(vaurien, "GET", "/proxies/echo").json()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        response = api(vaurien, "PATCH", "/proxies/echo", {"listen": busy, "enabled": True})
+    assert response.status_code == 409 and "Address already in use" in response.json()["error"]
+    assert api(vaurien, "GET", "/proxies/echo").json() == before

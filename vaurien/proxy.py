@@ -155,13 +155,16 @@ class Proxy:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, address: Address | None = None) -> None:
         """Bind the listening socket and start accepting clients.
 
         A proxy that listened before binds the same address again (the same port, when port 0
-        was asked). Failures are :class:`~vaurien.errors.VaurienError` naming the address.
+        was asked); with ``address``, it listens there from now on. Failures are
+        :class:`~vaurien.errors.VaurienError` naming the address, and change nothing.
         """
-        self._listen(self._bound or self.config.proxy)
+        self._listen(address or self._bound or self.config.proxy)
+        if address is not None and address != self.config.proxy:
+            self.config = dataclasses.replace(self.config, proxy=address)
         self.enabled = True
         self._stopped.clear()
         self._log_start()
@@ -175,8 +178,7 @@ class Proxy:
         Clients still waiting for their backend connection are let go too.
         """
         was_enabled, self.enabled = self.enabled, False
-        if self._probing is not None:
-            self._probing.kill(block=False)
+        self._stop_probing()
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -203,6 +205,7 @@ class Proxy:
         listener = None
         if listen is not None and self.enabled:
             listener = self._bind_beside(listen)
+        self._stop_probing()  # a new backend, or a new address: probe anew below
         changes: dict[str, Any] = {}
         if listen is not None:
             changes["proxy"] = listen
@@ -216,6 +219,10 @@ class Proxy:
             if old is not None:
                 old.close()
             self._serve_on(listener)
+        elif self.enabled and self._server is None:  # it waited for the old backend
+            self._listen(self._bound or self.config.proxy)
+        if self.enabled and self.config.refuse_when_backend_down:
+            gevent.spawn(self._first_probe)
         log.info(
             "%s moved: listening on %s, backend %s", self.name, self.address_text, self.backend
         )
@@ -282,6 +289,11 @@ class Proxy:
         )
         self._probing = gevent.spawn(self._wait_for_backend)
 
+    def _stop_probing(self) -> None:
+        probing, self._probing = self._probing, None
+        if probing is not None:
+            probing.kill(block=False)
+
     def _wait_for_backend(self) -> None:
         pause, longest = PROBE_PAUSES
         try:
@@ -309,7 +321,8 @@ class Proxy:
                 )
                 return
         finally:
-            self._probing = None
+            if self._probing is gevent.getcurrent():
+                self._probing = None
 
     def serve_forever(self) -> None:
         """Start if needed and serve until :meth:`stop` is called."""

@@ -482,17 +482,14 @@ def update(proxy: Proxy, body: Any) -> None:
         moves["listen"] = listen
     if upstream is not None and upstream != proxy.config.backend:
         moves["backend"] = upstream
-    if moves:
-        try:
+    try:
+        if enabled is True and not proxy.enabled:
+            proxy.start(moves.pop("listen", None))  # up on the new address, or nothing changes
+        if moves:
             proxy.move(**moves)
-        except VaurienError as e:
-            raise ToxiproxyError(409, str(e)) from None
-    if enabled is True and not proxy.enabled:
-        try:
-            proxy.start()
-        except VaurienError as e:
-            raise ToxiproxyError(409, str(e)) from None
-    elif enabled is False and proxy.enabled:
+    except VaurienError as e:
+        raise ToxiproxyError(409, str(e)) from None
+    if enabled is False and proxy.enabled:
         proxy.disable()
 
 

@@ -73,17 +73,6 @@ class _Environment(configparser.Interpolation):
 
 
 @dataclasses.dataclass
-class ConfigFile:
-    """A loaded config file: parsed global settings, raw plugin sections, and the named
-    proxies' sections (their settings parsed, their plugin options raw)."""
-
-    path: str
-    settings: dict[str, Any]
-    plugins: list[tuple[str, str, str, dict[str, str]]]  # (section, kind, name, raw values)
-    proxies: list[ProxySection] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
 class ProxySection:
     """One ``[proxy:NAME]`` section: its settings, parsed, and its ``KIND.PLUGIN.OPTION`` keys
     as written (they are checked once the plugins are registered: :func:`proxy_options`)."""
@@ -92,6 +81,17 @@ class ProxySection:
     name: str
     settings: dict[str, Any]
     options: dict[tuple[str, str, str], str]
+
+
+@dataclasses.dataclass
+class ConfigFile:
+    """A loaded config file: parsed global settings, raw plugin sections, and the named
+    proxies' sections (their settings parsed, their plugin options raw)."""
+
+    path: str
+    settings: dict[str, Any]
+    plugins: list[tuple[str, str, str, dict[str, str]]]  # (section, kind, name, raw values)
+    proxies: list[ProxySection] = dataclasses.field(default_factory=list)
 
 
 def load(path: str) -> ConfigFile:

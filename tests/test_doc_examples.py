@@ -846,8 +846,9 @@ def test_toxiproxy_json_startup_file(tmp_path, redis_server):
             start = time.monotonic()
             sock.sendall(b"*1\r\n$4\r\nPING\r\n")
             reply = sock.recv(100)
-            assert reply == b"+PONG\r\n" or reply.startswith(b"-ERR ")  # 10% are errors
-            assert time.monotonic() - start >= 0.09  # latency 100 ms, jitter 10
+            if not reply.startswith(b"-ERR "):  # one connection in ten: the proxy's error
+                assert reply == b"+PONG\r\n"
+                assert time.monotonic() - start >= 0.09  # the answer's latency: 100 ms ± 10
 
 
 @contextmanager

@@ -39,6 +39,7 @@ EXTRAS["test"] = sorted(
         "aiosmtpd>=1.4",
         "grpcio>=1.60",
         "ruff>=0.6",
+        "toxiproxy-python>=0.1.1",  # a real Toxiproxy client, driving the Toxiproxy API
     }
 )
 

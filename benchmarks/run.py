@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -43,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
 PINNED = frozenset({0})  # the CPU of the pinned round trips, as `taskset -c 0`
 HTTP_MIX = "10:error,10:delay"  # the mix of the protocols group's HTTP row (delays of 0 s)
+UNREACHED_RATE = "100000000"  # KiB/s: a bandwidth cap far above what loopback moves
 REDIS_PIPELINED_SCALE = 8  # pipelined redis runs make this many times --redis-requests
 CLIENTS = 32  # connections of redis-benchmark (-c) and of the memcache load
 PIPELINE = 16  # requests written at once by pipelined clients (redis-benchmark -P)
@@ -162,6 +164,43 @@ class Bench:
         self._proxy_logs.append(child)
         return child, port
 
+    def proxy_via_api(
+        self, backend_port: int, name: str, cpus: frozenset[int] | None = None
+    ) -> tuple[Child, int]:
+        """Start Vaurien with no proxy and its Toxiproxy API, then make the proxy in front of
+        ``backend_port`` through that API (``POST /proxies``); return it and its port."""
+        api_port = free_port()
+        argv = self.python(
+            "vaurien",
+            "--toxiproxy-api",
+            f"127.0.0.1:{api_port}",
+            "--log-level",
+            "warning",
+            *self.settings.vaurien_options,
+        )
+        child = self.procs.start(argv, name=name, cpus=cpus, cwd=REPO, env=self.env)
+        try:
+            self.procs.wait_listening(child, api_port, 15)
+            body = {
+                "name": "bench",
+                "listen": "127.0.0.1:0",
+                "upstream": f"127.0.0.1:{backend_port}",
+            }
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{api_port}/proxies",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                listen = json.loads(response.read())["listen"]
+        except (Unavailable, OSError, ValueError, KeyError) as e:
+            self.procs.stop(child)
+            raise Unavailable(
+                f"vaurien did not make its proxy through the Toxiproxy API: {e}"
+            ) from e
+        self._proxy_logs.append(child)
+        return child, int(listen.rpartition(":")[2])
+
     def proxy_or_note(
         self, backend_port: int, keys: Sequence[str], *options: str, **kwargs: Any
     ) -> tuple[Child, int] | None:
@@ -200,6 +239,17 @@ class Bench:
         if "error" in result:
             raise Unavailable(f"load generator: {result['error']}")
         return result
+
+    def api_proxy_or_note(
+        self, backend_port: int, keys: Sequence[str], name: str, cpus: frozenset[int] | None = None
+    ) -> tuple[Child, int] | None:
+        """:meth:`proxy_via_api`, or None with the reason noted on the rows ``keys``."""
+        try:
+            return self.proxy_via_api(backend_port, name, cpus)
+        except Unavailable as e:
+            for key in keys:
+                self.rows[key].note(str(e))
+            return None
 
     def proxied(self, keys: Sequence[str], measure: Callable[[], T]) -> T | None:
         """``measure()`` through Vaurien; on failure note why on the rows ``keys``, return None."""
@@ -322,6 +372,47 @@ class Bench:
             backend = self.echo_backend(f"echo{suffix}", cpus)
             proxy = self.proxy_or_note(backend, keys, name=f"vaurien-rtt{suffix}", cpus=cpus)
             self.percentiles("rtt", keys, backend, proxy, args, timeout, cpus)
+
+    def named(self) -> None:
+        """A proxy made through the Toxiproxy API, and a chain of two behaviors: bulk one way
+        through each (and through the chain's two behaviors alone), and pinned round trips
+        through the API's proxy."""
+        server_port = self.iperf3_server()
+        proxies = {
+            "bulk_api": self.api_proxy_or_note(server_port, ("bulk_api",), name="vaurien-api"),
+            "bulk_bandwidth": self.proxy_or_note(
+                server_port,
+                ("bulk_bandwidth",),
+                "--behavior-bandwidth-rate",
+                UNREACHED_RATE,
+                name="vaurien-bandwidth",
+                behavior="100:bandwidth",
+            ),
+            "bulk_chain": self.proxy_or_note(
+                server_port,
+                ("bulk_chain",),
+                "--behavior-delay-sleep",
+                "0",
+                "--behavior-bandwidth-rate",
+                UNREACHED_RATE,
+                name="vaurien-chain",
+                behavior="100:delay+bandwidth",
+            ),
+        }
+        comparison = Comparison(
+            lambda port: _gbits(self.iperf3(port, bidir=False)["sum_received"]),
+            server_port,
+            proxies,
+        )
+        for _ in self.repeats():
+            if not self.compare(comparison):
+                break
+        keys = ("rtt_api_pinned_p50", "rtt_api_pinned_p99")
+        backend = self.echo_backend("echo-api-pinned", PINNED)
+        proxy = self.api_proxy_or_note(backend, keys, name="vaurien-rtt-api", cpus=PINNED)
+        args = ("--count", str(self.settings.rtt_count))
+        timeout = 30 + self.settings.rtt_count / 1000
+        self.percentiles("rtt", keys, backend, proxy, args, timeout, PINNED)
 
     def connect(self) -> None:
         """Connect, one 32-byte round trip, close: latency percentiles."""
@@ -836,6 +927,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "concurrent": bench.concurrent,
             "http": bench.http,
             "protocols": bench.protocols,
+            "named": bench.named,
         }
         for group in settings.groups:
             started = time.monotonic()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("bulk", "rtt", "connect", "concurrent", "http", "protocols")
+GROUPS = ("bulk", "rtt", "connect", "concurrent", "http", "protocols", "named")
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Row:
 
 def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
     """The rows of the table, in order, with the targets of issue 6 (issue 11 for the protocols
-    group's)."""
+    group's, issue 12 for the named group's)."""
 
     def at_least(x: float) -> Target:
         return Target(x, at_least=True, on_ratio=True)
@@ -108,6 +108,21 @@ def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
         Row("memcache", "memcache set/get -P 16, --protocol memcache", "req/s", at_least(0.45)),
         Row("memcache_tcp", "memcache set/get -P 16, --protocol tcp", "req/s"),
         Row("http_mix", "HTTP 10:error,10:delay, --protocol http", "req/s", at_least(0.40)),
+        Row("bulk_api", "bulk, one way, Toxiproxy API proxy", "Gbit/s", at_least(0.60)),
+        Row("bulk_bandwidth", "bulk, one way, bandwidth (cap not reached)", "Gbit/s"),
+        Row("bulk_chain", "bulk, one way, delay 0 s+bandwidth chained", "Gbit/s"),
+        Row(
+            "rtt_api_pinned_p50",
+            "32 B round trip p50, one CPU, Toxiproxy API proxy",
+            "us",
+            at_most(2.7),
+        ),
+        Row(
+            "rtt_api_pinned_p99",
+            "32 B round trip p99, one CPU, Toxiproxy API proxy",
+            "us",
+            at_most(4.5),
+        ),
     ]
     return {row.key: row for row in rows}
 
@@ -127,9 +142,25 @@ GROUP_ROWS = {
         "memcache_tcp",
         "http_mix",
     ),
+    "named": (
+        "bulk_api",
+        "bulk_bandwidth",
+        "bulk_chain",
+        "rtt_api_pinned_p50",
+        "rtt_api_pinned_p99",
+    ),
 }
 #: Rows whose ratios should stay close: (row, reference row, the most it may fall behind).
-CLOSE_RATIOS = (("memcache", "redis_p16", 0.20),)
+CLOSE_RATIOS = (
+    ("memcache", "redis_p16", 0.20),
+    ("bulk_api", "bulk", 0.10),  # a proxy made through the Toxiproxy API runs the same path
+    ("rtt_api_pinned_p50", "rtt_pinned_p50", 0.10),
+)
+#: Units of times, for which lower is better (for the others, rates, higher is).
+TIMES = frozenset({"us", "s"})
+#: (chain row, the rows of its members alone, the row without behavior): a chain must cost no
+#: more than its members alone, cost being the time per bit moved.
+CHAIN_COSTS = (("bulk_chain", ("bulk_delay", "bulk_bandwidth"), "bulk"),)
 
 
 def _number(value: float | None) -> str:
@@ -184,6 +215,7 @@ def render(rows: Sequence[Row], groups: Sequence[str], repeats: int) -> str:
     out.extend(f"[{i}] {text}" for i, text in enumerate(notes, 1))
     out.extend(tool_checks(shown))
     out.extend(ratio_checks(shown))
+    out.extend(chain_checks(shown))
     return "\n".join(out)
 
 
@@ -211,10 +243,38 @@ def ratio_checks(rows: Sequence[Row]) -> list[str]:
         ratio, reference_ratio = row.ratio(), reference.ratio()
         if ratio is None or not reference_ratio:
             continue
-        state = "ok" if ratio >= (1 - most) * reference_ratio else "behind"
+        if row.unit in TIMES:
+            state = "ok" if ratio <= (1 + most) * reference_ratio else "behind"
+            bound = f"at most {1 + most:g}"
+        else:
+            state = "ok" if ratio >= (1 - most) * reference_ratio else "behind"
+            bound = f"at least {1 - most:g}"
         checks.append(
             f"check: {row.label} {ratio:.2f}x is {ratio / reference_ratio:.2f} times"
-            f" {reference.label} {reference_ratio:.2f}x (at least {1 - most:g}: {state})"
+            f" {reference.label} {reference_ratio:.2f}x ({bound}: {state})"
+        )
+    return checks
+
+
+def chain_checks(rows: Sequence[Row]) -> list[str]:
+    """Lines comparing the cost of each chain of :data:`CHAIN_COSTS` with its members'.
+
+    Cost is the proxy's time per Gbit moved, ``1 / rate``; what a member adds is its cost less
+    the plain proxy's, so the chain may cost at most the plain cost plus what each adds, with
+    10% for noise.
+    """
+    by_key = {row.key: row for row in rows}
+    checks = []
+    for key, member_keys, plain_key in CHAIN_COSTS:
+        keys = (key, *member_keys, plain_key)
+        if not all(k in by_key and by_key[k].medians()[1] for k in keys):
+            continue
+        chain, *members, plain = (1 / by_key[k].medians()[1] for k in keys)
+        allowed = plain + sum(member - plain for member in members)
+        state = "ok" if chain <= 1.10 * allowed else "costlier"
+        checks.append(
+            f"check: {by_key[key].label} costs {1000 * chain:.0f} ms/Gbit, its members alone"
+            f" {1000 * allowed:.0f} ({chain / allowed:.2f} times; at most 1.1: {state})"
         )
     return checks
 

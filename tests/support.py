@@ -11,7 +11,8 @@ from typing import Any
 import gevent
 
 from vaurien.proxy import Proxy
-from vaurien.settings import ProxyConfig
+from vaurien.server import Server
+from vaurien.settings import ProxyConfig, ServerConfig
 
 DEADLINE = 30.0
 
@@ -49,49 +50,53 @@ def wait_until(
     return result
 
 
-class ProxyThread:
-    """A :class:`Proxy` serving from its own thread and gevent hub.
+class HubThread:
+    """Something serving from its own thread and gevent hub: :meth:`serve` sets it up in that
+    thread (its errors reach the test thread, raised by :meth:`start`), then serves until
+    :meth:`stop`. Tests talk to it with ordinary blocking sockets and client libraries;
+    :meth:`call` runs a function in its hub and returns the result."""
 
-    Tests talk to it with ordinary blocking sockets and client libraries; ``call`` runs a
-    function in the proxy's hub (to change its behavior, read its stats) and returns the result.
-    """
-
-    def __init__(self, config: ProxyConfig | None = None, **settings: Any) -> None:
-        settings.setdefault("proxy", "127.0.0.1:0")
-        self.settings = settings
-        self.config = config
-        self.proxy: Proxy | None = None
+    def __init__(self) -> None:
         self._hub: Any = None
+        self._done: Any = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> ProxyThread:
+    def start(self) -> Any:
         self._thread.start()
         if not self._ready.wait(DEADLINE):
-            raise AssertionError("proxy did not start")
+            raise AssertionError(f"{type(self).__name__} did not start")
         if self._error is not None:
             raise self._error
         return self
 
+    def serve(self) -> None:
+        """Set up, in the hub's thread."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Stop what :meth:`serve` started, in the hub's thread."""
+        raise NotImplementedError
+
     def _run(self) -> None:
+        import gevent.event
+
         try:
             self._hub = gevent.get_hub()
-            self.proxy = Proxy(self.config or ProxyConfig(**self.settings))
-            self.proxy.start()
+            self._done = gevent.event.Event()
+            self.serve()
         except BaseException as e:  # reported to the test thread
             self._error = e
             self._ready.set()
             return
         self._ready.set()
-        self.proxy.serve_forever()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.proxy.address
+        while not self._done.wait(3600):  # the timer keeps the hub alive with nothing listening
+            pass
+        self.finish()
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``function`` in the proxy's hub and return its result (or raise its error)."""
+        """Run ``function`` in the hub and return its result (or raise its error)."""
         done = threading.Event()
         outcome: dict[str, Any] = {}
 
@@ -104,24 +109,79 @@ class ProxyThread:
 
         self._hub.loop.run_callback_threadsafe(lambda: gevent.spawn(run))
         if not done.wait(DEADLINE):
-            raise AssertionError(f"{function} did not finish in the proxy's hub")
+            raise AssertionError(f"{function} did not finish in the hub")
         if "error" in outcome:
             raise outcome["error"]
         return outcome.get("value")
 
-    def connect(self, timeout: float = 10.0) -> socket.socket:
-        return socket.create_connection(self.address, timeout=timeout)
-
     def stop(self) -> None:
-        if self.proxy is not None and self._hub is not None:
-            self._hub.loop.run_callback_threadsafe(lambda: gevent.spawn(self.proxy.stop))
+        if self._hub is not None and self._done is not None:
+            self._hub.loop.run_callback_threadsafe(self._done.set)
             self._thread.join(DEADLINE)
 
-    def __enter__(self) -> ProxyThread:
+    def __enter__(self) -> Any:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
+
+
+class ProxyThread(HubThread):
+    """A :class:`Proxy` serving from its own thread and gevent hub (see :class:`HubThread`)."""
+
+    def __init__(self, config: ProxyConfig | None = None, **settings: Any) -> None:
+        super().__init__()
+        settings.setdefault("proxy", "127.0.0.1:0")
+        self.settings = settings
+        self.config = config
+        self.proxy: Proxy | None = None
+
+    def serve(self) -> None:
+        self.proxy = Proxy(self.config or ProxyConfig(**self.settings))
+        self.proxy.start()
+
+    def finish(self) -> None:
+        self.proxy.stop()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.proxy.address
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        return socket.create_connection(self.address, timeout=timeout)
+
+
+class ServerThread(HubThread):
+    """A :class:`Server` (every proxy of a process) serving from its own thread and gevent hub
+    (see :class:`HubThread`), with the services ``services(server)`` starts there (the control
+    APIs, on free ports)."""
+
+    def __init__(self, config: ServerConfig, services: Callable[[Server], list[Any]] | None = None):
+        super().__init__()
+        self.config = config
+        self.make_services = services
+        self.server: Server | None = None
+        self.services: list[Any] = []
+
+    def serve(self) -> None:
+        self.server = Server(self.config)
+        self.server.start()
+        if self.make_services is not None:
+            self.services = self.make_services(self.server)
+
+    def finish(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.server.stop()
+
+    def proxy(self, name: str) -> Proxy:
+        return self.server.proxies[name]
+
+    def address(self, name: str) -> tuple[str, int]:
+        return self.call(lambda: self.server.proxies[name].address)
+
+    def connect(self, name: str, timeout: float = 10.0) -> socket.socket:
+        return socket.create_connection(self.address(name), timeout=timeout)
 
 
 class EchoServer:

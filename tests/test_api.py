@@ -172,7 +172,7 @@ BAD_BEHAVIOR_BODIES = [
     ({"name": "delay", "sleep": -1}, "sleep", "expected a number of at least 0, got -1.0"),
     ({"name": "corrupt", "probability": 2}, "probability", "expected a number of at most 1"),
     ({"name": "transient", "agitate": -1}, "agitate", "expected a whole number of at least 0"),
-    ({"name": "30:delay+bandwidth"}, "name", "chains of behaviors (NAME+NAME) are not supported"),
+    ({"name": "30:delay+nothing"}, "name", "unknown behavior 'nothing'"),
     ({"name": "delay", "options": [1]}, "options", "must map behavior names"),
     ({"name": "delay", "options": {"error": {}}}, "options", "not in the mix"),
     ({"name": "delay", "options": {"delay": 2}}, "options", "must be an object"),
@@ -355,7 +355,7 @@ def test_a_non_loopback_address_is_warned_about(caplog):
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert "0.0.0.0:8080" in record.getMessage()
-    assert "anyone who can reach it can reconfigure the proxy" in record.getMessage()
+    assert "anyone who can reach it can reconfigure the proxies" in record.getMessage()
 
 
 def test_the_loopback_control_api_logs_no_warning(controlled, caplog):

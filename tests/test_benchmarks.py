@@ -232,3 +232,33 @@ def test_memcache_load_rejects_answers_it_did_not_ask_for(bench) -> None:
     code, result = run_memcache_load(f"127.0.0.1:{port}", "--seconds=1")
     assert code == 1
     assert "unexpected answer: b'set bench:" in result["error"]
+
+
+def test_close_ratios_of_times_are_checked_the_other_way() -> None:
+    from benchmarks.table import Row, render
+
+    cli = Row("rtt_pinned_p50", "cli", "us", None, [10.0], [25.0])
+    close = Row("rtt_api_pinned_p50", "api", "us", None, [10.0], [27.0])
+    far = Row("rtt_api_pinned_p50", "api", "us", None, [10.0], [28.0])
+    assert "1.08 times cli 2.50x (at most 1.1: ok)" in render([cli, close], ["rtt", "named"], 1)
+    assert "1.12 times cli 2.50x (at most 1.1: behind)" in render([cli, far], ["rtt", "named"], 1)
+
+
+def test_a_chain_is_checked_against_its_members_alone() -> None:
+    from benchmarks.table import Row, render
+
+    def rows(chain_rate: float) -> list[Row]:
+        return [
+            Row("bulk", "plain", "Gbit/s", None, [20.0], [10.0]),  # 100 ms/Gbit
+            Row("bulk_delay", "delay", "Gbit/s", None, [20.0], [8.0]),  # +25
+            Row("bulk_bandwidth", "bandwidth", "Gbit/s", None, [20.0], [5.0]),  # +100
+            Row("bulk_chain", "chain", "Gbit/s", None, [20.0], [chain_rate]),
+        ]
+
+    # Alone they add 25 and 100 ms/Gbit to the plain 100: the chain may cost 225 (+10%).
+    assert "chain costs 222 ms/Gbit, its members alone 225 (0.99 times; at most 1.1: ok)" in (
+        render(rows(4.5), ["bulk", "named"], 1)
+    )
+    assert "(1.19 times; at most 1.1: costlier)" in render(rows(3.75), ["bulk", "named"], 1)
+    # No chain row: nothing to compare.
+    assert "costs" not in render(rows(4.5)[:3], ["bulk", "named"], 1)

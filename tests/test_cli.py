@@ -57,7 +57,7 @@ def run_to_error(*args):
         ("80:delay,30:error", "percents add up to 110, over 100"),
         ("20:dlay", "unknown behavior 'dlay' (known: abort, bandwidth, blackout, corrupt, delay"),
         ("20:nowhere.Chaos", "cannot import behavior 'nowhere.Chaos': No module named 'nowhere'"),
-        ("30:delay+bandwidth", "30:delay+bandwidth: chains of behaviors (NAME+NAME) are not"),
+        ("30:delay+dlay", "unknown behavior 'dlay'"),
     ],
 )
 def test_bad_spec_exits_2_with_one_line(spec, message):

@@ -165,3 +165,27 @@ def test_a_control_api_on_ipv6_loopback(echo_backend, start_proxy):
 def test_an_unreachable_proxy_raises_connection_error():
     with pytest.raises(requests.ConnectionError):
         Client("127.0.0.1", free_port(), timeout=5).get_behavior()
+
+
+def test_a_named_proxy_is_driven_under_its_name(tmp_path, echo_backend):
+    from support import ServerThread
+    from vaurien.cli import parse_server_config
+
+    path = tmp_path / "vaurien.ini"
+    path.write_text(
+        f"[vaurien]\nproxy = 127.0.0.1:0\nbackend = {echo_backend.address}\n\n"
+        f"[proxy:cache]\nproxy = 127.0.0.1:0\nbackend = {echo_backend.address}\n"
+    )
+    config, _ = parse_server_config(["--config", str(path)])
+    with ServerThread(config, lambda s: [ControlServer(s, "127.0.0.1", 0).start()]) as thread:
+        port = thread.services[0].address[1]
+        cache = Client("127.0.0.1", port, proxy="cache")
+        assert cache.behavior_url == f"http://127.0.0.1:{port}/proxies/cache/behavior"
+        cache.set_behavior("delay", sleep=0.5)
+        assert cache.get_behavior() == "delay"
+        default = Client("127.0.0.1", port)
+        assert default.get_behavior() == "dummy"
+        assert list(default.list_proxies()) == ["default", "cache"]
+        assert default.for_proxy("cache").get_behavior_options()["delay"]["sleep"] == 0.5
+        with pytest.raises(ValueError, match="no proxy named 'nope'"):
+            Client("127.0.0.1", port, proxy="nope").get_behavior()

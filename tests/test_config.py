@@ -54,7 +54,7 @@ def test_callable_registers_under_the_section_name(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("[vaurien]\nbackend = x:1\nbakend = y\n", "[vaurien] unknown key 'bakend' (known: proxy"),
+        ("[vaurien]\nbackend = x:1\nbakend = y\n", "[vaurien] unknown key 'bakend' (known: name"),
         ("[vaurien]\nbackend = x:1\ntimeout = soon\n", "[vaurien] timeout: expected a number"),
         ("[vaurien]\nbackend = x\n", "[vaurien] backend: 'x': expected HOST:PORT"),
         ("[vaurien]\nbackend = x:1\nbehavior = 20delay\n", "behavior: '20delay': missing ':'"),

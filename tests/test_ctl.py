@@ -125,3 +125,16 @@ def test_usage_errors_exit_2_in_one_line(args):
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith("vaurienctl")
     assert "error: " in result.stderr.splitlines()[-1]
+
+
+def test_list_proxies_and_drive_one_by_name(controlled):
+    result = ctl(controlled, "list-proxies")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"default: 127.0.0.1:{controlled.thread.address[1]} -> ")
+    assert "(tcp, dummy)" in result.stdout
+    result = ctl(controlled, "--proxy", "default", "set-behavior", "blackout")
+    assert result.returncode == 0, result.stderr
+    assert controlled.client().get_behavior() == "blackout"
+    result = ctl(controlled, "--proxy", "nope", "get-behavior")
+    assert result.returncode == 1
+    assert "no proxy named 'nope'" in one_error_line(result)

@@ -607,6 +607,13 @@ def control_api(command: Command, tmp_path: Path):
         *("--proxy", f"127.0.0.1:{free_port()}"),
         *("--http-host", "127.0.0.1", "--http-port", str(port)),
     ]
+    with vaurien_process(argv, port, tmp_path):
+        yield port
+
+
+@contextmanager
+def vaurien_process(argv: list[str], port: int, tmp_path: Path):
+    """``python -m vaurien ARGV`` in a child process, until ``port`` accepts connections."""
     log = tmp_path / "vaurien.log"
     with open(log, "wb") as stderr:
         process = subprocess.Popen(
@@ -629,7 +636,7 @@ def control_api(command: Command, tmp_path: Path):
                 return False
 
         wait_until(ready)
-        yield port
+        yield process
     finally:
         process.terminate()
         try:
@@ -800,6 +807,111 @@ def test_performance_results(monkeypatch):
     assert seen == set().union(*(groups[group] for group in shown))
 
 
+# -- named proxies and the Toxiproxy API ------------------------------------------------------
+
+
+def test_named_proxies_ini():
+    config, _ = cli.parse_server_config(["--config", str(EXAMPLES_DIR / "named-proxies.ini")])
+    default, cache, db = config.proxies
+    assert [p.name for p in config.proxies] == ["default", "cache", "db"]
+    assert (default.protocol, cache.protocol, db.protocol) == ("http", "redis", "postgres")
+    assert mix(cache) == "20:delay+bandwidth,5:error,75:dummy"
+    assert cache.options_for("behavior", "delay") == {"sleep": 0.2}
+    assert default.options_for("behavior", "delay") == {"sleep": 0.5}
+    assert cache.options_for("behavior", "bandwidth") == {"rate": 64.0, "direction": "to_client"}
+    assert (db.timeout, db.refuse_when_backend_down) == (5.0, True)
+    assert (default.timeout, default.refuse_when_backend_down) == (30.0, False)
+    assert config.toxiproxy_api == Address("localhost", 8474) and config.http is True
+
+
+def test_toxiproxy_json_startup_file(tmp_path, redis_server):
+    from support import ServerThread
+    from vaurien.settings import ServerConfig
+    from vaurien.toxiproxy_api import load_startup_file
+
+    entries = json.loads((EXAMPLES_DIR / "toxiproxy.json").read_text())
+    assert [entry["name"] for entry in entries] == ["redis", "search"]
+    for entry in entries:
+        entry["listen"] = f"127.0.0.1:{free_port()}"
+    entries[0]["upstream"] = redis_server.address
+    path = tmp_path / "toxiproxy.json"
+    path.write_text(json.dumps(entries))
+    with ServerThread(ServerConfig({})) as thread:
+        thread.call(load_startup_file, thread.server, str(path))
+        redis_proxy, search = thread.proxy("redis"), thread.proxy("search")
+        toxics = [toxic.name for toxic in redis_proxy.toxics.toxics]
+        assert toxics == ["latency_downstream", "error_upstream"]
+        assert search.enabled is False and redis_proxy.config.protocol == "redis"
+        with socket.create_connection(redis_proxy.address, timeout=10) as sock:
+            start = time.monotonic()
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            reply = sock.recv(100)
+            if not reply.startswith(b"-ERR "):  # one connection in ten: the proxy's error
+                assert reply == b"+PONG\r\n"
+                assert time.monotonic() - start >= 0.09  # the answer's latency: 100 ms ± 10
+
+
+@contextmanager
+def toxiproxy_api(command: Command, tmp_path: Path):
+    """``vaurien --toxiproxy-api ...`` as the transcript starts it, on a free port."""
+    assert command.program == "vaurien" and "--toxiproxy-api" in command.argv, command
+    port = free_port()
+    with vaurien_process(
+        [*command.argv[1:], "--toxiproxy-api", f"127.0.0.1:{port}"], port, tmp_path
+    ):
+        yield port
+
+
+def test_toxiproxy_api_console(tmp_path):
+    start, *commands = transcript("toxiproxy-api.console")
+    listen = str(free_port())  # where the transcript's proxy listens: 26379
+    with toxiproxy_api(start, tmp_path) as port:
+        for command in commands:
+            assert command.program == "curl", command
+            argv = [arg.replace("26379", listen) for arg in command.argv]
+            shown = command.output.replace("26379", listen)
+            check_toxiproxy_curl(replace(command, argv=argv, output=shown), port)
+
+
+def check_toxiproxy_curl(command: Command, port: int) -> None:
+    method, body, url = "GET", None, None
+    args = iter(command.argv[1:])
+    for arg in args:
+        if arg == "-X":
+            method = next(args)
+        elif arg == "-d":
+            body = next(args).encode()
+        elif arg != "-s":
+            url = arg
+    assert url is not None and url.startswith("localhost:8474/"), command
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request(method, url[len("localhost:8474") :], body=body)
+    response = connection.getresponse()
+    answered = json.loads(response.read())
+    connection.close()
+    assert answered == json.loads(command.output), f"{command}\n  answered: {answered}"
+    failed = "error" in answered
+    assert (400 <= response.status < 500) if failed else 200 <= response.status < 300, command
+
+
+def test_toxiproxy_test_example(tmp_path):
+    pytest.importorskip("toxiproxy", reason="toxiproxy-python is not installed")
+    start = Command(EXAMPLES_DIR, 0, {}, ["vaurien", "--toxiproxy-api", "localhost:8474"], "")
+    with toxiproxy_api(start, tmp_path) as port:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             str(EXAMPLES_DIR / "toxiproxy_test.py")],
+            cwd=tmp_path,
+            env={**os.environ, "TOXIPROXY_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
 # -- nothing on the site escapes the tests ---------------------------------------------------
 
 EXAMPLES = {
@@ -854,6 +966,10 @@ EXAMPLES = {
     "fixture_test.py": ["test_fixture_example"],
     "performance-run.console": ["test_performance_console"],
     "performance-results.txt": ["test_performance_results"],
+    "named-proxies.ini": ["test_named_proxies_ini"],
+    "toxiproxy.json": ["test_toxiproxy_json_startup_file"],
+    "toxiproxy-api.console": ["test_toxiproxy_api_console"],
+    "toxiproxy_test.py": ["test_toxiproxy_test_example"],
 }
 
 

@@ -136,3 +136,18 @@ def test_the_metrics_table_names_every_metric():
     for metric in METRICS:
         assert f"``{metric.prometheus}" in table and metric.help in table
         assert metric.statsd.split("{")[0] in table
+
+
+def test_the_toxics_table_maps_every_toxic_and_names_every_other_behavior():
+    from vaurien.toxics import TOXIC_TYPES
+
+    text = vaurien_docs.toxics_reference(BEHAVIORS)
+    for kind in TOXIC_TYPES.values():
+        assert f"``{kind.name}``" in text and f"<behavior-{kind.behavior}>" in text
+        for attribute in kind.attributes:
+            assert f"``{attribute.name}`` ({attribute.unit}): ``{attribute.option}``" in text
+    assert "``latency`` (ms): ``sleep`` = ``latency`` / 1000" in text
+    assert "``rate`` (KB/s): ``rate`` = ``rate`` * 1000 / 1024" in text
+    for name in BEHAVIORS.names():
+        if name not in TOXIC_TYPES:
+            assert f":ref:`{name} <behavior-{name}>`" in text.split("Every other behavior")[1]

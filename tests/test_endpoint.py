@@ -11,7 +11,7 @@ import gevent.socket
 import pytest
 
 from support import recv_exactly
-from vaurien.endpoint import EOF, Endpoint, PipePool
+from vaurien.endpoint import EOF, Endpoint, MemoryEndpoint, PipePool
 
 
 class Session:
@@ -175,3 +175,27 @@ def test_plugins_may_set_only_the_attributes_there_are(pairs):
     assert endpoint.closed
     with pytest.raises(AttributeError):
         endpoint.anything_else = 1
+
+
+def test_a_memory_endpoint_stands_in_for_its_origin_with_what_was_written(pairs):
+    endpoint, peer = pairs("backend")
+    endpoint.states["x"] = 1
+    held = MemoryEndpoint(endpoint)
+    assert (held.role, held.session, held.states) == ("backend", endpoint.session, {"x": 1})
+    assert held.fileno() == endpoint.fileno()  # public attributes come from origin
+    with pytest.raises(AttributeError):
+        assert held._fd is None  # never: not its socket internals, nothing may splice there
+    held.sendall(b"hello ")
+    held.write(memoryview(b"world"))
+    assert held.send(b"!") == 1 and held.holds == 12
+    assert held.recv(5) == b"hello"
+    held.unread(b"HELLO")
+    buffer = bytearray(6)
+    assert held.recv_into(buffer) == 6 and buffer == b"HELLO "
+    assert held.take() == b"world!" and not held.has_pending
+    assert held.read() == EOF == ""
+    assert held.last_read == 0 and not held.eof
+    peer.close()
+    assert endpoint.read() == EOF and held.eof
+    held.close()
+    assert endpoint.session.ended == "closed"

@@ -91,9 +91,10 @@ def test_the_mix_holds_one_instance_per_name_made_with_its_options():
         make("100:delay", options={"delay": {"sleep": "later"}})
 
 
-def test_chains_are_parsed_but_not_run_yet():
-    with pytest.raises(SpecError, match="30:delay\\+bandwidth: chains of behaviors"):
-        make("30:delay+bandwidth")
+def test_a_chain_is_picked_as_one_choice():
+    mix = make("30:delay+bandwidth", seed=1)
+    picked = {mix.pick().name for _ in range(1000)}
+    assert picked == {"delay+bandwidth", "dummy"}
 
 
 def test_pick_follows_the_weights():

@@ -7,6 +7,7 @@ import threading
 import time
 
 from support import free_port, recv_exactly, wait_until
+from vaurien.errors import VaurienError
 from vaurien.network import Address
 
 
@@ -80,3 +81,111 @@ def test_sessions_and_bytes_are_counted(echo_backend, start_proxy):
     assert stats["total_connections"] == 1
     assert stats["bytes_to_backend"] == stats["bytes_to_client"] == 5
     assert stats["behaviors"]["dummy"] >= 2
+
+
+# -- disabling, moving, and a backend that is down ------------------------------------------------
+
+
+def refused(address) -> bool:
+    try:
+        socket.create_connection(address, timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:  # accepted, then reset (the listener closed with it in its queue)
+        pass
+    return False
+
+
+def test_disable_refuses_connects_and_closes_sessions_then_start_binds_the_same_port(
+    echo_backend, start_proxy
+):
+    proxy = start_proxy(echo_backend.address)  # on port 0: a free port was picked
+    address = proxy.address
+    with proxy.connect() as client:
+        client.sendall(b"ping")
+        assert recv_exactly(client, 4) == b"ping"
+        proxy.call(proxy.proxy.disable)
+        assert client.recv(10) == b""  # its session was closed
+    assert refused(address)
+    assert proxy.call(lambda: proxy.proxy.enabled) is False
+    proxy.call(proxy.proxy.start)
+    assert proxy.address == address
+    with proxy.connect() as client:
+        client.sendall(b"again")
+        assert recv_exactly(client, 5) == b"again"
+
+
+def test_moving_the_backend_closes_the_sessions_and_new_ones_go_there(
+    echo_backend, recording_backend, start_proxy
+):
+    proxy = start_proxy(echo_backend.address)
+    with proxy.connect() as client:
+        client.sendall(b"ping")
+        assert recv_exactly(client, 4) == b"ping"
+        target = Address(*recording_backend.address)
+        proxy.call(proxy.proxy.move, backend=target)
+        assert client.recv(10) == b""
+    with proxy.connect() as client:
+        client.sendall(b"there")
+        assert recv_exactly(client, 5) == b"there"
+    assert recording_backend.connections[0].data == b"there"
+
+
+def test_moving_the_listener_binds_the_new_address_first(echo_backend, start_proxy):
+    proxy = start_proxy(echo_backend.address)
+    old = proxy.address
+    new = Address("127.0.0.1", free_port())
+    proxy.call(proxy.proxy.move, listen=new)
+    assert proxy.address == (new.host, new.port)
+    assert refused(old)
+    with proxy.connect() as client:
+        client.sendall(b"moved")
+        assert recv_exactly(client, 5) == b"moved"
+    # An address that cannot be bound changes nothing.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = Address("127.0.0.1", taken.getsockname()[1])
+        try:
+            proxy.call(proxy.proxy.move, listen=busy)
+            raise AssertionError("moved onto a port in use")
+        except VaurienError as e:
+            assert "already in use" in str(e)
+    assert proxy.address == (new.host, new.port)
+    with proxy.connect() as client:
+        client.sendall(b"still")
+        assert recv_exactly(client, 5) == b"still"
+
+
+def test_a_dead_backend_is_refused_like_the_backend_itself_with_the_flag(start_proxy):
+    port = free_port()
+    proxy = start_proxy(("127.0.0.1", port), refuse_when_backend_down=True, timeout=2)
+    address = proxy.address
+    wait_until(lambda: refused(address), what="the proxy to stop listening")
+    # The backend comes up: the proxy listens again, on the same port, and forwards.
+    backend = socket.create_server(("127.0.0.1", port))
+    backend.settimeout(10)
+    try:
+        wait_until(lambda: not refused(address), what="the proxy to listen again")
+        with proxy.connect() as client:
+            client.sendall(b"hello")
+            while True:  # the proxy's probe, and the test's, connected first and sent nothing
+                conn, _ = backend.accept()
+                with conn:
+                    if data := recv_exactly(conn, 5):
+                        assert data == b"hello"
+                        break
+    finally:
+        backend.close()
+    # It dies while the proxy listens: the first client is reset, the next ones refused.
+    try:
+        with proxy.connect() as client:
+            client.recv(10)
+    except ConnectionResetError:
+        pass
+    wait_until(lambda: refused(address), what="the proxy to stop listening again")
+
+
+def test_without_the_flag_a_dead_backend_is_accepted_then_closed(start_proxy):
+    proxy = start_proxy(("127.0.0.1", free_port()), timeout=2)
+    for _ in range(3):
+        with proxy.connect() as client:
+            assert client.recv(10) == b""

@@ -114,3 +114,15 @@ def test_a_proxy_that_dies_during_the_test_fails_it_with_its_log(pytester, echo_
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*vaurien proxy 127.0.0.1:* exited with status -9*"])
+
+
+def test_a_named_proxy_is_driven_by_its_name(vaurien_proxy, echo_backend):
+    proxy = vaurien_proxy(backend=echo_backend.address, name="cache", behavior="100:delay",
+                          behavior_delay_sleep=0.01)  # fmt: skip
+    assert proxy.client.proxy == "cache"
+    assert list(proxy.client.list_proxies()) == ["cache"]
+    assert proxy.client.get_behavior() == "delay"
+    proxy.client.set_behavior("blackout")
+    with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+        sock.sendall(b"ping")
+        assert sock.recv(10) == b""

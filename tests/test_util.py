@@ -123,6 +123,18 @@ def test_start_proxy_against_the_http_server_fixture(http_server):
         stop_proxy(pid)
 
 
+def test_start_proxy_names_its_proxy(echo_backend):
+    proxy_port, http_port = free_port(), free_port()
+    backend = echo_backend.address.rpartition(":")[2]
+    pid = start_proxy("127.0.0.1", proxy_port, "127.0.0.1", int(backend), http_port=http_port,
+                      http_host="127.0.0.1", name="cache")  # fmt: skip
+    try:
+        assert list(Client("127.0.0.1", http_port).list_proxies()) == ["cache"]
+        assert Client("127.0.0.1", http_port, proxy="cache").get_behavior() == "dummy"
+    finally:
+        assert stop_proxy(pid) == 0
+
+
 def test_stop_proxy_refuses_a_process_it_did_not_start():
     with pytest.raises(ValueError, match="is not a proxy of this process"):
         stop_proxy(os.getpid())

@@ -1,7 +1,7 @@
-"""The HTTP control API of a running proxy.
+"""The HTTP control API of a running Vaurien.
 
-``vaurien --http`` starts it beside the proxy, in the same gevent hub (``gevent.pywsgi``). JSON in
-and out, compatible with Vaurien 1.x::
+``vaurien --http`` starts it beside the proxies, in the same gevent hub (``gevent.pywsgi``). JSON
+in and out, compatible with Vaurien 1.x::
 
     GET  /behavior          {"behavior": "dummy"}: the name, or the spec when several share events
     PUT  /behavior          {"name": "delay", "sleep": 2} -> {"status": "ok"}
@@ -13,12 +13,18 @@ and out, compatible with Vaurien 1.x::
     GET  /stats             connections, bytes and events each way, behaviors applied, fds
     GET  /metrics           the same figures in the Prometheus text format (vaurien.metrics)
 
+Those routes drive the command line's proxy (``default``, unless ``--name`` says otherwise).
+Every proxy of the process has the same routes under ``/proxies/NAME``
+(``PUT /proxies/cache/behavior``), and ``GET /proxies`` lists them all
+(``GET /proxies/NAME`` shows one).
+
 ``PUT /behavior`` takes ``name`` (a behavior or a spec such as ``"20:delay,80:dummy"``) and the
 options of the behaviors it names, either flat (``"sleep": 2`` goes to every behavior of the mix
 that has a ``sleep`` option) or by behavior (``"options": {"delay": {"sleep": 2}}``, what
 ``GET /behavior/options`` returns, so a client can put back exactly what was there). Options not
 given take the values of the command line or the config file. Everything is checked before the
-new mix is put in force, in one step.
+new mix is put in force, in one step; a proxy's toxics (see :mod:`vaurien.toxiproxy_api`) give
+way to it.
 
 Refused requests get ``{"status": "error", "errors": [{"location": ..., "name": ...,
 "description": ...}]}`` with a 4xx status.
@@ -77,12 +83,22 @@ def error_response(error: ApiError) -> tuple[int, list[tuple[str, str]], dict[st
     return error.status, error.headers, body
 
 
-class ControlApp:
-    """The WSGI application: routes requests to a :class:`~vaurien.proxy.Proxy`."""
+class _OneProxy:
+    """A lone :class:`~vaurien.proxy.Proxy` seen as a server of one."""
 
     def __init__(self, proxy: Any) -> None:
-        self.proxy = proxy
-        self.routes: dict[str, dict[str, Callable[[dict[str, Any]], Any]]] = {
+        self.proxies = {proxy.name: proxy}
+        self.default = proxy
+
+
+class ControlApp:
+    """The WSGI application: routes requests to the proxies of a
+    :class:`~vaurien.server.Server` (or to one :class:`~vaurien.proxy.Proxy`)."""
+
+    def __init__(self, target: Any) -> None:
+        self.server = target if hasattr(target, "proxies") else _OneProxy(target)
+        self.routes: dict[str, dict[str, Callable[[Any, dict[str, Any]], Any]]] = {
+            "": {"GET": self.get_proxy},
             "/behavior": {"GET": self.get_behavior, "PUT": self.put_behavior},
             "/behavior/options": {"GET": self.get_behavior_options},
             "/behaviors": {"GET": self.get_behaviors},
@@ -91,6 +107,11 @@ class ControlApp:
             "/stats": {"GET": self.get_stats},
             "/metrics": {"GET": self.get_metrics},
         }
+
+    @property
+    def proxy(self) -> Any:
+        """The proxy the 1.x routes drive."""
+        return self.server.default
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -118,7 +139,27 @@ class ControlApp:
     ) -> tuple[int, list[tuple[str, str]], Any]:
         """Run the handler of ``method`` on ``path``; refusals are raised as :class:`ApiError`."""
         data = read_body(environ)  # first, whatever the route: a body over the limit is a 413
-        handlers = self.routes.get(path.rstrip("/") or "/")
+        path = path.rstrip("/") or "/"
+        if path == "/proxies":
+            handlers: dict[str, Any] | None = {"GET": self.get_proxies}
+            proxy = None
+        elif path.startswith("/proxies/"):
+            name, slash, rest = path[len("/proxies/") :].partition("/")
+            handlers = self.routes.get(slash + rest)
+            proxy = self.server.proxies.get(name)
+            if handlers is not None and proxy is None:
+                known = ", ".join(self.server.proxies) or "none"
+                raise ApiError(404, "proxy", f"no proxy named {name!r} (known: {known})", "url")
+        else:
+            handlers = self.routes.get(path) if path != "/" else None
+            proxy = self.proxy
+            if handlers is not None and proxy is None:
+                raise ApiError(
+                    404,
+                    "proxy",
+                    "this process has no command-line proxy: use /proxies/NAME" + path,
+                    "url",
+                )
         if handlers is None:
             raise ApiError(404, "path", f"no such resource: {path}", "url")
         handler = handlers.get(method)
@@ -132,26 +173,36 @@ class ControlApp:
                 headers=[("Allow", allowed)],
             )
         body = parse_json(data) if method == "PUT" else {}
-        result = handler(body)
+        result = handler(proxy, body)
         if isinstance(result, tuple):
             return result
         return 200, [], result
 
+    # -- the proxies -----------------------------------------------------------------------
+
+    def get_proxies(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """Every proxy of the process, by name."""
+        return {"proxies": {each.name: describe(each) for each in self.server.proxies.values()}}
+
+    def get_proxy(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """One proxy: where it listens and forwards, its protocol and mix, whether it is up."""
+        return describe(proxy)
+
     # -- the behavior ----------------------------------------------------------------------
 
-    def get_behavior(self, body: dict[str, Any]) -> dict[str, Any]:
+    def get_behavior(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
         """The mix in force: a name when one behavior has every event, else the spec."""
-        return {"behavior": str(self.proxy.behavior)}
+        return {"behavior": str(proxy.behavior)}
 
-    def get_behavior_options(self, body: dict[str, Any]) -> dict[str, Any]:
+    def get_behavior_options(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
         """The mix in force and the option values of each of its behaviors."""
-        mix = self.proxy.mix
+        mix = proxy.mix
         return {
             "behavior": str(mix.spec),
             "options": {name: dict(mix.behaviors[name].settings) for name in mix.spec.names},
         }
 
-    def put_behavior(self, body: dict[str, Any]) -> dict[str, Any]:
+    def put_behavior(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
         """Check a new mix and its options, then put it in force for every following event."""
         fields = dict(body)
         if "name" not in fields:
@@ -160,11 +211,11 @@ class ControlApp:
                 "name",
                 'the body must have a "name": a behavior, or a spec such as "20:delay,80:dummy"',
             )
-        mix = self._mix(fields.pop("name"))
+        mix = self._mix(proxy, fields.pop("name"))
         nested = fields.pop("options", None)
-        options = self._options(mix, fields, nested)
+        options = self._options(proxy, mix, fields, nested)
         try:
-            self.proxy.set_behavior(mix, options)
+            proxy.set_behavior(mix, options)
         except OptionError as e:
             raise ApiError(400, e.option, str(e)) from e
         except VaurienError as e:  # a plugin that cannot be created with these options
@@ -174,23 +225,28 @@ class ControlApp:
             for name, values in options.items()
             if values
         )
-        log.info("control API: behavior set to %s%s", mix, f" ({given})" if given else "")
+        log.info(
+            "control API: behavior of %s set to %s%s",
+            proxy.name,
+            mix,
+            f" ({given})" if given else "",
+        )
         return {"status": "ok"}
 
-    def _mix(self, name: Any) -> BehaviorMix:
+    def _mix(self, proxy: Any, name: Any) -> BehaviorMix:
         if not isinstance(name, str) or not name.strip():
             raise ApiError(400, "name", f"name must be a behavior name or a spec, got {name!r}")
         spec = name if ":" in name else BehaviorMix.single(name.strip())
         try:
             # Registered names only: the API never imports code named by a dotted path.
-            return read_spec(spec, self.proxy.config.behaviors, imports=False)
+            return read_spec(spec, proxy.config.behaviors, imports=False)
         except VaurienError as e:
             raise ApiError(400, "name", str(e)) from e
 
     def _options(
-        self, mix: BehaviorMix, flat: dict[str, Any], nested: Any
+        self, proxy: Any, mix: BehaviorMix, flat: dict[str, Any], nested: Any
     ) -> dict[str, dict[str, Any]]:
-        registry = self.proxy.config.behaviors
+        registry = proxy.config.behaviors
         tables = {name: registry.options(name) for name in mix.names}
         options: dict[str, dict[str, Any]] = {name: {} for name in mix.names}
         for key, value in flat.items():
@@ -221,21 +277,21 @@ class ControlApp:
                 options[name][key] = _check(tables[name][key], value)
         return options
 
-    def get_behaviors(self, body: dict[str, Any]) -> dict[str, Any]:
+    def get_behaviors(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
         """The names of the behaviors this proxy knows."""
-        return {"behaviors": self.proxy.config.behaviors.names()}
+        return {"behaviors": proxy.config.behaviors.names()}
 
-    def get_protocols(self, body: dict[str, Any]) -> dict[str, Any]:
+    def get_protocols(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
         """The names of the protocols this proxy knows."""
-        return {"protocols": self.proxy.config.protocols.names()}
+        return {"protocols": proxy.config.protocols.names()}
 
     # -- the backend -----------------------------------------------------------------------
 
-    def get_backend(self, body: dict[str, Any]) -> dict[str, Any]:
+    def get_backend(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
         """Where new connections go."""
-        return {"backend": str(self.proxy.backend)}
+        return {"backend": str(proxy.backend)}
 
-    def put_backend(self, body: dict[str, Any]) -> dict[str, Any]:
+    def put_backend(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
         """Send new connections to another backend; open ones stay where they are."""
         for key in body:
             if key != "backend":
@@ -247,22 +303,24 @@ class ControlApp:
             address = Address.parse(text)
         except VaurienError as e:
             raise ApiError(400, "backend", str(e)) from e
-        self.proxy.backend = address
-        log.info("control API: backend set to %s", address)
+        proxy.backend = address
+        log.info("control API: backend of %s set to %s", proxy.name, address)
         return {"status": "ok"}
 
     # -- counters --------------------------------------------------------------------------
 
-    def get_stats(self, body: dict[str, Any]) -> dict[str, Any]:
+    def get_stats(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
         """The proxy's counters."""
-        return self.proxy.stats()
+        return proxy.stats()
 
-    def get_metrics(self, body: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    def get_metrics(
+        self, proxy: Any, body: dict[str, Any]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         """The counters in the Prometheus text format."""
         from vaurien.metrics import prometheus_text
 
         try:
-            text, content_type = prometheus_text(self.proxy)
+            text, content_type = prometheus_text(proxy)
         except ImportError as e:
             raise ApiError(
                 501,
@@ -271,6 +329,18 @@ class ControlApp:
                 "url",
             ) from e
         return 200, [("Content-Type", content_type)], text
+
+
+def describe(proxy: Any) -> dict[str, Any]:
+    """What ``GET /proxies/NAME`` shows of a proxy."""
+    return {
+        "name": proxy.name,
+        "proxy": proxy.address_text,
+        "backend": str(proxy.backend),
+        "protocol": proxy.config.protocol,
+        "behavior": str(proxy.behavior),
+        "enabled": proxy.enabled,
+    }
 
 
 def _check(option: Any, value: Any) -> Any:
@@ -329,12 +399,13 @@ def is_exposed(host: str) -> bool:
         return True
 
 
-def warn_if_exposed(host: str, port: int) -> None:
-    """Log a warning when the control API listens on an address other machines can reach."""
+def warn_if_exposed(host: str, port: int, what: str = "control API") -> None:
+    """Log a warning when an API listens on an address other machines can reach."""
     if is_exposed(host):
         log.warning(
-            "the control API listens on %s, which is not a loopback address: anyone who can "
-            "reach it can reconfigure the proxy",
+            "the %s listens on %s, which is not a loopback address: anyone who can reach it "
+            "can reconfigure the proxies",
+            what,
             Address(host, port),
         )
 
@@ -358,23 +429,25 @@ class _Handler(WSGIHandler):
                 self.wsgi_input = Input(None, 0)
 
 
-class ControlServer:
-    """The control API of ``proxy``, served on ``host:port`` in the proxy's gevent hub.
+class HttpService:
+    """A WSGI ``app`` served on ``host:port`` in the proxies' gevent hub; ``what`` names it in
+    logs and errors.
 
     ``port`` 0 picks a free port; :attr:`address` tells which. Use it as a context manager, or
     call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, proxy: Any, host: str = "localhost", port: int = 8080) -> None:
-        self.proxy = proxy
+    what = "control API"
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self.app = ControlApp(proxy)
+        self.app = app
         self._server: WSGIServer | None = None
 
-    def start(self) -> ControlServer:
+    def start(self) -> Any:
         """Bind and start serving; a bind failure is a :class:`VaurienError`."""
-        listener = listen(Address(self.host, self.port), 128, what="control API")
+        listener = listen(Address(self.host, self.port), 128, what=self.what)
         self._server = WSGIServer(
             listener,
             self.app,
@@ -383,8 +456,8 @@ class ControlServer:
             error_log=LoggingLogAdapter(log, logging.ERROR),
         )
         self._server.start()
-        log.info("control API on %s", self.url)
-        warn_if_exposed(*self.address)
+        log.info("%s on %s", self.what, self.url)
+        warn_if_exposed(*self.address, what=self.what)
         return self
 
     def stop(self, timeout: float = 1.0) -> None:
@@ -397,7 +470,7 @@ class ControlServer:
     def address(self) -> tuple[str, int]:
         """The address actually listened on."""
         if self._server is None:
-            raise RuntimeError("the control API is not started")
+            raise RuntimeError(f"{self.what} is not started")
         host, port = self._server.socket.getsockname()[:2]
         return host, port
 
@@ -407,8 +480,16 @@ class ControlServer:
         host, port = self.address
         return f"http://{Address(host, port)}"
 
-    def __enter__(self) -> ControlServer:
+    def __enter__(self) -> Any:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
+
+
+class ControlServer(HttpService):
+    """The control API of ``target`` (a :class:`~vaurien.server.Server`, or one proxy), served
+    on ``host:port``."""
+
+    def __init__(self, target: Any, host: str = "localhost", port: int = 8080) -> None:
+        super().__init__(ControlApp(target), host, port)

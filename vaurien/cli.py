@@ -7,6 +7,7 @@ command line. Every flag's default is ``None`` so the code knows what the user t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -15,14 +16,14 @@ from typing import Any
 from vaurien import __version__
 from vaurien import config as config_file
 from vaurien.behaviors import Behavior
-from vaurien.errors import OptionError, VaurienError
+from vaurien.errors import ConfigError, OptionError, VaurienError
 from vaurien.mix import read_spec
 from vaurien.options import Option
 from vaurien.protocols import Protocol
-from vaurien.proxy import Proxy
 from vaurien.registry import Registry
+from vaurien.server import Server
 from vaurien.serving import serve_until_signal
-from vaurien.settings import SETTINGS, ProxyConfig, Setting, logging_level
+from vaurien.settings import SETTINGS, ProxyConfig, ServerConfig, Setting, logging_level
 
 log = logging.getLogger(__name__)
 
@@ -160,24 +161,29 @@ def build_parser(behaviors: Registry, protocols: Registry) -> argparse.ArgumentP
     return parser
 
 
-def parse_config(
+def parse_server_config(
     argv: Sequence[str] | None = None,
-) -> tuple[ProxyConfig, argparse.Namespace]:
-    """Turn a command line (and the config file it names) into a :class:`ProxyConfig`.
+) -> tuple[ServerConfig, argparse.Namespace]:
+    """Turn a command line (and the config file it names) into a :class:`ServerConfig`: the
+    command line's proxy (when there is a backend) and the config file's ``[proxy:NAME]``
+    sections.
 
-    Raises :class:`VaurienError` for a bad value; argparse exits 2 for a bad flag.
+    Raises :class:`VaurienError` for a bad value, or when there is no proxy at all and no
+    Toxiproxy API to make some; argparse exits 2 for a bad flag.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     first, _ = base_parser().parse_known_args(argv)
     behaviors, protocols = Behavior.copy(), Protocol.copy()
+    registries = {"behavior": behaviors, "protocol": protocols}
     values: dict[str, Any] = {}
     plugin_options: dict[tuple[str, str], dict[str, Any]] = {}
+    sections: list[config_file.ProxySection] = []
+    path = ""
     if first.config:
         loaded = config_file.load(first.config)
+        path, sections = loaded.path, loaded.proxies
         values.update(loaded.settings)
-        plugin_options = config_file.apply_plugins(
-            loaded, {"behavior": behaviors, "protocol": protocols}
-        )
+        plugin_options = config_file.apply_plugins(loaded, registries)
     # Plugins named by dotted path must be registered before their flags can be parsed.
     spec = first.behavior if first.behavior is not None else values.get("behavior")
     if spec is not None:
@@ -195,13 +201,53 @@ def parse_config(
             plugin_options.setdefault((kind, plugin), {})[option] = given
     if args.demo:
         values.setdefault("backend", "127.0.0.1:1")  # replaced by the demo backend's address
-    config = ProxyConfig(
-        plugin_options=plugin_options,
-        behaviors=behaviors,
-        protocols=protocols,
-        **values,
-    )
-    return config, args
+    server = ServerConfig(values, (), plugin_options, behaviors, protocols)
+    proxies = []
+    if values.get("backend") is not None or not (sections or values.get("toxiproxy_api")):
+        proxies.append(
+            ProxyConfig(
+                plugin_options=plugin_options,
+                behaviors=behaviors.copy(),
+                protocols=protocols.copy(),
+                **values,
+            )
+        )
+    for section in sections:
+        if section.name in {config.name for config in proxies}:
+            raise VaurienError(
+                f"{path}: [{section.section}]: another proxy is named {section.name}"
+            )
+        where = f"{path}: [{section.section}]"
+        for key, resolve in (
+            ("protocol", protocols.resolve),
+            ("behavior", lambda spec: read_spec(spec, behaviors)),
+        ):
+            if key in section.settings:  # registers the plugins it names by dotted path
+                try:
+                    resolve(section.settings[key])
+                except VaurienError as e:
+                    raise ConfigError(f"{where} {key}: {e}") from None
+        options = config_file.proxy_options(path, section, registries)
+        try:
+            proxies.append(server.proxy_config(section.name, options, **section.settings))
+        except VaurienError as e:
+            raise ConfigError(f"{where} {e}") from None
+    return dataclasses.replace(server, proxies=tuple(proxies)), args
+
+
+def parse_config(
+    argv: Sequence[str] | None = None,
+) -> tuple[ProxyConfig, argparse.Namespace]:
+    """Turn a command line (and the config file it names) into the :class:`ProxyConfig` of its
+    proxy (the first of :func:`parse_server_config`'s).
+
+    Raises :class:`VaurienError` for a bad value or a missing backend; argparse exits 2 for a
+    bad flag.
+    """
+    server, args = parse_server_config(argv)
+    if not server.proxies:
+        raise ConfigError("no backend: give --backend HOST:PORT (or backend = in [vaurien])")
+    return server.proxies[0], args
 
 
 def setup_logging(level: str, output: str) -> None:
@@ -225,16 +271,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the proxy until SIGINT or SIGTERM; return the exit status."""
     try:
         try:
-            config, args = parse_config(argv)
+            config, args = parse_server_config(argv)
         except SystemExit as e:  # argparse: --help, --version, or a usage error (status 2)
             return e.code if isinstance(e.code, int) else 2
         setup_logging(config.log_level, config.log_output)
         if args.demo:
             from vaurien.demo import run_demo  # the demo's web server, only when asked
 
-            run_demo(config, explicit_behavior=args.behavior is not None)
+            run_demo(config.proxies[0], explicit_behavior=args.behavior is not None)
         else:
-            serve_until_signal(Proxy(config))
+            serve_until_signal(Server(config))
     except VaurienError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@
         ...                                 # every call through the proxy fails here
     # the previous behavior, with its options, is back
 
+    cache = Client(proxy="cache")           # the proxy named cache of the same process
+
 Install it with ``pip install 'vaurien[client]'``.
 """
 
@@ -26,8 +28,10 @@ from vaurien.network import Address
 class Client:
     """Drives one proxy through its control API.
 
-    A request the proxy refuses (an unknown behavior, a bad option) raises :class:`ValueError`
-    with the proxy's description; an unreachable proxy raises ``requests.ConnectionError``.
+    ``proxy`` names the proxy of the process to drive (``Client(port=8080, proxy="cache")``);
+    without it, the command line's proxy. A request the proxy refuses (an unknown behavior, a
+    bad option, a proxy name it does not know) raises :class:`ValueError` with the proxy's
+    description; an unreachable proxy raises ``requests.ConnectionError``.
     """
 
     def __init__(
@@ -36,23 +40,27 @@ class Client:
         port: int | str = 8080,
         scheme: str = "http",
         timeout: float = 10.0,
+        proxy: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.scheme = scheme
         self.timeout = timeout
+        self.proxy = proxy
         self.root_url = f"{scheme}://{Address(host, int(port))}"
-        self.behavior_url = self.root_url + "/behavior"
-        self.list_behaviors_url = self.root_url + "/behaviors"
+        self.proxy_url = self.root_url + (f"/proxies/{proxy}" if proxy is not None else "")
+        self.behavior_url = self.proxy_url + "/behavior"
+        self.list_behaviors_url = self.proxy_url + "/behaviors"
 
     def __repr__(self) -> str:
-        return f"<Client {self.root_url}>"
+        return f"<Client {self.proxy_url}>"
 
-    def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-        response = requests.request(
-            method, self.root_url + path, json=payload, timeout=self.timeout
-        )
-        if response.status_code == 400:
+    def _call(
+        self, method: str, path: str, payload: dict[str, Any] | None = None, root: bool = False
+    ) -> Any:
+        url = (self.root_url if root else self.proxy_url) + path
+        response = requests.request(method, url, json=payload, timeout=self.timeout)
+        if response.status_code == 400 or _unknown_proxy(response):
             try:
                 errors = response.json()["errors"]
                 message = "; ".join(error["description"] for error in errors)
@@ -122,3 +130,24 @@ class Client:
     def get_stats(self) -> dict[str, Any]:
         """The proxy's counters: connections, bytes and events each way, behaviors applied."""
         return self._call("GET", "/stats")
+
+    # -- the process's proxies -------------------------------------------------------------
+
+    def list_proxies(self) -> dict[str, dict[str, Any]]:
+        """Every proxy of the process, by name: where it listens and forwards, its protocol,
+        its mix, whether it is enabled."""
+        return self._call("GET", "/proxies", root=True)["proxies"]
+
+    def for_proxy(self, name: str) -> Client:
+        """A client of the same API driving the proxy called ``name``."""
+        return Client(self.host, self.port, self.scheme, self.timeout, proxy=name)
+
+
+def _unknown_proxy(response: requests.Response) -> bool:
+    """Whether ``response`` says that the proxy named in the path does not exist."""
+    if response.status_code != 404:
+        return False
+    try:
+        return response.json()["errors"][0]["name"] == "proxy"
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False

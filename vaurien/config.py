@@ -17,6 +17,17 @@ Sections: ``[vaurien]`` holds the global settings and ``[statsd]`` the metrics s
 ``[behavior:NAME]``, ``[handler:NAME]`` and ``[protocol:NAME]`` hold a plugin's options and an
 optional ``callable = dotted.path`` that registers a class under ``NAME``. ``${VAR}`` is replaced
 by the environment variable ``VAR`` (``$$`` is a literal ``$``).
+
+``[proxy:NAME]`` adds a proxy called ``NAME``. It holds the per-proxy settings (``proxy`` and
+``backend``, required, then ``protocol``, ``behavior``, ``timeout`` ...) and the plugin options
+of that proxy, keyed ``KIND.PLUGIN.OPTION``::
+
+    [proxy:cache]
+    proxy = localhost:8001
+    backend = localhost:6379
+    protocol = redis
+    behavior = 20:delay
+    behavior.delay.sleep = 0.5
 """
 
 from __future__ import annotations
@@ -34,9 +45,10 @@ from vaurien.mix import BehaviorMix
 from vaurien.options import Option
 from vaurien.protocols import Protocol
 from vaurien.registry import Registry
-from vaurien.settings import SETTING_SECTIONS, SETTINGS
+from vaurien.settings import PER_PROXY, SETTING_SECTIONS, SETTINGS, proxy_name
 
 MAIN_SECTION = "vaurien"
+PROXY_SECTION = "proxy"
 PLUGIN_SECTIONS = {
     "behavior": "behavior",
     "handler": "behavior",
@@ -61,12 +73,25 @@ class _Environment(configparser.Interpolation):
 
 
 @dataclasses.dataclass
+class ProxySection:
+    """One ``[proxy:NAME]`` section: its settings, parsed, and its ``KIND.PLUGIN.OPTION`` keys
+    as written (they are checked once the plugins are registered: :func:`proxy_options`)."""
+
+    section: str
+    name: str
+    settings: dict[str, Any]
+    options: dict[tuple[str, str, str], str]
+
+
+@dataclasses.dataclass
 class ConfigFile:
-    """A loaded config file: parsed global settings and raw plugin sections."""
+    """A loaded config file: parsed global settings, raw plugin sections, and the named
+    proxies' sections (their settings parsed, their plugin options raw)."""
 
     path: str
     settings: dict[str, Any]
     plugins: list[tuple[str, str, str, dict[str, str]]]  # (section, kind, name, raw values)
+    proxies: list[ProxySection] = dataclasses.field(default_factory=list)
 
 
 def load(path: str) -> ConfigFile:
@@ -82,6 +107,7 @@ def load(path: str) -> ConfigFile:
         raise ConfigError(f"{path}: {message}") from None
     settings: dict[str, Any] = {}
     plugins: list[tuple[str, str, str, dict[str, str]]] = []
+    proxies: list[ProxySection] = []
     try:
         for section in parser.sections():
             values = dict(parser.items(section))
@@ -89,16 +115,68 @@ def load(path: str) -> ConfigFile:
                 settings.update(_settings_section(section, values))
                 continue
             prefix, colon, name = section.partition(":")
+            if colon and prefix == PROXY_SECTION:
+                proxies.append(_proxy_section(section, name, values))
+                continue
             if not colon or prefix not in PLUGIN_SECTIONS or not name:
                 expected = ", ".join(f"[{name}]" for name in SETTING_SECTIONS)
                 raise ConfigError(
-                    f"[{section}]: unknown section (expected {expected}, [behavior:NAME], "
-                    f"[handler:NAME] or [protocol:NAME])"
+                    f"[{section}]: unknown section (expected {expected}, [proxy:NAME], "
+                    f"[behavior:NAME], [handler:NAME] or [protocol:NAME])"
                 )
             plugins.append((section, PLUGIN_SECTIONS[prefix], name, values))
     except VaurienError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return ConfigFile(path, settings, plugins)
+    return ConfigFile(path, settings, plugins, proxies)
+
+
+def _proxy_section(section: str, name: str, values: dict[str, str]) -> ProxySection:
+    """Parse a ``[proxy:NAME]`` section's settings; keep its plugin options as text."""
+    try:
+        proxy_name(name)
+    except ConfigError as e:
+        raise ConfigError(f"[{section}]: {e}") from None
+    by_key = {setting.key: setting for setting in PER_PROXY}
+    parsed = ProxySection(section, name, {}, {})
+    for key, text in values.items():
+        kind, dot, rest = key.partition(".")
+        plugin, dot2, option = rest.partition(".")
+        if dot and dot2 and kind in PLUGIN_SECTIONS and plugin and option:
+            parsed.options[(PLUGIN_SECTIONS[kind], plugin, option)] = text
+            continue
+        setting = by_key.get(key)
+        if setting is None:
+            known = ", ".join([*by_key, "behavior.NAME.OPTION", "protocol.NAME.OPTION"])
+            raise ConfigError(f"[{section}] unknown key {key!r} (known: {known})")
+        try:
+            parsed.settings[setting.name] = setting.parse(text)
+        except OptionError as e:
+            raise ConfigError(f"[{section}] {key}: {e.problem}") from None
+    for required in ("proxy", "backend"):
+        if required not in parsed.settings:
+            raise ConfigError(f"[{section}] needs {required} = HOST:PORT")
+    return parsed
+
+
+def proxy_options(
+    path: str, proxy: ProxySection, registries: dict[str, Registry]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Check a ``[proxy:NAME]`` section's plugin options against the registered plugins;
+    return their values by ``(kind, plugin)``."""
+    options: dict[tuple[str, str], dict[str, Any]] = {}
+    for (kind, plugin, option), text in proxy.options.items():
+        key = f"{kind}.{plugin}.{option}"
+        try:
+            table = registries[kind].options(plugin)
+            if option not in table:
+                known = ", ".join(sorted(table)) or "none"
+                raise ConfigError(f"unknown option {option!r} of {plugin} (known: {known})")
+            options.setdefault((kind, plugin), {})[option] = table[option].parse(text)
+        except OptionError as e:
+            raise ConfigError(f"{path}: [{proxy.section}] {key}: {e.problem}") from None
+        except VaurienError as e:
+            raise ConfigError(f"{path}: [{proxy.section}] {key}: {e}") from None
+    return options
 
 
 def _settings_section(section: str, values: dict[str, str]) -> dict[str, Any]:
@@ -159,6 +237,17 @@ _SAMPLE_HEADER = """\
 # [behavior:NAME] and [protocol:NAME] sections hold the options of a plugin. In such a
 # section, callable = pkg.module.Class first registers that class under NAME, so a file
 # can bring its own plugins. [handler:NAME] is the Vaurien 1.x spelling of [behavior:NAME].
+#
+# [proxy:NAME] sections add proxies beside the one [vaurien] defines. Each holds proxy and
+# backend, any of the settings below marked "per proxy" (the others come from [vaurien]), and
+# that proxy's plugin options as KIND.PLUGIN.OPTION keys:
+#
+#     [proxy:cache]
+#     proxy = localhost:8001
+#     backend = localhost:6379
+#     protocol = redis
+#     behavior = 20:delay
+#     behavior.delay.sleep = 0.5
 #
 # Generated by vaurien.config.render_sample(); the test suite checks that they agree.
 """
@@ -221,6 +310,8 @@ def render_sample(
             help_text = setting.help
             if setting.option.range is not None:
                 help_text = f"{help_text.rstrip('.')} ({setting.option.range})."
+            if setting in PER_PROXY:
+                help_text += " Per proxy."
             lines += _comment(help_text)
             if setting.name == "backend":
                 lines.append(f"backend = {backend}")

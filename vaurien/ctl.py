@@ -5,6 +5,8 @@
     vaurienctl list-behaviors
     vaurienctl set-behavior delay --option sleep=2
     vaurienctl --host http://localhost:8081 get-behavior
+    vaurienctl --proxy cache set-behavior 10:error      # the proxy named cache
+    vaurienctl list-proxies
 
 Exit status: 0 when done, 1 when the proxy cannot be reached or refuses, 2 for a usage error.
 """
@@ -48,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help=f"URL of the control API (default: {DEFAULT_HOST})",
     )
+    parser.add_argument(
+        "--proxy",
+        metavar="NAME",
+        help="the proxy to drive, by name (default: the command line's proxy of that Vaurien)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.add_parser("list-proxies", help="List the proxies of that Vaurien.")
     commands.required = True
     commands.add_parser("list-behaviors", help="List the behaviors the proxy knows.")
     commands.add_parser("get-behavior", help="Show the behavior in force.")
@@ -68,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _client(url: str) -> Any:
+def _client(url: str, proxy: str | None = None) -> Any:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"--host must be a URL such as {DEFAULT_HOST}, got {url!r}")
@@ -80,11 +88,17 @@ def _client(url: str) -> Any:
         port = 443 if parts.scheme == "https" else 80
     from vaurien.client import Client
 
-    return Client(parts.hostname, port, parts.scheme)
+    return Client(parts.hostname, port, parts.scheme, proxy=proxy)
 
 
 def run(client: Any, args: argparse.Namespace) -> str:
     """Run one command; return what to print."""
+    if args.command == "list-proxies":
+        return "\n".join(
+            f"{name}: {about['proxy']} -> {about['backend']} ({about['protocol']}, "
+            f"{about['behavior']}{'' if about['enabled'] else ', disabled'})"
+            for name, about in client.list_proxies().items()
+        )
     if args.command == "list-behaviors":
         return ", ".join(client.list_behaviors())
     if args.command == "get-behavior":
@@ -103,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        client = _client(args.host)
+        client = _client(args.host, args.proxy)
     except ValueError as e:
         parser.error(str(e))
     except ImportError as e:

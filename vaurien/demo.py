@@ -11,7 +11,7 @@ from typing import Any
 from gevent.pywsgi import WSGIServer
 
 from vaurien.network import Address
-from vaurien.proxy import Proxy
+from vaurien.server import Server
 from vaurien.serving import serve_until_signal
 from vaurien.settings import ProxyConfig
 
@@ -46,7 +46,8 @@ def run_demo(config: ProxyConfig, explicit_behavior: bool) -> None:
         protocol="http",  # the backend speaks HTTP: errors are real 5xx answers
         behavior=config.behavior if explicit_behavior else DEMO_BEHAVIOR,
     )
-    proxy = Proxy(config, name="vaurien demo")
+    server = Server.of(config)
+    proxy = server.proxies[config.name]
 
     def announce() -> None:
         host, port = proxy.address
@@ -60,6 +61,6 @@ def run_demo(config: ProxyConfig, explicit_behavior: bool) -> None:
         )
 
     try:
-        serve_until_signal(proxy, announce)
+        serve_until_signal(server, announce)
     finally:
         backend.stop()

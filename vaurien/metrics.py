@@ -14,7 +14,7 @@ Both libraries are optional extras: ``vaurien[statsd]`` and ``vaurien[prometheus
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -171,13 +171,19 @@ class StatsdReporter:
 
     @classmethod
     def from_config(cls, proxy: Any) -> StatsdReporter:
-        """A reporter for the ``statsd_*`` settings of the proxy's configuration."""
+        """A reporter for the ``statsd_*`` settings of the proxy's configuration.
+
+        The proxy named ``default`` reports under the prefix, any other under ``PREFIX.NAME``.
+        """
         config = proxy.config
+        prefix = config.statsd_prefix
+        if proxy.name != "default":
+            prefix = f"{prefix}.{proxy.name}" if prefix else proxy.name
         return cls(
             proxy,
             host=config.statsd_host,
             port=config.statsd_port,
-            prefix=config.statsd_prefix,
+            prefix=prefix,
             sample_rate=config.statsd_sample_rate,
         )
 
@@ -247,18 +253,32 @@ def prometheus_text(proxy: Any) -> tuple[bytes, str]:
 
     Raises :class:`ImportError` when prometheus-client is not installed.
     """
+    return _render(lambda: [({}, proxy.stats())])
+
+
+def prometheus_text_of(proxies: Iterable[Any]) -> tuple[bytes, str]:
+    """:func:`prometheus_text` for several proxies: each sample has a ``proxy`` label, the
+    proxy's name."""
+    return _render(lambda: [({"proxy": proxy.name}, proxy.stats()) for proxy in proxies])
+
+
+def _render(read: Any) -> tuple[bytes, str]:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     class Collector:
         def collect(self) -> Any:
-            stats = proxy.stats()
+            all_stats = read()
             for metric in METRICS:
+                extra = list(all_stats[0][0]) if all_stats else []
+                labels = extra + ([metric.label] if metric.label else [])
                 family = (CounterMetricFamily if metric.kind == COUNTER else GaugeMetricFamily)(
-                    metric.prometheus, metric.help, labels=[metric.label] if metric.label else []
+                    metric.prometheus, metric.help, labels=labels
                 )
-                for label_value, value in metric.values(stats):
-                    family.add_metric([label_value] if metric.label else [], value)
+                for fixed, stats in all_stats:
+                    for label_value, value in metric.values(stats):
+                        values = list(fixed.values()) + ([label_value] if metric.label else [])
+                        family.add_metric(values, value)
                 yield family
 
     registry = CollectorRegistry(auto_describe=False)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from itertools import accumulate
 from typing import Any
 
+from vaurien.chain import Chain
 from vaurien.errors import SpecError
 from vaurien.registry import Registry
 
@@ -46,7 +47,7 @@ DIRECTION_OPTION = {
     )
 }
 
-#: One entry of a mix: its percent, and the names of the behaviors it chains (one for now).
+#: One entry of a mix: its percent, and the names of the behaviors it chains (often one).
 Entry = tuple[float, tuple[str, ...]]
 
 
@@ -59,9 +60,8 @@ class BehaviorMix:
     to ``dummy``. An entry may appear once. ``NAME`` is a behavior's name or a dotted path
     (``pkg.mod.Class`` or ``pkg.mod:Class``); :func:`read_spec` turns paths into names.
 
-    An entry may also chain behaviors, ``30:delay+bandwidth``: the grammar reads chains, so
-    specs and configurations can name them, but a proxy does not run them yet (:meth:`Mix.create`
-    refuses them).
+    An entry may chain behaviors, ``30:delay+bandwidth``: on the events it gets, each behavior
+    acts in turn, in the order written (see :mod:`vaurien.chain`).
     """
 
     entries: tuple[Entry, ...]
@@ -191,16 +191,11 @@ class Mix:
         :func:`read_spec` returns them) with ``options[name]``.
 
         ``duplex`` is the protocol's: whether its events may run both ways at once. ``random``
-        returns a float in [0, 1) (the proxy's ``random.random``). Raises
+        returns a float in [0, 1) (the proxy's ``random.random``). An entry of several names
+        is picked as one :class:`~vaurien.chain.Chain` of their instances. Raises
         :class:`~vaurien.errors.VaurienError` for an option value or a plugin that cannot be
-        created, and :class:`SpecError` for a chain, which proxies do not run yet.
+        created.
         """
-        for percent, names in spec.entries:
-            if len(names) > 1:
-                raise SpecError(
-                    f"{percent:g}:{'+'.join(names)}: chains of behaviors (NAME+NAME) are not "
-                    f"supported yet; give each behavior its own share"
-                )
         instances = {
             name: behaviors.create(name, options.get(name, {}), proxy=proxy) for name in spec.names
         }
@@ -215,7 +210,32 @@ class Mix:
             dummy,
             exclusive=not (duplex and all(getattr(b, "duplex", False) for b in instances.values())),
             _bounds=list(accumulate(percent for percent, _ in live)),
-            _choices=[instances[names[0]] for _, names in live],
+            _choices=[
+                instances[names[0]] if len(names) == 1 else Chain([instances[n] for n in names])
+                for _, names in live
+            ],
+            _random=random,
+        )
+
+    @classmethod
+    def of(
+        cls,
+        spec: BehaviorMix,
+        behavior: Any,
+        dummy: Any,
+        *,
+        duplex: bool,
+        random: Callable[[], float],
+    ) -> Mix:
+        """A mix in which ``behavior``, already made (a proxy's toxics), gets every event;
+        ``spec`` is how it shows."""
+        return cls(
+            spec,
+            {behavior.name: behavior},
+            dummy,
+            exclusive=not (duplex and getattr(behavior, "duplex", False)),
+            _bounds=[100.0],
+            _choices=[behavior],
             _random=random,
         )
 

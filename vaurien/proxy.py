@@ -9,10 +9,12 @@ to the protocol. The proxy keeps the counters of all its sessions.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import random
 import socket
-from collections.abc import Mapping
+import struct
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gevent
@@ -20,6 +22,7 @@ import gevent.event
 import gevent.socket
 
 from vaurien.endpoint import PipePool
+from vaurien.errors import VaurienError
 from vaurien.mix import BehaviorMix, Mix, read_spec
 from vaurien.network import (
     AcceptServer,
@@ -32,11 +35,18 @@ from vaurien.network import (
 )
 from vaurien.session import Session
 from vaurien.settings import ProxyConfig
+from vaurien.toxics import ProxyToxics, Toxic
 
 log = logging.getLogger(__name__)
 
 #: Connections accepted per wake-up of the listening socket.
 ACCEPT_BURST = 1000
+#: Seconds between two probes of a backend that could not be reached (``refuse_when_backend_down``):
+#: the first wait, doubled after each failed probe up to the second.
+PROBE_PAUSES = (0.05, 1.0)
+_LINGER_RESET = struct.pack("ii", 1, 0)
+#: How a mix of toxics shows (``GET /behavior``).
+TOXICS_SPEC = BehaviorMix.single(ProxyToxics.name)
 
 
 class Proxy:
@@ -44,12 +54,14 @@ class Proxy:
 
     Nothing is shared between two proxies: each has its own plugin registries, plugin
     instances and random source (seeded with ``config.seed``). Use it as a context manager,
-    or call :meth:`start` and :meth:`stop`.
+    or call :meth:`start` and :meth:`stop`; :meth:`disable` and :meth:`start` take it down
+    and up again on the same address, :meth:`move` sends it elsewhere. ``name`` defaults to
+    the configuration's.
     """
 
-    def __init__(self, config: ProxyConfig, name: str = "vaurien") -> None:
+    def __init__(self, config: ProxyConfig, name: str | None = None) -> None:
         self.config = config
-        self.name = name
+        self.name = name if name is not None else config.name
         self.seed = (
             config.seed if config.seed is not None else random.SystemRandom().getrandbits(32)
         )
@@ -73,8 +85,15 @@ class Proxy:
         self.bytes_to_backend = 0
         self.bytes_to_client = 0
         self._server: AcceptServer | None = None
+        #: Whether the proxy is up: listening (or waiting for its backend to listen again).
+        self.enabled = False
+        self._bound: Address | None = None  # where it listened last: it listens there again
+        self._probing: gevent.Greenlet | None = None  # waits for an unreachable backend
         self._stopped = gevent.event.Event()
+        #: The toxics (Toxiproxy's API); while there are some, they are the mix in force.
+        self.toxics = ProxyToxics(self.random.random)
         self.mix: Mix
+        self._behavior_mix: Mix  # the mix in force when there are no toxics
         self.set_behavior(config.behavior)
 
     # -- the behavior mix ------------------------------------------------------------------
@@ -91,7 +110,8 @@ class Proxy:
 
         ``options`` maps behavior names to option values that replace the configured ones
         (those from the command line or the config file). Everything is checked before the
-        swap, which is one assignment: two calls never blend.
+        swap, which is one assignment: two calls never blend. The proxy's toxics, if any, are
+        removed: the mix takes their place.
         """
         config = self.config
         spec = read_spec(spec, config.behaviors)
@@ -100,7 +120,7 @@ class Proxy:
             name: {**config.options_for("behavior", name), **options.get(name, {})}
             for name in spec.names
         }
-        self.mix = Mix.create(
+        self.mix = self._behavior_mix = Mix.create(
             spec,
             config.behaviors,
             values,
@@ -108,30 +128,132 @@ class Proxy:
             random=self.random.random,
             proxy=self,
         )
+        if self.toxics.toxics:
+            self.toxics.replace(())
+
+    def set_toxics(self, toxics: Sequence[Toxic]) -> None:
+        """Put ``toxics`` (made by :func:`~vaurien.toxics.make_toxic` for this proxy) in force
+        in place of the mix, on new and open connections; none puts the mix back."""
+        self.toxics.replace(toxics)
+        if not toxics:
+            self.mix = self._behavior_mix
+            return
+        self.mix = Mix.of(
+            TOXICS_SPEC,
+            self.toxics,
+            self._behavior_mix.dummy,
+            duplex=self.protocol.duplex,
+            random=self.random.random,
+        )
+
+    def reset(self) -> None:
+        """Back to how the configuration made it: listening, the configured mix, no toxics
+        (Toxiproxy's ``POST /reset``)."""
+        self.set_behavior(self.config.behavior)
+        if not self.enabled:
+            self.start()
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Bind the listening socket and start accepting clients."""
-        listener = listen(self.config.proxy, self.config.backlog, self._prepare_listener)
-        self._server = AcceptServer(listener, self._handle, self.name)
-        # Accept a whole burst per wake-up: a full listen queue makes clients retransmit SYNs.
-        self._server.max_accept = ACCEPT_BURST
-        self._server.start()
+    def start(self, address: Address | None = None) -> None:
+        """Bind the listening socket and start accepting clients.
+
+        A proxy that listened before binds the same address again (the same port, when port 0
+        was asked); with ``address``, it listens there from now on. Failures are
+        :class:`~vaurien.errors.VaurienError` naming the address, and change nothing.
+        """
+        self._listen(address or self._bound or self.config.proxy)
+        if address is not None and address != self.config.proxy:
+            self.config = dataclasses.replace(self.config, proxy=address)
+        self.enabled = True
         self._stopped.clear()
         self._log_start()
+        if self.config.refuse_when_backend_down:
+            gevent.spawn(self._first_probe)
 
-    def stop(self, timeout: float = 1.0) -> None:
-        """Stop accepting, close every session, and wait at most ``timeout`` for them to end.
+    def disable(self, timeout: float = 1.0) -> None:
+        """Stop listening, so that connects are refused, and close every session, waiting at
+        most ``timeout`` for them to end. :meth:`start` listens again on the same address.
 
         Clients still waiting for their backend connection are let go too.
         """
-        server = self._server
-        if server is None:
-            return
-        address = self.address_text
-        self._server = None
-        server.close()
+        was_enabled, self.enabled = self.enabled, False
+        self._stop_probing()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        self._close_sessions(timeout)
+        if self.pipes is not None:
+            self.pipes.close()
+        if was_enabled:
+            log.info("%s on %s stopped", self.name, self.address_text)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop for good: :meth:`disable`, then :meth:`serve_forever` returns."""
+        self.disable(timeout)
+        self._stopped.set()
+
+    def move(self, listen: Address | None = None, backend: Address | None = None) -> None:
+        """Listen on ``listen``, forward to ``backend``, or both, from now on, closing the open
+        sessions (a restart, as Toxiproxy does when either changes).
+
+        The new address is bound before the old one is let go, so a failure to bind (a
+        :class:`~vaurien.errors.VaurienError`) changes nothing; when the new address clashes
+        with the proxy's own (the same port, another host), the old one is closed first and
+        bound again if the new one still fails.
+        """
+        listener = None
+        if listen is not None and self.enabled:
+            listener = self._bind_beside(listen)
+        self._stop_probing()  # a new backend, or a new address: probe anew below
+        changes: dict[str, Any] = {}
+        if listen is not None:
+            changes["proxy"] = listen
+            self._bound = None
+        if backend is not None:
+            changes["backend"] = self.backend = backend
+        self.config = dataclasses.replace(self.config, **changes)
+        self._close_sessions(1.0)
+        if listener is not None:
+            old, self._server = self._server, None
+            if old is not None:
+                old.close()
+            self._serve_on(listener)
+        elif self.enabled and self._server is None:  # it waited for the old backend
+            self._listen(self._bound or self.config.proxy)
+        if self.enabled and self.config.refuse_when_backend_down:
+            gevent.spawn(self._first_probe)
+        log.info(
+            "%s moved: listening on %s, backend %s", self.name, self.address_text, self.backend
+        )
+
+    def _bind_beside(self, address: Address) -> gevent.socket.socket:
+        try:
+            return listen(address, self.config.backlog, self._prepare_listener)
+        except VaurienError:
+            if self._server is None or self._bound is None or address.port != self._bound.port:
+                raise
+        # The same port on another host: the proxy's own socket is in the way.
+        old, self._server = self._server, None
+        old.close()
+        try:
+            return listen(address, self.config.backlog, self._prepare_listener)
+        except VaurienError:
+            self._listen(self._bound)
+            raise
+
+    def _listen(self, address: Address) -> None:
+        self._serve_on(listen(address, self.config.backlog, self._prepare_listener))
+
+    def _serve_on(self, listener: gevent.socket.socket) -> None:
+        server = AcceptServer(listener, self._handle, self.name)
+        # Accept a whole burst per wake-up: a full listen queue makes clients retransmit SYNs.
+        server.max_accept = ACCEPT_BURST
+        server.start()
+        self._server = server
+        self._bound = Address(*listener.getsockname()[:2])
+
+    def _close_sessions(self, timeout: float) -> None:
         in_session = set()
         for session in list(self.sessions):
             in_session.add(session.handler)
@@ -142,16 +264,74 @@ class Proxy:
             if handler not in in_session:
                 handler.kill(block=False)
         gevent.joinall(handlers, timeout=timeout)
-        if self.pipes is not None:
-            self.pipes.close()
-        self._stopped.set()
-        log.info("%s on %s stopped", self.name, address)
+
+    # -- a backend that cannot be reached (refuse_when_backend_down) ---------------------------
+
+    def _first_probe(self) -> None:
+        try:
+            self._connector.connect(self.backend).close()
+        except OSError as e:
+            self._backend_down(e)
+
+    def _backend_down(self, error: OSError) -> None:
+        """Stop listening until the backend can be reached again: new clients are refused."""
+        if self._probing is not None or not self.enabled:
+            return
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        log.warning(
+            "%s: backend %s unreachable (%s): not listening on %s until it answers",
+            self.name,
+            self.backend,
+            describe_failure(error),
+            self.address_text,
+        )
+        self._probing = gevent.spawn(self._wait_for_backend)
+
+    def _stop_probing(self) -> None:
+        probing, self._probing = self._probing, None
+        if probing is not None:
+            probing.kill(block=False)
+
+    def _wait_for_backend(self) -> None:
+        pause, longest = PROBE_PAUSES
+        try:
+            while self.enabled:
+                gevent.sleep(pause)
+                pause = min(longest, pause * 2)
+                try:
+                    self._connector.connect(self.backend).close()
+                except OSError:
+                    continue
+                if not self.enabled:
+                    return
+                try:
+                    self._listen(self._bound or self.config.proxy)
+                except VaurienError as e:
+                    log.warning(
+                        "%s: backend %s answers, but %s; retrying", self.name, self.backend, e
+                    )
+                    continue
+                log.info(
+                    "%s: backend %s answers again: listening on %s",
+                    self.name,
+                    self.backend,
+                    self.address_text,
+                )
+                return
+        finally:
+            if self._probing is gevent.getcurrent():
+                self._probing = None
 
     def serve_forever(self) -> None:
         """Start if needed and serve until :meth:`stop` is called."""
-        if self._server is None:
+        if not self.enabled:
             self.start()
-        self._stopped.wait()
+        # With a timeout: the timer keeps the hub alive while the proxy is disabled (no
+        # listener), when nothing else may.
+        while not self._stopped.wait(3600):
+            pass
 
     def __enter__(self) -> Proxy:
         self.start()
@@ -162,21 +342,26 @@ class Proxy:
 
     @property
     def address(self) -> tuple[str, int]:
-        """The address actually listened on (the real port when ``0`` was asked)."""
-        if self._server is None:
+        """The address listened on (the real port when ``0`` was asked), also while the proxy
+        is disabled, once it listened."""
+        if self._bound is None:
             raise RuntimeError("the proxy is not started")
-        return self._server.socket.getsockname()[:2]
+        return self._bound.host, self._bound.port
+
+    @property
+    def listen_address(self) -> Address:
+        """Where the proxy listens: the address bound, or the one configured before that."""
+        return self._bound or self.config.proxy
 
     @property
     def address_text(self) -> str:
         """The listening address as ``host:port``."""
-        host, port = self.address if self._server is not None else (self.config.proxy.host, 0)
-        return str(Address(host, port))
+        return str(self.listen_address)
 
     def _log_start(self) -> None:
         config = self.config
         idle = "kept open" if config.stay_connected else f"closed after {config.timeout:g}s idle"
-        log.info("%s listening on %s", self.name, self.address_text)
+        log.info("proxy %s listening on %s", self.name, self.address_text)
         log.info("  backend:  %s (connect timeout %gs)", self.backend, config.timeout)
         log.info("  protocol: %s", config.protocol)
         log.info("  behavior: %s (picked per %s)", self.mix.spec, config.scope)
@@ -208,12 +393,19 @@ class Proxy:
             backend_sock = self._connector.connect(backend)
         except OSError as e:
             log.warning(
-                "cannot reach backend %s: %s; closing client %s",
+                "%s: cannot reach backend %s: %s; closing client %s",
+                self.name,
                 backend,
                 describe_failure(e),
                 PeerName(client_address),
             )
-            client_sock.close()
+            if self.config.refuse_when_backend_down:
+                # A reset, as close as an accepted client gets to a refused connect.
+                client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                client_sock.close()
+                self._backend_down(e)
+            else:
+                client_sock.close()
             return
         try:
             session = Session(self, client_sock, client_address, backend_sock)

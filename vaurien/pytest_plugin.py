@@ -52,10 +52,12 @@ def command_line(**options: Any) -> list[str]:
 @pytest.fixture
 def vaurien_proxy() -> Iterator[Callable[..., Any]]:
     """Factory: ``vaurien_proxy(backend="host:port", protocol="tcp", behavior="100:dummy",
-    **options)`` starts a proxy and returns its handle (a :class:`vaurien.util.ProxyProcess`).
+    name=None, **options)`` starts a proxy and returns its handle (a
+    :class:`vaurien.util.ProxyProcess`).
 
     The handle has ``host``, ``port``, ``address`` (``host:port``), ``client`` (a
-    :class:`vaurien.Client` of its control API), ``pid`` and ``output()`` (the proxy's log).
+    :class:`vaurien.Client` of its control API, driving the proxy by its ``name`` when it has
+    one), ``pid`` and ``output()`` (the proxy's log).
     ``options`` become command-line flags (see :func:`command_line`). A proxy that dies during
     the test fails it, with its log.
     """
@@ -68,6 +70,7 @@ def vaurien_proxy() -> Iterator[Callable[..., Any]]:
         backend: str | tuple[str, int],
         protocol: str = "tcp",
         behavior: str = "100:dummy",
+        name: str | None = None,
         **options: Any,
     ) -> ProxyProcess:
         target = Address(*backend) if isinstance(backend, tuple) else Address.parse(backend)
@@ -82,6 +85,7 @@ def vaurien_proxy() -> Iterator[Callable[..., Any]]:
                 http_host=HOST,
                 http_port=_free_port(),
                 options=flags,
+                name=name,
             )
             try:
                 process.start()

@@ -9,8 +9,10 @@ docs. Plugin options come from the plugins' own tables; this module holds everyt
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,6 +54,19 @@ def _host(text: str) -> str:
     return host
 
 
+#: What a proxy's name may hold: it is a part of the control APIs' URLs, and an INI section's.
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def proxy_name(text: str) -> str:
+    """Check a proxy's name: letters, digits, ``_``, ``.`` and ``-``, at most 100."""
+    if not _NAME.fullmatch(text):
+        raise ConfigError(
+            f"{text!r} is not a proxy name: use letters, digits, '_', '.' and '-' (at most 100)"
+        )
+    return text
+
+
 def _word(*words: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         word = text.strip().lower()
@@ -70,11 +85,14 @@ class Setting:
 
     The flag is ``--name-with-dashes``. In ``[vaurien]`` the key is ``name``; in another section
     it is ``name`` without the section's prefix (``statsd_host`` is ``host`` in ``[statsd]``).
+    A ``per_proxy`` setting may differ from one named proxy to the next: it is also a key of
+    the ``[proxy:NAME]`` sections.
     """
 
     option: Option
     section: str = "vaurien"
     metavar: str | None = None
+    per_proxy: bool = False
 
     @property
     def name(self) -> str:
@@ -123,30 +141,55 @@ def _setting(
     *,
     range: Range | None = None,
     section: str = "vaurien",
+    per_proxy: bool = False,
 ) -> Setting:
-    return Setting(Option(name, help, type_, default, range=range), section, metavar)
+    return Setting(Option(name, help, type_, default, range=range), section, metavar, per_proxy)
 
 
 _PORT = between(0, 65535)
 
 SETTINGS: tuple[Setting, ...] = (
     _setting(
-        "proxy", Address.parse, Address("localhost", 8000), "Address to listen on.", "HOST:PORT"
+        "name",
+        proxy_name,
+        "default",
+        "Name of the proxy the command line (or [vaurien]) defines; the control APIs and the "
+        "logs call it by this name.",
+        "NAME",
+        per_proxy=True,
     ),
-    _setting("backend", Address.parse, None, "Address of the backend to forward to.", "HOST:PORT"),
+    _setting(
+        "proxy",
+        Address.parse,
+        Address("localhost", 8000),
+        "Address to listen on.",
+        "HOST:PORT",
+        per_proxy=True,
+    ),
+    _setting(
+        "backend",
+        Address.parse,
+        None,
+        "Address of the backend to forward to.",
+        "HOST:PORT",
+        per_proxy=True,
+    ),
     _setting(
         "protocol",
         str,
         "tcp",
         "Protocol of the traffic: a registered name or a dotted path to a class.",
         "NAME",
+        per_proxy=True,
     ),
     _setting(
         "behavior",
         BehaviorMix.parse,
         BehaviorMix.single("dummy"),
-        "Behavior mix, PERCENT:NAME[,PERCENT:NAME...]; what is left goes to dummy.",
+        "Behavior mix, PERCENT:NAME[+NAME...][,PERCENT:NAME...]; what is left goes to dummy. "
+        "NAME+NAME chains behaviors: each acts on the same event in turn.",
         "SPEC",
+        per_proxy=True,
     ),
     _setting(
         "scope",
@@ -155,6 +198,7 @@ SETTINGS: tuple[Setting, ...] = (
         "When a behavior is picked from the mix: for each event (event), or once per "
         "connection, both directions sharing the pick for the connection's life (connection).",
         "SCOPE",
+        per_proxy=True,
     ),
     _setting(
         "timeout",
@@ -163,14 +207,22 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds to connect to the backend, and seconds a session may stay idle.",
         "SECONDS",
         range=at_least(0.001),
+        per_proxy=True,
     ),
-    _setting("stay_connected", bool, False, "Keep idle sessions open (no idle timeout)."),
+    _setting(
+        "stay_connected",
+        bool,
+        False,
+        "Keep idle sessions open (no idle timeout).",
+        per_proxy=True,
+    ),
     _setting(
         "tcp_keepalive",
         bool,
         False,
         "TCP keep-alive probes on both connections of every session, so that a peer that "
         "vanished ends its idle session.",
+        per_proxy=True,
     ),
     _setting(
         "backlog",
@@ -179,6 +231,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Listen backlog of the proxy's socket.",
         "N",
         range=at_least(1),
+        per_proxy=True,
     ),
     _setting(
         "max_connections",
@@ -187,14 +240,26 @@ SETTINGS: tuple[Setting, ...] = (
         "Most clients served at once; beyond it new clients are closed at once.",
         "N",
         range=at_least(1),
+        per_proxy=True,
+    ),
+    _setting(
+        "refuse_when_backend_down",
+        bool,
+        False,
+        "When the backend cannot be reached, stop listening, so that new clients get "
+        "'connection refused' as they would from the backend itself, and listen again once a "
+        "probe reaches the backend.",
+        per_proxy=True,
     ),
     _setting(
         "seed",
         _whole_number,
         None,
-        "Seed of the random source behind every choice, for reproducible chaos.",
+        "Seed of the random source behind every choice, for reproducible chaos. The proxy "
+        "named default uses it as it is; every other proxy, one derived from it and its name.",
         "N",
         range=at_least(0),
+        per_proxy=True,
     ),
     _setting(
         "log_level",
@@ -219,6 +284,23 @@ SETTINGS: tuple[Setting, ...] = (
         "HOST",
     ),
     _setting("http_port", _whole_number, 8080, "Port of the control API.", "PORT", range=_PORT),
+    _setting(
+        "toxiproxy_api",
+        Address.parse,
+        None,
+        "Address of the Toxiproxy-compatible HTTP API (Toxiproxy's clients drive every proxy "
+        "through it); not started unless given. Anyone who can reach it can reconfigure the "
+        "proxies: keep it on a loopback address.",
+        "HOST:PORT",
+    ),
+    _setting(
+        "toxiproxy_config",
+        str,
+        None,
+        "JSON file of proxies (and their toxics) to create at start, the array that "
+        "POST /populate takes, as toxiproxy-server -config reads it.",
+        "FILE",
+    ),
     _setting(
         "statsd_enabled",
         bool,
@@ -280,6 +362,7 @@ class ProxyConfig:
     registered names.
     """
 
+    name: str = _default("name")
     proxy: Address = _default("proxy")
     backend: Address = _default("backend")  # required: __post_init__ says so when missing
     protocol: str = _default("protocol")
@@ -290,12 +373,15 @@ class ProxyConfig:
     tcp_keepalive: bool = _default("tcp_keepalive")
     backlog: int = _default("backlog")
     max_connections: int = _default("max_connections")
+    refuse_when_backend_down: bool = _default("refuse_when_backend_down")
     seed: int | None = _default("seed")
     log_level: str = _default("log_level")
     log_output: str = _default("log_output")
     http: bool = _default("http")
     http_host: str = _default("http_host")
     http_port: int = _default("http_port")
+    toxiproxy_api: Address | None = _default("toxiproxy_api")
+    toxiproxy_config: str | None = _default("toxiproxy_config")
     statsd_enabled: bool = _default("statsd_enabled")
     statsd_host: str = _default("statsd_host")
     statsd_port: int = _default("statsd_port")
@@ -330,6 +416,89 @@ class ProxyConfig:
     def options_for(self, kind: str, name: str) -> Mapping[str, Any]:
         """The option values the user set for plugin ``name`` of ``kind``."""
         return self.plugin_options.get((kind, name), {})
+
+
+#: The settings that say which proxy it is: a named proxy never takes them from ``[vaurien]``
+#: or the command line (the others, ``timeout`` and the like, it inherits from there).
+IDENTITY = frozenset({"name", "proxy", "backend", "protocol", "behavior", "seed"})
+#: The settings a ``[proxy:NAME]`` section may hold (its name is in its header).
+PER_PROXY = tuple(s for s in SETTINGS if s.per_proxy and s.name != "name")
+
+
+def derive_seed(seed: int | None, name: str) -> int | None:
+    """The seed of the proxy called ``name`` when the process's is ``seed``: the proxy named
+    ``default`` uses ``seed`` itself, every other one a number drawn from both, so each proxy
+    has a random source of its own and ``--seed`` still reproduces all of them. None (no
+    seed) stays None: each proxy draws its own."""
+    if seed is None or name == "default":
+        return seed
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """The whole process: its settings and the proxies it starts with.
+
+    ``settings`` holds every setting's value, resolved as for a :class:`ProxyConfig` (defaults
+    < config file < command line) but without requiring a backend: the global ones (logs,
+    control API, ``toxiproxy_api``) are read from it as attributes, and a proxy made later
+    (through the Toxiproxy API) inherits its per-proxy ones with :meth:`proxy_config`.
+    ``proxies`` are the proxies to start, in order: the command line's first, when it has a
+    backend, then the ``[proxy:NAME]`` sections'. ``plugin_options``, ``behaviors`` and
+    ``protocols`` are the global plugin option values and registries each proxy starts from.
+    """
+
+    settings: Mapping[str, Any]
+    proxies: tuple[ProxyConfig, ...] = ()
+    plugin_options: Mapping[tuple[str, str], Mapping[str, Any]] = dataclasses.field(
+        default_factory=dict
+    )
+    behaviors: Registry = dataclasses.field(default_factory=Behavior.copy)
+    protocols: Registry = dataclasses.field(default_factory=Protocol.copy)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in SETTINGS_BY_NAME:
+            return self.settings.get(name, SETTINGS_BY_NAME[name].default)
+        raise AttributeError(name)
+
+    @classmethod
+    def single(cls, config: ProxyConfig) -> ServerConfig:
+        """The configuration of a process running one proxy, ``config``."""
+        return cls(
+            {setting.name: getattr(config, setting.name) for setting in SETTINGS},
+            (config,),
+            config.plugin_options,
+            config.behaviors,
+            config.protocols,
+        )
+
+    def proxy_config(
+        self,
+        name: str,
+        plugin_options: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+        **values: Any,
+    ) -> ProxyConfig:
+        """The configuration of a proxy called ``name``: ``values`` (its ``proxy``, ``backend``
+        and any per-proxy setting), and for the others what the process's settings say
+        (``protocol`` tcp and ``behavior`` dummy unless given; the seed derived with
+        :func:`derive_seed`). ``plugin_options`` replace the global values option by option.
+        Its registries are copies of the process's, so its plugins are its own."""
+        inherited = {
+            key: value
+            for key, value in self.settings.items()
+            if key not in IDENTITY and value is not None
+        }
+        merged = {key: dict(value) for key, value in self.plugin_options.items()}
+        for key, given in (plugin_options or {}).items():
+            merged.setdefault(key, {}).update(given)
+        values.setdefault("seed", derive_seed(self.settings.get("seed"), name))
+        return ProxyConfig(
+            **{**inherited, **values, "name": name},
+            plugin_options=merged,
+            behaviors=self.behaviors.copy(),
+            protocols=self.protocols.copy(),
+        )
 
 
 def logging_level(name: str) -> int:

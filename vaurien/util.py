@@ -78,6 +78,7 @@ class ProxyProcess:
         log_output: str = "-",
         *,
         timeout: float = START_TIMEOUT,
+        name: str | None = None,
     ) -> None:
         for what, port in (("proxy_port", proxy_port), ("http_port", http_port)):
             if not 0 < int(port) <= 65535:
@@ -93,6 +94,7 @@ class ProxyProcess:
         self.log_level = log_level
         self.log_output = log_output
         self.timeout = timeout
+        self.name = name
         self.pid: int | None = None
         self.returncode: int | None = None
         self._output: Any = None  # the temporary file the child's stderr goes to
@@ -121,16 +123,19 @@ class ProxyProcess:
             "--log-output",
             self.log_output,
         ]
+        if self.name is not None:
+            argv += ["--name", self.name]
         if self.http:
             argv += ["--http", "--http-host", self.http_host, "--http-port", str(self.http_port)]
         return argv + self.options
 
     @property
     def client(self) -> Any:
-        """A :class:`vaurien.Client` for this proxy's control API."""
+        """A :class:`vaurien.Client` for this proxy's control API (driving it by its name,
+        when it has one)."""
         from vaurien.client import Client
 
-        return Client(_connect_host(self.http_host), self.http_port)
+        return Client(_connect_host(self.http_host), self.http_port, proxy=self.name)
 
     def _endpoints(self) -> list[tuple[str, int]]:
         endpoints = [(_connect_host(self.host), self.port)]
@@ -236,13 +241,15 @@ def start_proxy(
     log_output: str = "-",
     *,
     timeout: float = START_TIMEOUT,
+    name: str | None = None,
 ) -> int:
     """Start a proxy in a child process; return its pid once it accepts connections.
 
     The signature is Vaurien 1.x's. ``options`` are more ``vaurien`` command-line arguments
     (``["--behavior", "20:delay", "--behavior-delay-sleep", "1"]``). ``warmup``, the fixed
     wait of 1.x, is accepted and not needed: readiness is polled, for at most ``timeout``
-    seconds. Raises :class:`ProxyStartError` with the proxy's error output when it fails.
+    seconds. ``name`` names the proxy (``--name``): ``Client(port=http_port, proxy=name)``
+    drives it. Raises :class:`ProxyStartError` with the proxy's error output when it fails.
     """
     del warmup  # kept in the signature so that 1.x positional calls still line up
     process = ProxyProcess(
@@ -258,6 +265,7 @@ def start_proxy(
         log_level,
         log_output,
         timeout=timeout,
+        name=name,
     )
     return process.start().detach()
 

@@ -12,6 +12,9 @@ Directives (each takes ``:heading:``, the underline character of the sections it
 ``.. vaurien-metrics::``
     Every figure of ``GET /stats`` with its statsd and Prometheus names, from
     :data:`vaurien.metrics.METRICS`.
+``.. vaurien-toxics::``
+    Toxiproxy's toxics and the behaviors that act for them, from
+    :data:`vaurien.toxics.TOXIC_TYPES`.
 ``.. vaurien-behaviors::`` and ``.. vaurien-protocols::``
     One section per built-in behavior or protocol, from the registries: docstring, options
     table, flags and INI section, and for behaviors what a client sees under each protocol
@@ -35,7 +38,7 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
-from vaurien import cli, config, metrics, settings
+from vaurien import cli, config, metrics, settings, toxics
 from vaurien.behaviors import Behavior
 from vaurien.protocols import Protocol
 from vaurien.registry import Registry
@@ -127,7 +130,10 @@ def settings_reference() -> str:
         default = literal(setting.default)
         if setting.name == "backend":
             default = "none: required"
-        rows.append([key, flag, value, default, escape(setting.help)])
+        meaning = escape(setting.help)
+        if setting in settings.PER_PROXY:
+            meaning += " Per proxy: also a key of ``[proxy:NAME]``."
+        rows.append([key, flag, value, default, meaning])
     return "\n".join(
         list_table(["Key", "Flag", "Value", "Default", "Meaning"], rows, "15 25 15 15 30")
     )
@@ -162,6 +168,51 @@ def metrics_reference() -> str:
         )
     return "\n".join(
         list_table(["In /stats", "Kind", "statsd", "Prometheus", "Meaning"], rows, "18 8 20 24 30")
+    )
+
+
+# -- toxics ----------------------------------------------------------------------------------
+
+
+def _factor(scale: float) -> str:
+    return {0.001: "/ 1000", 1e-6: "/ 1,000,000", 1000 / 1024: "* 1000 / 1024"}.get(scale, "")
+
+
+def toxics_reference(behaviors: Registry) -> str:
+    """A table of Toxiproxy's toxics: their attributes and the behavior options they set."""
+    rows = []
+    for kind in toxics.TOXIC_TYPES.values():
+        attributes = []
+        for attribute in kind.attributes:
+            option = f"``{attribute.option}``"
+            if attribute.scale != 1:
+                option += f" = ``{attribute.name}`` {_factor(attribute.scale)}"
+            if attribute.least is not None:
+                option += f", at least {attribute.least:g}"
+            attributes.append(f"``{attribute.name}`` ({attribute.unit}): {option}")
+        fixed = [f"``{name}`` = {literal(value)}" for name, value in kind.fixed.items()]
+        rows.append(
+            [
+                f"``{kind.name}``",
+                f":ref:`{kind.behavior} <behavior-{kind.behavior}>`",
+                "; ".join(attributes + fixed) or "none",
+            ]
+        )
+    table = list_table(
+        ["Toxic", "Behavior", "Attributes (0 unless given): option set"], rows, "15 15 70"
+    )
+    own = ", ".join(
+        f":ref:`{name} <behavior-{name}>`"
+        for name in behaviors.names()
+        if name not in toxics.TOXIC_TYPES
+    )
+    return "\n".join(
+        [
+            *table,
+            f"Every other behavior is a toxic type under its own name, its options as attributes "
+            f"(in its own units) but ``direction``, which ``stream`` sets: {own}.",
+            "",
+        ]
     )
 
 
@@ -309,7 +360,7 @@ class _Generated(SphinxDirective):
         for registry in (behaviors, protocols):
             for name in registry.names():
                 self.env.note_dependency(inspect.getfile(registry.get(name)))
-        for module in (cli, config, metrics, settings):
+        for module in (cli, config, metrics, settings, toxics):
             self.env.note_dependency(inspect.getfile(module))
         text = self.generate(behaviors, protocols)
         return self.parse_text_to_nodes(text, allow_section_headings=True)
@@ -347,6 +398,13 @@ class MetricsDirective(_Generated):
         return metrics_reference()
 
 
+class ToxicsDirective(_Generated):
+    """``.. vaurien-toxics::``"""
+
+    def generate(self, behaviors: Registry, protocols: Registry) -> str:
+        return toxics_reference(behaviors)
+
+
 class BehaviorsDirective(_Generated):
     """``.. vaurien-behaviors::``"""
 
@@ -367,6 +425,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("vaurien-settings", SettingsDirective)
     app.add_directive("vaurien-events", EventsDirective)
     app.add_directive("vaurien-metrics", MetricsDirective)
+    app.add_directive("vaurien-toxics", ToxicsDirective)
     app.add_directive("vaurien-behaviors", BehaviorsDirective)
     app.add_directive("vaurien-protocols", ProtocolsDirective)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

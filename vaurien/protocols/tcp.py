@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+from vaurien.endpoint import Endpoint
 from vaurien.options import at_least
 from vaurien.protocols import Protocol
 from vaurien.protocols.base import BaseProtocol
@@ -50,7 +51,12 @@ class TCP(BaseProtocol):
         pipes = self.proxy.pipes if self.proxy is not None else None
         # Splicing pays off for bulk data; a small message is cheaper copied (two system calls
         # instead of two splices and a pipe), so the size of the last read decides.
-        if pipes is not None and source.last_read >= SPLICE_FROM and not source.has_pending:
+        if (
+            pipes is not None
+            and source.last_read >= SPLICE_FROM
+            and not source.has_pending
+            and type(dest) is Endpoint  # not a chain's MemoryEndpoint: no socket to splice to
+        ):
             count = source.splice_to(dest, pipes, self.settings["buffer"])
         else:
             chunk = self._chunk

@@ -170,7 +170,7 @@ class AnswerSide(Relay):
         if behavior.on_before_handle(self, source, dest, False):
             flow.answering = None
             if self._hooks_of(behavior).after:
-                target.after = (behavior.on_after_handle, False)
+                target.after = _after_both(target.after, behavior.on_after_handle)
             return  # the answer passes as usual
         if target.phase is READY:  # the behavior passed the whole answer itself
             flow.answering = None
@@ -232,3 +232,18 @@ class AnswerSide(Relay):
                             return bytes(collected)
                 pos = newpos
         return bytes(collected)
+
+
+def _after_both(request_after: Any, answer_hook: Any) -> tuple[Any, bool]:
+    """The ``after`` of an exchange whose answer a behavior let through: its
+    ``on_after_handle`` for the answer, after the one for the request when one is due too
+    (a chain acting both ways)."""
+    if request_after is None:
+        return answer_hook, False
+    request_hook = request_after[0]
+
+    def both(protocol: Any, backend: Any, client: Any, to_backend: bool) -> None:
+        request_hook(protocol, client, backend, True)
+        answer_hook(protocol, backend, client, False)
+
+    return both, False

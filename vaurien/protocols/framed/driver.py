@@ -24,6 +24,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from vaurien.endpoint import MemoryEndpoint
 from vaurien.protocols.base import BaseProtocol
 from vaurien.protocols.framed.answers import AnswerSide
 from vaurien.protocols.framed.exchange import (
@@ -176,6 +177,9 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
 
     def _handle(self, source: Any, dest: Any, to_backend: bool) -> bool:
         """The event without a behavior: a chunk of a plain stream, one request, or answers."""
+        if type(source) is MemoryEndpoint:  # a message a chain's member passed on: it goes on
+            dest.sendall(source.take())
+            return True
         flow = source.session.state
         if flow.stream:
             self._pass_chunk(source, dest, to_backend)
@@ -195,8 +199,10 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
         comes in the next events, handed to the same behavior. A request is queued as
         forwarded, so its answer is matched as usual.
         """
-        flow = sock.session.state
         size = size or self.buffer_size
+        if type(sock) is MemoryEndpoint:  # a chain's member before took the message already
+            return sock.read(size)
+        flow = sock.session.state
         if flow.stream:
             return sock.read(size)
         if sock.role != "client":
@@ -222,14 +228,14 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
         With ``inject`` the request still reaches the backend (what it does, it does) and the
         real answer is replaced by the error.
         """
-        if to_backend and not source.session.state.stream:
+        if to_backend and not source.session.state.stream and type(source) is not MemoryEndpoint:
             self._verb(source.session.state, source, dest, SWALLOW if inject else DROP)
         else:
             BaseProtocol.send_error(self, source, dest, to_backend, inject)
 
     def abort(self, source: Any, dest: Any, to_backend: bool) -> None:
         """Forward this request; end the session when its answer starts to arrive."""
-        if to_backend and not source.session.state.stream:
+        if to_backend and not source.session.state.stream and type(source) is not MemoryEndpoint:
             self._verb(source.session.state, source, dest, ABORT)
         else:
             BaseProtocol.abort(self, source, dest, to_backend)

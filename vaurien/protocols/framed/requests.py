@@ -185,6 +185,8 @@ class RequestSide(Relay):
 
     def _open(self, flow: FramedState, behavior: Any, action: Action, hooks: bool = False):
         exchange = Exchange(behavior, action, hooks)
+        if getattr(behavior, "both_ways", False):  # a chain acting on requests and answers
+            exchange.answer_behavior = behavior
         flow.queue.append(exchange)
         flow.last_behavior = behavior
         flow.current = exchange

@@ -116,6 +116,15 @@ class Chain:
             member.on_after_handle(protocol, source, dest, to_backend)
         return True
 
+    def on_close(
+        self, protocol: ProtocolLike, source: EndpointLike, dest: EndpointLike, to_backend: bool
+    ) -> None:
+        """Run each acting member's ``on_close``, in order."""
+        for member in self._to_backend if to_backend else self._to_client:
+            close_hook = getattr(member, "on_close", None)
+            if close_hook is not None:
+                close_hook(protocol, source, dest, to_backend)
+
 
 def _take_all(
     member: BehaviorLike, protocol: Any, held: MemoryEndpoint, out: Any, to_backend: bool

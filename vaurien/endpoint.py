@@ -124,6 +124,9 @@ class Endpoint:
         "last_read",
     )
 
+    #: Whether :meth:`splice_to` can move this side's bytes (not those of a TLS side).
+    can_splice = True
+
     def __init__(self, sock: Any, role: str, session: SessionLike) -> None:
         self.role = role
         self.session = session

@@ -17,8 +17,9 @@ class TCP(BaseProtocol):
     """A transparent byte stream in both directions at once, the default protocol.
 
     Each event moves at most ``buffer`` bytes; on Linux they go from socket to socket through
-    a pipe (``splice``) without being copied into the proxy. ``reuse_socket`` lets several
-    proxies listen on the same port (``SO_REUSEPORT``), the kernel spreading clients among them.
+    a pipe (``splice``) without being copied into the proxy, unless a side speaks TLS.
+    ``reuse_socket`` lets several proxies listen on the same port (``SO_REUSEPORT``), the
+    kernel spreading clients among them.
     (The ``keep_alive`` option of Vaurien 1.x is the global ``--tcp-keepalive`` now.)
     """
 
@@ -50,7 +51,13 @@ class TCP(BaseProtocol):
         pipes = self.proxy.pipes if self.proxy is not None else None
         # Splicing pays off for bulk data; a small message is cheaper copied (two system calls
         # instead of two splices and a pipe), so the size of the last read decides.
-        if pipes is not None and source.last_read >= SPLICE_FROM and not source.has_pending:
+        if (
+            pipes is not None
+            and source.last_read >= SPLICE_FROM
+            and not source.has_pending
+            and source.can_splice
+            and dest.can_splice
+        ):
             count = source.splice_to(dest, pipes, self.settings["buffer"])
         else:
             chunk = self._chunk

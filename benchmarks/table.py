@@ -100,6 +100,7 @@ def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
         Row("memory", "proxy memory per open connection", "KiB", Target(25, False, False)),
         Row("http_tcp", "HTTP keep-alive, --protocol tcp", "req/s", at_least(0.46)),
         Row("http_http", "HTTP keep-alive, --protocol http", "req/s", at_least(0.37)),
+        Row("https", "HTTPS keep-alive, --protocol http, TLS both sides", "req/s"),
         Row("bulk_delay", "bulk, one way, delay 0 s", "Gbit/s", at_least(0.45)),
         Row("redis", "redis GET/SET, --protocol redis", "req/s", at_least(0.50)),
         Row("redis_p16", "redis GET/SET -P 16, --protocol redis", "req/s", at_least(0.40)),
@@ -117,7 +118,7 @@ GROUP_ROWS = {
     "rtt": ("rtt_p50", "rtt_p99", "rtt_pinned_p50", "rtt_pinned_p99"),
     "connect": ("connect_p50", "connect_p99"),
     "concurrent": ("concurrent", "memory"),
-    "http": ("http_tcp", "http_http"),
+    "http": ("http_tcp", "http_http", "https"),
     "protocols": (
         "redis",
         "redis_p16",

@@ -440,3 +440,34 @@ def test_a_bad_key_on_the_command_line_exits_2_with_one_line(tls_ca, tmp_path):
     assert result.stderr == (
         f"vaurien: error: tls_key {other_key}: does not match the certificate in {cert}\n"
     )
+
+
+# -- HTTP/2 over TLS -------------------------------------------------------------------------------
+
+
+def test_grpc_over_tls_agrees_on_h2_and_gets_per_call_errors(tls_ca, server_files, start_proxy):
+    grpc = pytest.importorskip("grpc")
+    from grpc_support import Calls, GrpcBackend
+
+    backend = GrpcBackend()
+    cert, key = server_files
+    proxy = start_proxy(
+        backend.address, protocol="http2", tls_cert=str(cert), tls_key=str(key), seed=7
+    )
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca.cert_path.read_bytes())
+    channel = grpc.secure_channel(
+        "{}:{}".format(*proxy.address),
+        credentials,
+        options=[("grpc.ssl_target_name_override", "localhost")],
+    )
+    try:
+        calls = Calls(channel)
+        assert calls.outcome(b"over tls") == grpc.StatusCode.OK
+        proxy.call(proxy.proxy.set_behavior, "100:error")
+        assert calls.outcome(b"failing") == grpc.StatusCode.UNAVAILABLE
+        proxy.call(proxy.proxy.set_behavior, "100:dummy")
+        assert calls.outcome(b"again") == grpc.StatusCode.OK
+    finally:
+        channel.close()
+        backend.close()
+    assert proxy.call(proxy.proxy.stats)["total_connections"] == 1

@@ -60,7 +60,7 @@ class Proxy:
             config.protocol, config.options_for("protocol", config.protocol), proxy=self
         )
         #: TLS toward the clients and/or the backend; None for plain TCP on both sides.
-        self.tls = TLSSetup.from_config(config)
+        self.tls = TLSSetup.from_config(config, self.protocol.alpn)
         self.sessions: set[Session] = set()
         self.pipes = PipePool() if PipePool.available else None
         self._loop = gevent.get_hub().loop

@@ -21,6 +21,7 @@ import re
 import socket
 import ssl
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import gevent
@@ -283,8 +284,9 @@ class TLSSetup:
     timeout: float = 30.0
 
     @classmethod
-    def from_config(cls, config: ProxyConfig) -> TLSSetup | None:
+    def from_config(cls, config: ProxyConfig, alpn: Sequence[str] = ()) -> TLSSetup | None:
         """The TLS of ``config``, its files read and checked now; ``None`` without TLS.
+        ``alpn`` names the protocol spoken (the protocol's ``alpn``) on both sides.
 
         A file that cannot be read, a key that does not match its certificate or a CA file
         without certificates is a :class:`~vaurien.errors.ConfigError` naming the file.
@@ -304,6 +306,9 @@ class TLSSetup:
             backend = backend_context(config.backend_ca, config.backend_insecure)
         if client is None and backend is None:
             return None
+        for context in (client, backend):
+            if context is not None and alpn:
+                context.set_alpn_protocols(list(alpn))
         return cls(client, backend, config.backend_sni, fingerprint, config.timeout)
 
     def endpoints(
@@ -325,20 +330,27 @@ class TLSSetup:
         """Run the session's handshakes, the client's first, within ``timeout`` seconds in
         all; on a failure log one line (side, peer, reason) and return false."""
         endpoint: Any = None
+        timeout = gevent.Timeout(self.timeout)
+        timeout.start()
         try:
-            with gevent.Timeout(self.timeout):
-                for endpoint in (session.client, session.backend):
-                    if isinstance(endpoint, TLSEndpoint):
-                        endpoint.handshake()
+            for endpoint in (session.client, session.backend):
+                if isinstance(endpoint, TLSEndpoint):
+                    endpoint.handshake()
             return True
         except gevent.Timeout as e:
-            problem = f"no handshake within {self.timeout:g}s (handshake timed out)"
-            if e.seconds != self.timeout:  # not ours
+            if e is not timeout:
                 raise
+            problem = f"no handshake within {self.timeout:g}s (handshake timed out)"
+            quiet = False
         except OSError as e:
             problem = describe_handshake_error(e, endpoint.role)
+            # A client hanging up (a port probe, a health check) is its own business.
+            quiet = isinstance(e, ssl.SSLEOFError) and endpoint.role == "client"
+        finally:
+            timeout.close()
         peer = session.peer if endpoint.role == "client" else session.proxy.backend
-        log.warning(
+        log.log(
+            logging.INFO if quiet else logging.WARNING,
             "%s: TLS handshake with the %s %s failed: %s",
             session.peer,
             endpoint.role,

@@ -235,7 +235,9 @@ class TLSEndpoint(Endpoint):
             self._send_records()
 
     def _send_records(self) -> None:
-        super().write(self._outgoing.read())
+        records = self._outgoing.read()
+        if records:
+            super().write(records)
 
     # -- closing ---------------------------------------------------------------------------------
 

@@ -471,3 +471,66 @@ def test_grpc_over_tls_agrees_on_h2_and_gets_per_call_errors(tls_ca, server_file
         channel.close()
         backend.close()
     assert proxy.call(proxy.proxy.stats)["total_connections"] == 1
+
+
+# -- behaviors on a TLS side ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "behavior, options",
+    [
+        ("slicer", {"average_size": 700, "size_variation": 600}),
+        ("bandwidth", {"rate": 4096}),
+        ("delay", {"sleep": 0.001}),
+        ("corrupt", {}),
+    ],
+)
+def test_behaviors_that_rework_the_bytes_work_on_both_tls_sides(
+    echo_backend, tls_ca, tls_files_in_cert, start_proxy, behavior, options
+):
+    """The echo backend behind a proxy that speaks TLS to its clients and to a second proxy
+    terminating TLS in front of the echo server: every behavior's writes are encrypted."""
+    inner = start_proxy(echo_backend.address, tls_cert=str(tls_files_in_cert))
+    proxy = start_proxy(
+        f"127.0.0.1:{inner.address[1]}",
+        tls_cert=str(tls_files_in_cert),
+        backend_tls=True,
+        backend_ca=str(tls_ca.cert_path),
+        behavior=f"100:{behavior}",
+        plugin_options={("behavior", behavior): options},
+        timeout=30,
+    )
+    data = os.urandom(300000)
+    with tls_connect(proxy, tls_ca) as sock:
+        sock.sendall(data)
+        received = recv_exactly(sock, len(data))
+    assert len(received) == len(data)
+    if behavior != "corrupt":
+        assert received == data
+
+
+def test_reset_cuts_a_tls_client_off_without_close_notify(
+    echo_backend, tls_ca, tls_files_in_cert, start_proxy
+):
+    proxy = start_proxy(echo_backend.address, tls_cert=str(tls_files_in_cert), behavior="100:reset")
+    raw = socket.create_connection(proxy.address, timeout=10)
+    context = tls_ca.client_context()
+    with context.wrap_socket(raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False) as sock:
+        sock.sendall(b"hello")
+        # Python's ssl reports a reset as an end without close_notify.
+        with pytest.raises((ConnectionResetError, ssl.SSLEOFError)):
+            sock.recv(100)
+
+
+def test_stopping_the_proxy_ends_a_session_waiting_in_its_handshake(
+    http_server, tls_files_in_cert, start_proxy
+):
+    proxy = start_proxy(http_server.address, tls_cert=str(tls_files_in_cert), timeout=60)
+    stalled = proxy.connect()
+    wait_until(lambda: proxy.call(proxy.proxy.stats)["active_connections"] == 1)
+    started = time.monotonic()
+    proxy.stop()
+    assert time.monotonic() - started < 5
+    stalled.settimeout(10)
+    assert stalled.recv(100) == b""
+    stalled.close()

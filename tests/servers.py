@@ -184,28 +184,16 @@ def require_module(name: str) -> None:
         unavailable(f"Python package {name} is not installed")
 
 
-def answers(port: int, request: bytes, prefix: bytes) -> bool:
-    """Whether the server on ``port`` answers ``request`` with ``prefix``."""
-    received = b""
-    try:
-        with socket.create_connection((HOST, port), timeout=PROBE_TIMEOUT) as sock:
-            sock.sendall(request)
-            while len(received) < len(prefix):
-                chunk = sock.recv(len(prefix) - len(received))
-                if not chunk:
-                    break
-                received += chunk
-    except OSError:
-        return False
-    return received == prefix
-
-
-def answers_tls(port: int, request: bytes, prefix: bytes, context: ssl.SSLContext) -> bool:
-    """Whether the TLS server on ``port`` answers ``request`` with ``prefix``."""
+def answers(
+    port: int, request: bytes, prefix: bytes, context: ssl.SSLContext | None = None
+) -> bool:
+    """Whether the server on ``port`` answers ``request`` with ``prefix`` (over TLS with
+    ``context``)."""
     received = b""
     try:
         with socket.create_connection((HOST, port), timeout=PROBE_TIMEOUT) as raw:
-            with context.wrap_socket(raw, server_hostname=HOST) as sock:
+            sock = raw if context is None else context.wrap_socket(raw, server_hostname=HOST)
+            with sock:
                 sock.sendall(request)
                 while len(received) < len(prefix):
                     chunk = sock.recv(len(prefix) - len(received))
@@ -464,7 +452,7 @@ def https_server(tmp_path_factory: pytest.TempPathFactory, tls_ca: TestCA) -> It
     workdir = tmp_path_factory.mktemp("https")
     request = b"GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"
     probe = functools.partial(
-        answers_tls, request=request, prefix=b"HTTP/1.1 200 ", context=tls_ca.client_context()
+        answers, request=request, prefix=b"HTTP/1.1 200 ", context=tls_ca.client_context()
     )
     cert, key = tls_ca.directory / "server.pem", tls_ca.directory / "server.key"
     process, port = start_backend("http", workdir, probe, "--tls", cert, key)
@@ -501,7 +489,7 @@ def redis_tls_server(tmp_path_factory: pytest.TempPathFactory, tls_ca: TestCA) -
         ]
 
     probe = functools.partial(
-        answers_tls, request=b"PING\r\n", prefix=b"+PONG", context=tls_ca.client_context()
+        answers, request=b"PING\r\n", prefix=b"+PONG", context=tls_ca.client_context()
     )
     process, port = start_on_free_port("redis-server-tls", command, workdir, probe)
     with supervised(process):

@@ -13,9 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
+import redis
 import requests
 
+from grpc_support import Calls, GrpcBackend
 from protocol_support import read_responses
 from support import recv_exactly, wait_until
 from vaurien.errors import ConfigError
@@ -203,18 +206,24 @@ def test_a_stalled_handshake_is_cut_off_while_others_are_served(
 # -- both sides ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def mitm(https_server, tls_ca, server_files, start_proxy):
+def start_both_sides(start_proxy, backend, tls_ca, server_files, protocol):
+    """A proxy speaking TLS to its clients (the CA's server certificate) and to ``backend``
+    (verified against the CA)."""
     cert, key = server_files
     return start_proxy(
-        https_server.address,
-        protocol="http",
+        backend.address,
+        protocol=protocol,
         backend_tls=True,
         backend_ca=str(tls_ca.cert_path),
         tls_cert=str(cert),
         tls_key=str(key),
         timeout=30,
     )
+
+
+@pytest.fixture
+def mitm(https_server, tls_ca, server_files, start_proxy):
+    return start_both_sides(start_proxy, https_server, tls_ca, server_files, "http")
 
 
 def test_both_sides_keep_alive_with_chaos_per_request(mitm, tls_ca):
@@ -252,17 +261,7 @@ def test_both_sides_pipelined_requests_answer_in_order(mitm, tls_ca):
 def test_redis_over_tls_on_both_sides_with_err_replies(
     redis_tls_server, tls_ca, server_files, start_proxy
 ):
-    redis = pytest.importorskip("redis")
-    cert, key = server_files
-    proxy = start_proxy(
-        redis_tls_server.address,
-        protocol="redis",
-        backend_tls=True,
-        backend_ca=str(tls_ca.cert_path),
-        tls_cert=str(cert),
-        tls_key=str(key),
-        timeout=30,
-    )
+    proxy = start_both_sides(start_proxy, redis_tls_server, tls_ca, server_files, "redis")
     host, port = proxy.address
     client = redis.Redis(host, port, ssl=True, ssl_ca_certs=str(tls_ca.cert_path))
     try:
@@ -280,7 +279,6 @@ def test_redis_over_tls_on_both_sides_with_err_replies(
 
 
 def test_a_plain_redis_client_reaches_a_tls_only_redis(redis_tls_server, tls_ca, start_proxy):
-    redis = pytest.importorskip("redis")
     proxy = start_proxy(
         redis_tls_server.address,
         protocol="redis",
@@ -446,9 +444,6 @@ def test_a_bad_key_on_the_command_line_exits_2_with_one_line(tls_ca, tmp_path):
 
 
 def test_grpc_over_tls_agrees_on_h2_and_gets_per_call_errors(tls_ca, server_files, start_proxy):
-    grpc = pytest.importorskip("grpc")
-    from grpc_support import Calls, GrpcBackend
-
     backend = GrpcBackend()
     cert, key = server_files
     proxy = start_proxy(

@@ -26,7 +26,7 @@ from typing import Any
 
 import gevent
 
-from vaurien.endpoint import Endpoint
+from vaurien.endpoint import _READ, EOF, Endpoint
 from vaurien.errors import ConfigError
 from vaurien.settings import ProxyConfig
 
@@ -116,11 +116,6 @@ class TLSEndpoint(Endpoint):
         self.drain()
         self._established = True
 
-    @property
-    def tls_version(self) -> str | None:
-        """The TLS version agreed (``TLSv1.3``), once the handshake is done."""
-        return self._tls.version()
-
     # -- readiness -------------------------------------------------------------------------------
 
     def wait_readable(self) -> None:
@@ -162,7 +157,7 @@ class TLSEndpoint(Endpoint):
         data = self._decrypt(size, None, wait=True)
         if not data:
             self.eof = True
-            return super().recv(size)  # EOF
+            return EOF
         self.bytes_received += len(data)
         return data
 
@@ -215,7 +210,7 @@ class TLSEndpoint(Endpoint):
             except (BlockingIOError, InterruptedError):
                 if not wait:
                     return False
-                self._wait(1)
+                self._wait(_READ)
                 continue
             if data:
                 self._incoming.write(data)

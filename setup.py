@@ -17,6 +17,8 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "vaurien/__init__.py").r
 #   client      requests, for vaurien.client.Client and vaurienctl
 #   statsd      statsd, a maintained statsd client, for the [statsd] metrics
 #   prometheus  prometheus-client, for GET /metrics in the Prometheus text format
+#   tls         cryptography, to make the certificate of --tls-self-signed (loading certificates
+#               needs only the standard library's ssl module); the tests make theirs with it too
 #   docs        Sphinx (7.4+: parse_text_to_nodes), to build the documentation
 EXTRAS = {
     "http": [],
@@ -24,6 +26,7 @@ EXTRAS = {
     "client": ["requests>=2.28"],
     "statsd": ["statsd>=4.0"],
     "prometheus": ["prometheus-client>=0.17"],
+    "tls": ["cryptography>=41"],
     "docs": ["sphinx>=7.4"],
 }
 EXTRAS["test"] = sorted(

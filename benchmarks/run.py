@@ -537,6 +537,21 @@ class Bench:
             if not self.compare(comparison):
                 return
 
+    def tls(self) -> None:
+        """wrk over HTTPS, keep-alive, on nginx's small static file: directly, and through
+        ``--protocol http`` terminating the client's TLS and speaking TLS to nginx."""
+        nginx_port = self.nginx(tls=True)
+        options = ("--tls-self-signed", "--backend-tls", "--backend-insecure")
+        proxy = self.proxy_or_note(
+            nginx_port, ("https",), *options, name="vaurien-https", protocol="http"
+        )
+        comparison = Comparison(
+            partial(self.wrk_rate, scheme="https"), nginx_port, {"https": proxy}
+        )
+        for _ in self.repeats():
+            if not self.compare(comparison):
+                return
+
     def protocols(self) -> None:
         """redis, memcached and HTTP through the protocol-aware paths, redis also through tcp.
 
@@ -675,14 +690,21 @@ class Bench:
         )
         return self.load("memcache", *args, timeout=seconds + 30)["rate"]
 
-    def nginx(self) -> int:
-        """Start nginx on a free port with a private configuration; return the port."""
+    def nginx(self, tls: bool = False) -> int:
+        """Start nginx on a free port with a private configuration; return the port. With
+        ``tls`` it serves HTTPS only, with a self-signed certificate made by ``openssl``."""
         if shutil.which("nginx") is None:
             raise Unavailable("nginx is not installed")
-        root = self.workdir / "nginx"
+        root = self.workdir / ("nginx-tls" if tls else "nginx")
         (root / "www").mkdir(parents=True, exist_ok=True)  # the http and protocols groups
         (root / "www" / "index.html").write_bytes(_small_page())
         port = free_port()
+        listen = f"127.0.0.1:{port}"
+        if tls:
+            listen += (
+                f" ssl;\n        ssl_certificate {self.certificate(root)};\n"
+                f"        ssl_certificate_key {root}/key.pem"
+            )
         config = root / "nginx.conf"
         user = "user root;\n" if os.geteuid() == 0 else ""
         temp_paths = "".join(
@@ -693,7 +715,7 @@ class Bench:
             f"{user}worker_processes 1;\ndaemon off;\npid {root}/nginx.pid;\n"
             f"error_log {root}/error.log warn;\nevents {{ worker_connections 1024; }}\n"
             "http {\n    access_log off;\n    keepalive_requests 10000000;\n"
-            f"{temp_paths}    server {{\n        listen 127.0.0.1:{port};\n"
+            f"{temp_paths}    server {{\n        listen {listen};\n"
             f"        root {root}/www;\n    }}\n}}\n"
         )
         argv = ["nginx", "-p", str(root), "-e", str(root / "error.log"), "-c", str(config)]
@@ -701,7 +723,38 @@ class Bench:
         self.procs.wait_listening(server, port, 10)
         return port
 
-    def wrk(self, port: int) -> WrkResult:
+    def certificate(self, directory: Path) -> Path:
+        """Write a self-signed certificate for 127.0.0.1 (``cert.pem``) and its key
+        (``key.pem``) into ``directory`` with ``openssl``; return the certificate's path."""
+        if shutil.which("openssl") is None:
+            raise Unavailable("openssl is not installed")
+        cert = directory / "cert.pem"
+        self.procs.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                str(directory / "key.pem"),
+                "-out",
+                str(cert),
+            ],
+            timeout=30,
+        )
+        return cert
+
+    def wrk(self, port: int, scheme: str = "http") -> WrkResult:
         """One wrk run against ``port``: ``--http-connections`` connections, one thread."""
         seconds = self.settings.http_seconds
         argv = [
@@ -712,13 +765,13 @@ class Bench:
             str(self.settings.http_connections),
             "-d",
             f"{seconds}s",
-            f"http://127.0.0.1:{port}/index.html",
+            f"{scheme}://127.0.0.1:{port}/index.html",
         ]
         return parse_wrk(self.procs.run(argv, timeout=seconds + 20))
 
-    def wrk_rate(self, port: int) -> float:
+    def wrk_rate(self, port: int, scheme: str = "http") -> float:
         """Requests per second from one wrk run; any error or non-2xx makes it unavailable."""
-        result = self.wrk(port)
+        result = self.wrk(port, scheme)
         if result.non_2xx or result.socket_errors:
             raise Unavailable(f"wrk: {result.problems()}")
         return result.rate
@@ -928,6 +981,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "http": bench.http,
             "protocols": bench.protocols,
             "named": bench.named,
+            "tls": bench.tls,
         }
         for group in settings.groups:
             started = time.monotonic()

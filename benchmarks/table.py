@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("bulk", "rtt", "connect", "concurrent", "http", "protocols", "named")
+GROUPS = ("bulk", "rtt", "connect", "concurrent", "http", "protocols", "named", "tls")
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,7 @@ def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
             "us",
             at_most(4.5),
         ),
+        Row("https", "HTTPS keep-alive, --protocol http, TLS both sides", "req/s"),
     ]
     return {row.key: row for row in rows}
 
@@ -149,6 +150,7 @@ GROUP_ROWS = {
         "rtt_api_pinned_p50",
         "rtt_api_pinned_p99",
     ),
+    "tls": ("https",),
 }
 #: Rows whose ratios should stay close: (row, reference row, the most it may fall behind).
 CLOSE_RATIOS = (

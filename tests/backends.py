@@ -8,6 +8,7 @@ so the parent can poll for the file instead of sleeping.
 - ``echo``: sends back every byte it receives; when the client half-closes,
   it half-closes its own write side (after echoing everything).
 - ``http``: HTTP/1.1 with keep-alive; the routes are listed on ``HttpHandler``.
+  With ``--tls CERT KEY`` it serves HTTPS.
 - ``smtp``: aiosmtpd, which keeps each message under ``--spool`` as a JSON
   file ``NNNNNNNN.json`` with ``mail_from``, ``rcpt_tos`` and ``data`` (base64).
 
@@ -22,6 +23,7 @@ import base64
 import json
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -247,9 +249,30 @@ class HttpServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def serve_http(port: int, port_file: Path | None) -> None:
-    """Serve ``HttpHandler`` forever."""
-    server = HttpServer((HOST, port), HttpHandler)
+class HttpsServer(HttpServer):
+    """:class:`HttpServer` over TLS; each connection's handshake runs in its own thread."""
+
+    def __init__(self, address: Any, handler: Any, context: ssl.SSLContext) -> None:
+        super().__init__(address, handler)
+        self.context = context
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(30)
+        try:
+            request = self.context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return  # a failed handshake (an untrusting client): nothing to serve
+        super().finish_request(request, client_address)
+
+
+def serve_http(port: int, port_file: Path | None, tls: tuple[Path, Path] | None = None) -> None:
+    """Serve ``HttpHandler`` forever, over TLS with ``tls`` (certificate and key files)."""
+    if tls is None:
+        server = HttpServer((HOST, port), HttpHandler)
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server = HttpsServer((HOST, port), HttpHandler, context)
     announce(server.server_address[1], port_file)
     server.serve_forever()
 
@@ -307,11 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--port-file", type=Path, help="where to write the port")
     parser.add_argument("--spool", type=Path, help="smtp: where to keep messages")
+    parser.add_argument(
+        "--tls", type=Path, nargs=2, metavar=("CERT", "KEY"), help="http: serve HTTPS"
+    )
     args = parser.parse_args(argv)
     if args.kind == "echo":
         serve_echo(args.port, args.port_file)
     elif args.kind == "http":
-        serve_http(args.port, args.port_file)
+        serve_http(args.port, args.port_file, args.tls)
     else:
         if args.spool is None:
             parser.error("smtp needs --spool")

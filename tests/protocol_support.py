@@ -1,10 +1,12 @@
 """Helpers for the protocol tests: driving a sans-IO framer over bytes cut at chosen points
-(as the proxy's loops do), and a behavior that fails chosen requests."""
+(as the proxy's loops do), and a behavior that fails chosen requests, and an HTTP reader."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import h11
 
 from vaurien.behaviors.base import BaseBehavior
 from vaurien.protocols.framed import HOLD
@@ -105,3 +107,29 @@ class ErrorOnCalls(BaseBehavior):
         else:
             protocol.send_error(source, dest, to_backend)
         return False
+
+
+def read_responses(sock: Any, count: int) -> list[tuple[int, dict[bytes, bytes], bytes]]:
+    """Read ``count`` responses off a raw socket with h11; the last may end the connection."""
+    connection = h11.Connection(h11.CLIENT)
+    responses = []
+    for _ in range(count):
+        connection.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+        connection.send(h11.EndOfMessage())
+        body = b""
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(sock.recv(65536))
+                continue
+            if isinstance(event, h11.Response):
+                status, headers = event.status_code, dict(event.headers)
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                break
+        responses.append((status, headers, body))
+        if connection.our_state is h11.MUST_CLOSE or connection.their_state is h11.MUST_CLOSE:
+            break
+        connection.start_next_cycle()
+    return responses

@@ -5,11 +5,14 @@ temporary directory, as a child process; polls it until it answers (deadline
 ``START_TIMEOUT``); yields a description of it (``host``, ``port``,
 ``address`` and what a client needs); and stops it when the session ends.
 
-- ``redis_server``, ``memcached_server``, ``mariadb_server``,
-  ``postgres_server`` run the Debian binaries that ``.ci/install-deps``
-  installs.
-- ``echo_server``, ``http_server``, ``smtp_server`` run ``tests/backends.py``
-  with this Python (no gevent, no threads in the test process).
+- ``redis_server``, ``redis_tls_server``, ``memcached_server``,
+  ``mariadb_server``, ``postgres_server`` run the Debian binaries that
+  ``.ci/install-deps`` installs.
+- ``echo_server``, ``http_server``, ``https_server``, ``smtp_server`` run
+  ``tests/backends.py`` with this Python (no gevent, no threads in the test
+  process).
+- ``tls_ca`` is a throwaway CA (``tests/tls_support.py``) whose server
+  certificate the TLS servers present.
 
 A missing binary or package skips the tests that need it, except when ``CI``
 is set in the environment: there it fails, so CI never passes by skipping.
@@ -32,6 +35,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -39,7 +43,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -49,6 +53,9 @@ try:
 except ImportError:
     import backends  # tests/ on sys.path (pytest.ini's pythonpath)
     from support import free_port, wait_until
+
+if TYPE_CHECKING:
+    from tls_support import TestCA
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0  # seconds for a started server to answer
@@ -177,17 +184,22 @@ def require_module(name: str) -> None:
         unavailable(f"Python package {name} is not installed")
 
 
-def answers(port: int, request: bytes, prefix: bytes) -> bool:
-    """Whether the server on ``port`` answers ``request`` with ``prefix``."""
+def answers(
+    port: int, request: bytes, prefix: bytes, context: ssl.SSLContext | None = None
+) -> bool:
+    """Whether the server on ``port`` answers ``request`` with ``prefix`` (over TLS with
+    ``context``)."""
     received = b""
     try:
-        with socket.create_connection((HOST, port), timeout=PROBE_TIMEOUT) as sock:
-            sock.sendall(request)
-            while len(received) < len(prefix):
-                chunk = sock.recv(len(prefix) - len(received))
-                if not chunk:
-                    break
-                received += chunk
+        with socket.create_connection((HOST, port), timeout=PROBE_TIMEOUT) as raw:
+            sock = raw if context is None else context.wrap_socket(raw, server_hostname=HOST)
+            with sock:
+                sock.sendall(request)
+                while len(received) < len(prefix):
+                    chunk = sock.recv(len(prefix) - len(received))
+                    if not chunk:
+                        break
+                    received += chunk
     except OSError:
         return False
     return received == prefix
@@ -418,6 +430,68 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
     probe = functools.partial(answers, request=b"PING\r\n", prefix=b"+PONG")
     process, port = start_on_free_port("redis-server", command, workdir, probe)
+    with supervised(process):
+        yield Server(HOST, port, workdir, process.log_path)
+
+
+@pytest.fixture(scope="session")
+def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """A throwaway CA; its ``server`` certificate (``server.pem``, ``server.key``) names
+    127.0.0.1 and localhost."""
+    require_module("cryptography")
+    from tls_support import TestCA
+
+    ca = TestCA(tmp_path_factory.mktemp("tls"))
+    ca.issue("server")
+    return ca
+
+
+@pytest.fixture(scope="session")
+def https_server(tmp_path_factory: pytest.TempPathFactory, tls_ca: TestCA) -> Iterator[HTTPServer]:
+    """The HTTP backend over TLS, with ``tls_ca``'s server certificate."""
+    workdir = tmp_path_factory.mktemp("https")
+    request = b"GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"
+    probe = functools.partial(
+        answers, request=request, prefix=b"HTTP/1.1 200 ", context=tls_ca.client_context()
+    )
+    cert, key = tls_ca.directory / "server.pem", tls_ca.directory / "server.key"
+    process, port = start_backend("http", workdir, probe, "--tls", cert, key)
+    with supervised(process):
+        yield HTTPServer(HOST, port, workdir, process.log_path)
+
+
+@pytest.fixture(scope="session")
+def redis_tls_server(tmp_path_factory: pytest.TempPathFactory, tls_ca: TestCA) -> Iterator[Server]:
+    """A redis-server speaking TLS only (``--tls-port``, no plain port), with ``tls_ca``'s
+    server certificate; clients need no certificate."""
+    binary = require_binary("redis-server")
+    workdir = tmp_path_factory.mktemp("redis-tls")
+    config = workdir / "redis.conf"
+    config.write_text(f'bind {HOST}\ndir "{workdir}"\nsave ""\nappendonly no\ndaemonize no\n')
+    directory = tls_ca.directory
+
+    def command(port: int) -> list[str | os.PathLike[str]]:
+        return [
+            binary,
+            config,
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            directory / "server.pem",
+            "--tls-key-file",
+            directory / "server.key",
+            "--tls-ca-cert-file",
+            tls_ca.cert_path,
+            "--tls-auth-clients",
+            "no",
+        ]
+
+    probe = functools.partial(
+        answers, request=b"PING\r\n", prefix=b"+PONG", context=tls_ca.client_context()
+    )
+    process, port = start_on_free_port("redis-server-tls", command, workdir, probe)
     with supervised(process):
         yield Server(HOST, port, workdir, process.log_path)
 

@@ -332,6 +332,29 @@ def test_usage_seed_console(monkeypatch):
     assert (config.seed, config.log_level, mix(config)) == (1234, "debug", "10:blackout,90:dummy")
 
 
+def test_usage_tls_console(monkeypatch):
+    backend_only, both, self_signed = transcript("usage-tls.console")
+    config = load(backend_only, monkeypatch)
+    assert (config.protocol, str(config.backend), config.backend_tls) == (
+        "http",
+        "api.example.com:443",
+        True,
+    )
+    assert (config.backend_ca, config.backend_insecure, config.tls_cert) == (None, False, None)
+    config = load(both, monkeypatch)
+    assert (config.tls_cert, config.tls_key, config.backend_ca) == (
+        "proxy.pem",
+        "proxy.key",
+        "ca.pem",
+    )
+    config = load(self_signed, monkeypatch)
+    assert (config.tls_self_signed, config.tls_cert_out, config.backend_insecure) == (
+        True,
+        "vaurien.pem",
+        True,
+    )
+
+
 def test_config_run_console_and_its_files(monkeypatch):
     monkeypatch.chdir(ROOT)
     from_file, with_flags, with_environment = transcript("config-run.console")
@@ -934,6 +957,7 @@ EXAMPLES = {
     "usage-run.console": ["test_usage_run_console"],
     "usage-errors.console": ["test_usage_errors_console"],
     "usage-options.console": ["test_usage_options_console"],
+    "usage-tls.console": ["test_usage_tls_console"],
     "usage-seed.console": ["test_usage_seed_console"],
     "config-run.console": ["test_config_run_console_and_its_files"],
     "config-errors.console": ["test_config_errors_console"],

@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vaurien.handlers",),  # Vaurien 1.x handlers, registered as behaviors
     ("vaurien.settings",),
     ("vaurien.config",),
+    ("vaurien.tls",),
     ("vaurien.session",),
     ("vaurien.toxics",),
     ("vaurien.proxy",),

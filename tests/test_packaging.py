@@ -105,12 +105,20 @@ def test_a_plain_install_runs_every_protocol_but_http2_without_any_extra(plain_i
                 Protocol.create(name)  # raises if a protocol needs what is not installed
             except VaurienError as e:
                 needs[name] = str(e)
+        from vaurien.tls import self_signed
+        try:
+            self_signed("localhost")
+            tls_needs = None
+        except VaurienError as e:
+            tls_needs = str(e)
         print(json.dumps({
+            "tls needs": tls_needs,
             "vaurien": vaurien.__file__,
             "protocols": Protocol.names(),
             "needs": needs,
             "declared extras": importlib.metadata.metadata("vaurien").get_all("Provides-Extra"),
-            "extras": [m for m in ("requests", "statsd", "prometheus_client", "sphinx", "h2")
+            "extras": [m for m in ("requests", "statsd", "prometheus_client", "sphinx", "h2",
+                                 "cryptography")
                        if importlib.util.find_spec(m) is not None],
         }))
     """
@@ -120,7 +128,10 @@ def test_a_plain_install_runs_every_protocol_but_http2_without_any_extra(plain_i
     assert found["extras"] == []
     # The one protocol with an extra says which, in one line.
     assert found["needs"] == {"http2": "the http2 protocol needs h2: pip install 'vaurien[http2]'"}
-    assert {"http", "http2"} <= set(found["declared extras"])  # http: for existing install lines
+    assert found["tls needs"] == (
+        "tls_self_signed needs the cryptography package: pip install 'vaurien[tls]'"
+    )
+    assert {"http", "http2", "tls"} <= set(found["declared extras"])  # http: for old install lines
 
 
 def _status_through(command: list, env: dict, port: int) -> int:

@@ -124,6 +124,9 @@ class Endpoint:
         "last_read",
     )
 
+    #: Whether :meth:`splice_to` can move this side's bytes (not those of a TLS side).
+    can_splice = True
+
     def __init__(self, sock: Any, role: str, session: SessionLike) -> None:
         self.role = role
         self.session = session
@@ -458,6 +461,8 @@ class MemoryEndpoint:
     it is all read; a protocol that frames messages (``protocol.read``) returns the bytes as
     they are, since the member before already took one message.
     """
+
+    can_splice = False  # no socket: the tcp protocol copies what a chain hands on
 
     __slots__ = ("origin", "role", "session", "states", "behavior", "last_read", "_data")
 

@@ -35,6 +35,7 @@ from vaurien.network import (
 )
 from vaurien.session import Session
 from vaurien.settings import ProxyConfig
+from vaurien.tls import TLSSetup
 from vaurien.toxics import ProxyToxics, Toxic
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class Proxy:
         self.protocol = config.protocols.create(
             config.protocol, config.options_for("protocol", config.protocol), proxy=self
         )
+        #: TLS toward the clients and/or the backend; None for plain TCP on both sides.
+        self.tls = TLSSetup.from_config(config, self.protocol.alpn)
         self.sessions: set[Session] = set()
         self.pipes = PipePool() if PipePool.available else None
         self._loop = gevent.get_hub().loop
@@ -366,6 +369,8 @@ class Proxy:
         log.info("  protocol: %s", config.protocol)
         log.info("  behavior: %s (picked per %s)", self.mix.spec, config.scope)
         log.info("  sessions: %s; random seed %d", idle, self.seed)
+        for line in self.tls.describe() if self.tls is not None else ():
+            log.info("  tls:      %s", line)
 
     # -- sessions --------------------------------------------------------------------------
 

@@ -42,8 +42,11 @@ class Session:
         self.proxy = proxy
         self.peer = PeerName(client_address)
         self.handler = gevent.getcurrent()  # the proxy's greenlet serving this client
-        self.client = Endpoint(client_sock, "client", self)
-        self.backend = Endpoint(backend_sock, "backend", self)
+        if proxy.tls is None:
+            self.client = Endpoint(client_sock, "client", self)
+            self.backend = Endpoint(backend_sock, "backend", self)
+        else:
+            self.client, self.backend = proxy.tls.endpoints(client_sock, backend_sock, self)
         # The client has usually spoken while the backend connection was being made: read at
         # once rather than after one more turn of the hub (a read that finds nothing waits).
         self.client.skip_next_wait()
@@ -89,15 +92,22 @@ class Session:
         if self._debug:
             log.debug("%s: session opened to %s", self.peer, self.proxy.backend)
         self._greenlets = [gevent.getcurrent()]
-        if not config.stay_connected:
-            self._arm_idle_timer(config.timeout)
-        other = gevent.spawn(self._pump, self.backend, self.client, False)
-        self._greenlets.append(other)
+        other = None
         try:
+            # TLS handshakes first, here in the session's greenlet (bounded by the timeout).
+            if self.proxy.tls is not None:
+                if not self.proxy.tls.handshake(self):
+                    return
+                self.last_activity = self._loop.now()
+            if not config.stay_connected:
+                self._arm_idle_timer(config.timeout)
+            other = gevent.spawn(self._pump, self.backend, self.client, False)
+            self._greenlets.append(other)
             self._pump(self.client, self.backend, True)
             other.join()
         except gevent.GreenletExit:
-            other.kill()
+            if other is not None:
+                other.kill()
         finally:
             if self._idle_timer is not None:
                 self._idle_timer.close()

@@ -67,6 +67,12 @@ def proxy_name(text: str) -> str:
     return text
 
 
+def _path(text: str) -> str:
+    if not text.strip():
+        raise ConfigError("expected a file path, got an empty value")
+    return text
+
+
 def _word(*words: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         word = text.strip().lower()
@@ -225,6 +231,72 @@ SETTINGS: tuple[Setting, ...] = (
         per_proxy=True,
     ),
     _setting(
+        "backend_tls",
+        bool,
+        False,
+        "Speak TLS to the backend, verifying its certificate (against the system's trust "
+        "store, or backend_ca) and its name.",
+        per_proxy=True,
+    ),
+    _setting(
+        "backend_ca",
+        _path,
+        None,
+        "CA certificates (PEM) the backend's certificate is verified against, instead of the "
+        "system's trust store (with backend_tls).",
+        "FILE",
+        per_proxy=True,
+    ),
+    _setting(
+        "backend_sni",
+        _host,
+        None,
+        "Name sent to the backend in the TLS handshake (SNI) and checked in its certificate; "
+        "the backend's host by default (with backend_tls).",
+        "NAME",
+        per_proxy=True,
+    ),
+    _setting(
+        "backend_insecure",
+        bool,
+        False,
+        "Do not verify the backend's certificate or name, for test servers (with backend_tls).",
+        per_proxy=True,
+    ),
+    _setting(
+        "tls_cert",
+        _path,
+        None,
+        "Certificate (PEM, with its chain) the proxy presents to its clients: it terminates "
+        "their TLS, and the protocol sees clear text.",
+        "FILE",
+        per_proxy=True,
+    ),
+    _setting(
+        "tls_key",
+        _path,
+        None,
+        "Private key (PEM, unencrypted) of tls_cert; by default it is in the tls_cert file.",
+        "FILE",
+        per_proxy=True,
+    ),
+    _setting(
+        "tls_self_signed",
+        bool,
+        False,
+        "Terminate the clients' TLS with a certificate made at start for the listen host, "
+        "localhost, 127.0.0.1 and ::1 (needs the cryptography package: vaurien[tls]).",
+        per_proxy=True,
+    ),
+    _setting(
+        "tls_cert_out",
+        _path,
+        None,
+        "Write the certificate made by tls_self_signed to this file (PEM), for clients to trust.",
+        "FILE",
+        per_proxy=True,
+    ),
+    _setting(
         "backlog",
         _whole_number,
         8192,
@@ -371,6 +443,14 @@ class ProxyConfig:
     timeout: float = _default("timeout")
     stay_connected: bool = _default("stay_connected")
     tcp_keepalive: bool = _default("tcp_keepalive")
+    backend_tls: bool = _default("backend_tls")
+    backend_ca: str | None = _default("backend_ca")
+    backend_sni: str | None = _default("backend_sni")
+    backend_insecure: bool = _default("backend_insecure")
+    tls_cert: str | None = _default("tls_cert")
+    tls_key: str | None = _default("tls_key")
+    tls_self_signed: bool = _default("tls_self_signed")
+    tls_cert_out: str | None = _default("tls_cert_out")
     backlog: int = _default("backlog")
     max_connections: int = _default("max_connections")
     refuse_when_backend_down: bool = _default("refuse_when_backend_down")
@@ -405,6 +485,7 @@ class ProxyConfig:
                     raise ConfigError(f"{setting.name}: {e.problem}") from None
         if self.backend is None:
             raise ConfigError("no backend: give --backend HOST:PORT (or backend = in [vaurien])")
+        _check_tls(normalized)
         behaviors = self.behaviors if self.behaviors is not None else Behavior.copy()
         protocols = self.protocols if self.protocols is not None else Protocol.copy()
         normalized["behaviors"], normalized["protocols"] = behaviors, protocols
@@ -499,6 +580,22 @@ class ServerConfig:
             behaviors=self.behaviors.copy(),
             protocols=self.protocols.copy(),
         )
+
+
+def _check_tls(values: Mapping[str, Any]) -> None:
+    """Refuse TLS settings that would be silently ignored or contradict each other (the
+    files are read when the proxy is built: :mod:`vaurien.tls`)."""
+    for name in ("backend_ca", "backend_sni", "backend_insecure"):
+        if values.get(name) and not values.get("backend_tls"):
+            raise ConfigError(f"{name} needs backend_tls (--backend-tls)")
+    if values.get("backend_insecure") and values.get("backend_ca"):
+        raise ConfigError("backend_insecure verifies nothing: backend_ca would be ignored")
+    if values.get("tls_key") and not values.get("tls_cert"):
+        raise ConfigError("tls_key needs tls_cert (--tls-cert)")
+    if values.get("tls_self_signed") and values.get("tls_cert"):
+        raise ConfigError("give either tls_cert or tls_self_signed, not both")
+    if values.get("tls_cert_out") and not values.get("tls_self_signed"):
+        raise ConfigError("tls_cert_out needs tls_self_signed (--tls-self-signed)")
 
 
 def logging_level(name: str) -> int:

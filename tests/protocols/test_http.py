@@ -11,7 +11,7 @@ import h11
 import pytest
 import requests
 
-from protocol_support import run
+from protocol_support import read_responses, run
 from support import RecordingServer, recv_exactly, wait_until
 from vaurien.errors import ProtocolError
 from vaurien.protocols.http.framing import HeadParser, RequestFramer, ResponseFramer
@@ -200,32 +200,6 @@ def test_keep_alive_false_makes_each_request_the_last_of_its_connection(http_ser
         assert response.status_code == 200
     wait_until(lambda: proxy.call(proxy.proxy.stats)["active_connections"] == 0)
     assert proxy.call(proxy.proxy.stats)["total_connections"] == 3
-
-
-def read_responses(sock, count):
-    """Read ``count`` responses off a raw socket with h11; the last may end the connection."""
-    connection = h11.Connection(h11.CLIENT)
-    responses = []
-    for _ in range(count):
-        connection.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
-        connection.send(h11.EndOfMessage())
-        body = b""
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                connection.receive_data(sock.recv(65536))
-                continue
-            if isinstance(event, h11.Response):
-                status, headers = event.status_code, dict(event.headers)
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                break
-        responses.append((status, headers, body))
-        if connection.our_state is h11.MUST_CLOSE or connection.their_state is h11.MUST_CLOSE:
-            break
-        connection.start_next_cycle()
-    return responses
 
 
 def test_pipelined_requests_get_their_responses_in_order(http_server, start_proxy):

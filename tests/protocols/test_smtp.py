@@ -267,27 +267,37 @@ def tls_files(tmp_path_factory):
     return cert, key
 
 
-@pytest.fixture(params=["starttls", "implicit"])
-def tls_smtp_server(request, tls_files):
+class Keep:
+    """An aiosmtpd handler keeping the messages it accepts."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope.content)
+        return "250 OK"
+
+
+def tls_controller(tls_files, mode):
+    """A started aiosmtpd server requiring STARTTLS (``mode="starttls"``) or speaking implicit
+    TLS (``"implicit"``), and its handler."""
     from aiosmtpd.controller import Controller
-
-    class Keep:
-        def __init__(self):
-            self.messages = []
-
-        async def handle_DATA(self, server, session, envelope):
-            self.messages.append(envelope.content)
-            return "250 OK"
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*tls_files)
     handler = Keep()
     where = {"hostname": "127.0.0.1", "port": free_port()}
-    if request.param == "starttls":
+    if mode == "starttls":
         controller = Controller(handler, **where, tls_context=context, require_starttls=True)
     else:
         controller = Controller(handler, **where, ssl_context=context)
     controller.start()
+    return controller, handler
+
+
+@pytest.fixture(params=["starttls", "implicit"])
+def tls_smtp_server(request, tls_files):
+    controller, handler = tls_controller(tls_files, request.param)
     yield request.param, controller, handler
     controller.stop()
 
@@ -308,3 +318,33 @@ def test_tls_passes_through_as_an_opaque_stream(tls_smtp_server, start_proxy):
     client.quit()
     wait_until(lambda: handler.messages)
     assert b"over TLS" in handler.messages[0]
+
+
+def test_implicit_tls_terminated_on_both_sides_gets_per_command_errors(tls_files, start_proxy):
+    """SMTPS (implicit TLS): the proxy terminates both sides' TLS, so the smtp protocol sees the
+    commands and ``error`` answers them with 451, where a relayed TLS stream stays opaque."""
+    controller, handler = tls_controller(tls_files, "implicit")
+    try:
+        proxy = start_proxy(
+            f"127.0.0.1:{controller.port}",
+            protocol="smtp",
+            tls_self_signed=True,
+            backend_tls=True,
+            backend_insecure=True,  # the server's certificate is a throwaway
+            timeout=30,
+        )
+        client = smtplib.SMTP_SSL(
+            *proxy.address, timeout=10, context=ssl._create_unverified_context()
+        )
+        client.ehlo()
+        proxy.call(proxy.proxy.set_behavior, "100:error")
+        with pytest.raises(smtplib.SMTPResponseException) as error:
+            client.sendmail("a@example.org", ["b@example.org"], "Subject: x\r\n\r\nhi\r\n")
+        assert error.value.smtp_code == 451
+        proxy.call(proxy.proxy.set_behavior, "100:dummy")
+        client.sendmail("a@example.org", ["b@example.org"], "Subject: y\r\n\r\nover TLS\r\n")
+        client.quit()
+        wait_until(lambda: handler.messages)
+        assert len(handler.messages) == 1 and b"over TLS" in handler.messages[0]
+    finally:
+        controller.stop()

@@ -43,6 +43,9 @@ class BaseProtocol:
     #: ``session.pick()``): the session then picks nothing and calls :meth:`handle` with
     #: ``behavior=None``.
     picks_itself: bool = False
+    #: The ALPN names the protocol speaks over TLS (``("h2",)``), offered to the backend and
+    #: chosen with the client when the proxy speaks TLS; empty: no ALPN.
+    alpn: tuple[str, ...] = ()
     #: For the reference docs: what one event of this protocol is (reStructuredText).
     event_unit: str | None = None
     #: For the reference docs: what :meth:`send_error` does, as a client sees it, in one or two

@@ -220,7 +220,9 @@ class SMTP(FramedProtocol):
     (RFC 2920) included; after a 354 the mail data is read up to the lone dot, dot-stuffed
     lines counted through; BDAT chunks are counted through; AUTH exchanges go line by line.
     The greeting passes as it comes. After STARTTLS is accepted (220), or when the client
-    opens with a TLS handshake (implicit TLS), the connection is an opaque stream. With
+    opens with a TLS handshake (implicit TLS), the connection is an opaque stream, a behavior
+    picked for each chunk as with ``tcp``; a proxy that terminates implicit TLS itself
+    (``--tls-cert`` with ``--backend-tls``) sees the commands in clear. With
     ``error`` the client gets ``451 4.3.0``; an error on the mail data also ends the
     connection (the server, left waiting for the data, drops the message); ``inject`` on DATA
     or STARTTLS (whose answer changes what follows) lets the command pass untouched. Traffic

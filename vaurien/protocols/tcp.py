@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 
-from vaurien.endpoint import Endpoint
 from vaurien.options import at_least
 from vaurien.protocols import Protocol
 from vaurien.protocols.base import BaseProtocol
@@ -18,8 +17,9 @@ class TCP(BaseProtocol):
     """A transparent byte stream in both directions at once, the default protocol.
 
     Each event moves at most ``buffer`` bytes; on Linux they go from socket to socket through
-    a pipe (``splice``) without being copied into the proxy. ``reuse_socket`` lets several
-    proxies listen on the same port (``SO_REUSEPORT``), the kernel spreading clients among them.
+    a pipe (``splice``) without being copied into the proxy, unless a side speaks TLS.
+    ``reuse_socket`` lets several proxies listen on the same port (``SO_REUSEPORT``), the
+    kernel spreading clients among them.
     (The ``keep_alive`` option of Vaurien 1.x is the global ``--tcp-keepalive`` now.)
     """
 
@@ -55,7 +55,8 @@ class TCP(BaseProtocol):
             pipes is not None
             and source.last_read >= SPLICE_FROM
             and not source.has_pending
-            and type(dest) is Endpoint  # not a chain's MemoryEndpoint: no socket to splice to
+            and source.can_splice
+            and dest.can_splice
         ):
             count = source.splice_to(dest, pipes, self.settings["buffer"])
         else:

@@ -52,6 +52,7 @@ class HTTP(FramedProtocol):
     """
 
     name = "http"
+    alpn = ("http/1.1",)
     event_unit = (
         "One request and its response: the request is read whole (head and body) in one event, "
         "and its response, pipelined or not, is matched to it."

@@ -91,8 +91,8 @@ class HTTP2(BaseProtocol):
     its own stream, not the connection, and the proxy holds no more than the windows it
     advertised. A graceful GOAWAY lets the streams in flight finish; new streams are then
     refused (``REFUSED_STREAM``: the client may retry them elsewhere). Server push is refused.
-    Over TLS the protocol would be chosen by ALPN; Vaurien does not terminate TLS yet, so this
-    protocol serves clear-text HTTP/2 only.
+    Over TLS (``--tls-cert``, ``--backend-tls``) HTTP/2 is agreed with ALPN (``h2``) on each
+    side that speaks TLS, and the connection starts with the preface at once.
 
     A behavior is picked for each stream, that is each request or gRPC call, and acts on that
     stream only, on its request (or, with ``direction = to_client``, on its response) while
@@ -125,6 +125,7 @@ class HTTP2(BaseProtocol):
 
     name = "http2"
     duplex = True
+    alpn = ("h2",)
     errors_on_request = True
     picks_itself = True
     options = {

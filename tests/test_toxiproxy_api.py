@@ -682,3 +682,26 @@ def test_an_update_that_cannot_be_done_changes_nothing(vaurien, echo_proxy):
         response = api(vaurien, "PATCH", "/proxies/echo", {"listen": busy, "enabled": True})
     assert response.status_code == 409 and "Address already in use" in response.json()["error"]
     assert api(vaurien, "GET", "/proxies/echo").json() == before
+
+
+def test_tls_settings_are_fields_of_a_proxy_made_through_the_api(vaurien, https_server, tls_ca):
+    """Vaurien's additions: a proxy made with backend_tls speaks TLS to its upstream, and the
+    protocol-aware toxics see clear text."""
+    body = {
+        "name": "secure",
+        "upstream": https_server.address,
+        "protocol": "http",
+        "backend_tls": True,
+        "backend_ca": str(tls_ca.cert_path),
+    }
+    assert api(vaurien, "POST", "/proxies", body).status_code == 201
+    listen = vaurien.client.get_proxy("secure").listen
+    assert requests.get(f"http://{listen}/bytes/3", timeout=10).content == b"\x00\x01\x02"
+    error = {"type": "error", "stream": "upstream"}
+    assert api(vaurien, "POST", "/proxies/secure/toxics", error).status_code == 200
+    assert requests.get(f"http://{listen}/bytes/3", timeout=10).status_code in (500, 501, 502, 503)
+    response = api(vaurien, "POST", "/proxies/secure", {"backend_tls": False})
+    assert response.status_code == 400
+    assert "backend_tls is set when it is made" in response.json()["error"]
+    response = api(vaurien, "POST", "/proxies", {**body, "name": "x", "backend_tls": "yes"})
+    assert response.status_code == 400 and "backend_tls must be true or false" in response.text

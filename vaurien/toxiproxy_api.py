@@ -19,13 +19,15 @@ shapes, over every proxy of the process, so that Toxiproxy's clients drive Vauri
     GET    /metrics                          every proxy's counters, Prometheus text format
 
 A PROXY is ``{"name", "listen", "upstream", "enabled", "toxics"}``, a TOXIC ``{"attributes",
-"name", "type", "stream", "toxicity"}`` (:mod:`vaurien.toxics`). A proxy body may also say
-``protocol`` (a proxy that understands its traffic: its errors are the protocol's) and
-``refuse_when_backend_down``, both when the proxy is made. Errors are Toxiproxy's:
-``{"error": MESSAGE, "status": CODE}`` with 400 for a bad body, 404 for a proxy or toxic not
-found, 409 for a name taken (or a listen address in use). A field no client sends is refused
-with a 400 naming it, as is a value of the wrong type; nothing changes unless the whole request
-is right. Requests from browsers (a ``User-Agent`` starting with ``Mozilla/``) get a 403, as
+"name", "type", "stream", "toxicity"}`` (:mod:`vaurien.toxics`). Vaurien's additions: a proxy
+body may also give, when the proxy is made, the settings of :data:`MADE_WITH` (``protocol``, for
+a proxy that understands its traffic and answers with the protocol's errors;
+``refuse_when_backend_down``; the TLS settings such as ``backend_tls`` and ``tls_cert``).
+Errors are Toxiproxy's: ``{"error": MESSAGE, "status": CODE}`` with 400 for a bad body, 404
+for a proxy or toxic not found, 409 for a name taken (or a listen address in use). A field no
+client sends is refused with a 400 naming it, as is a value of the wrong type; nothing changes
+unless the whole request is right. Requests from browsers (a ``User-Agent`` starting with
+``Mozilla/``) get a 403, as
 from Toxiproxy: a web page must not reconfigure the proxies.
 """
 
@@ -45,7 +47,7 @@ from vaurien.errors import ConfigError, VaurienError
 from vaurien.network import Address
 from vaurien.proxy import Proxy
 from vaurien.server import Server
-from vaurien.settings import proxy_name
+from vaurien.settings import SETTINGS_BY_NAME, proxy_name
 from vaurien.toxics import Toxic, ToxicError, make_toxic
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,21 @@ log = logging.getLogger(__name__)
 #: The Toxiproxy version the API answers to: 2.x, whose clients update with PATCH.
 TOXIPROXY_VERSION = "2.12.0"
 #: The fields of a proxy's body: Toxiproxy's, then Vaurien's.
-PROXY_FIELDS = ("name", "listen", "upstream", "enabled", "toxics", "protocol")
-EXTRA_FIELDS = ("refuse_when_backend_down",)
+PROXY_FIELDS = ("name", "listen", "upstream", "enabled", "toxics")
+#: Vaurien's settings a proxy body may give when the proxy is made (its ``[proxy:NAME]`` keys
+#: of the same names); changing one later means making the proxy anew.
+MADE_WITH = (
+    "protocol",
+    "refuse_when_backend_down",
+    "backend_tls",
+    "backend_ca",
+    "backend_sni",
+    "backend_insecure",
+    "tls_cert",
+    "tls_key",
+    "tls_self_signed",
+    "tls_cert_out",
+)
 #: Where a proxy listens when its body says nothing (Toxiproxy: every interface).
 DEFAULT_LISTEN = Address("127.0.0.1", 0)
 
@@ -86,8 +101,7 @@ class _Entry:
     upstream: Address
     enabled: bool | None  # None: not given
     toxics: list[Any] | None  # None: not given
-    protocol: str | None
-    refuse: bool | None
+    made_with: dict[str, Any]  # settings of MADE_WITH the body gives
     proxy: Proxy | None = None  # the proxy it is (a new one, or the one already there)
     current: Proxy | None = None  # the proxy of that name already there, if any
     action: str = "new"  # new, same, move, replace
@@ -376,21 +390,14 @@ def _prepare(server: Server, entry: _Entry) -> None:
     current = entry.current
     if current is None:
         entry.action = "new"
-    elif entry.protocol not in (None, current.config.protocol) or entry.refuse not in (
-        None,
-        current.config.refuse_when_backend_down,
-    ):
+    elif any(getattr(current.config, key) != value for key, value in entry.made_with.items()):
         entry.action = "replace"
     elif same_listen(current, entry.listen) and entry.upstream == current.config.backend:
         entry.action = "same"
     else:
         entry.action = "move"
     if entry.action in ("new", "replace"):
-        values: dict[str, Any] = {"proxy": entry.listen, "backend": entry.upstream}
-        if entry.protocol is not None:
-            values["protocol"] = entry.protocol
-        if entry.refuse is not None:
-            values["refuse_when_backend_down"] = entry.refuse
+        values = {"proxy": entry.listen, "backend": entry.upstream, **entry.made_with}
         try:
             entry.proxy = Proxy(server.config.proxy_config(entry.name, **values))
         except VaurienError as e:
@@ -464,10 +471,8 @@ def update(proxy: Proxy, body: Any) -> None:
         raise ToxiproxyError(
             400, "bad request body: a proxy's name cannot change: delete it and create it anew"
         )
-    for key, current in (
-        ("protocol", proxy.config.protocol),
-        ("refuse_when_backend_down", proxy.config.refuse_when_backend_down),
-    ):
+    for key in MADE_WITH:
+        current = getattr(proxy.config, key)
         if fields.get(key, current) != current:
             raise ToxiproxyError(
                 400,
@@ -554,8 +559,7 @@ def _entry(body: Any, server: Server, where: str) -> _Entry:
         upstream=_address(fields, "upstream", None, where),
         enabled=fields.get("enabled"),
         toxics=toxics,
-        protocol=fields.get("protocol"),
-        refuse=fields.get("refuse_when_backend_down"),
+        made_with={key: fields[key] for key in MADE_WITH if key in fields},
         current=server.get(name),
     )
 
@@ -566,14 +570,13 @@ _TYPES = {
     "upstream": str,
     "enabled": bool,
     "toxics": list,
-    "protocol": str,
-    "refuse_when_backend_down": bool,
+    **{key: bool if SETTINGS_BY_NAME[key].option.type is bool else str for key in MADE_WITH},
 }
 
 
 def _fields(body: dict[str, Any], where: str) -> dict[str, Any]:
     """The fields of a proxy body that are not null, each of its type."""
-    known = (*PROXY_FIELDS, *EXTRA_FIELDS)
+    known = (*PROXY_FIELDS, *MADE_WITH)
     fields = {}
     for key, value in body.items():
         if key not in known:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pwd
 import select
 import signal
 import socket
@@ -79,6 +80,17 @@ def _child_setup(cpus: frozenset[int] | None) -> None:
         os.sched_setaffinity(0, cpus)
 
 
+def _credentials(user: str | None) -> dict:
+    """The ``subprocess`` arguments running a child as ``user``, with that user's group only.
+
+    The child switches user before ``_child_setup`` runs: a change of user clears
+    ``PR_SET_PDEATHSIG``, so it must be set after.
+    """
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
+
+
 @dataclass
 class Child:
     """A background process of the run, its name and its log file."""
@@ -140,10 +152,12 @@ class Processes:
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
         pipes: bool = False,
+        user: str | None = None,
     ) -> Child:
         """Start ``argv`` in the background; its output goes to ``<workdir>/<name>.log``.
 
-        With ``pipes``, standard input and output are pipes instead (see :meth:`read_line`).
+        With ``pipes``, standard input and output are pipes instead (see :meth:`read_line`);
+        with ``user``, the process runs as that user (the harness must be root).
         """
         log_path = self.workdir / f"{name}.log"
         log = open(log_path, "ab")
@@ -156,6 +170,7 @@ class Processes:
                 cwd=cwd,
                 env=env,
                 preexec_fn=lambda: _child_setup(cpus),
+                **_credentials(user),
             )
         except OSError as e:
             log.close()
@@ -172,18 +187,26 @@ class Processes:
         cpus: frozenset[int] | None = None,
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
+        user: str | None = None,
+        with_stderr: bool = False,
     ) -> str:
-        """Run ``argv`` to completion within ``timeout`` (and the budget); return its stdout."""
+        """Run ``argv`` to completion within ``timeout`` (and the budget); return its stdout.
+
+        With ``user``, it runs as that user (the harness must be root); with ``with_stderr``,
+        its standard error is in the output too, for tools whose report and errors are apart.
+        """
         try:
             done = subprocess.run(
                 list(argv),
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if with_stderr else subprocess.PIPE,
                 timeout=self.budget.bound(timeout),
                 cwd=cwd,
                 env=env,
                 preexec_fn=lambda: _child_setup(cpus),
                 check=False,
+                **_credentials(user),
             )
         except subprocess.TimeoutExpired as e:
             raise Unavailable(f"{Path(argv[0]).name} did not finish in {e.timeout:.0f} s") from e

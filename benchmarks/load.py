@@ -14,6 +14,10 @@
     alternating a batch of ``set`` and a batch of ``get`` on a key of its own (as
     ``redis-benchmark -P D`` does). Runs for T seconds or ``--count`` requests, whichever ends
     first; the requests answered per second.
+``python -m benchmarks.load grpc HOST:PORT --connections N --depth D --size S --seconds T``
+    Unary gRPC calls of S bytes to ``python -m benchmarks.grpc_echo`` from N client processes,
+    each with one channel and D calls in flight (D = 1: one blocking call after the other),
+    for T seconds; the calls answered per second (``benchmarks/grpc_echo.py``, needs grpcio).
 
 Plain blocking sockets (or one epoll loop) and preallocated buffers keep the Python cost per
 round trip to a few microseconds; the direct numbers in each run show the floor this sets.
@@ -295,7 +299,7 @@ def memcache(
 def main(argv: list[str] | None = None) -> int:
     """Run one load generator and print its result as one JSON line."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__)
-    parser.add_argument("mode", choices=["rtt", "connect", "concurrent", "memcache"])
+    parser.add_argument("mode", choices=["rtt", "connect", "concurrent", "memcache", "grpc"])
     parser.add_argument("address", type=parse_address, help="HOST:PORT to load")
     parser.add_argument(
         "--count",
@@ -305,12 +309,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size", type=int, default=32, help="bytes per request (memcache: value)")
     parser.add_argument("--warmup", type=int, default=100, help="untimed round trips first")
-    parser.add_argument("--connections", type=int, default=5000, help="(concurrent)")
+    parser.add_argument(
+        "--connections", type=int, default=5000, help="(concurrent); client processes (grpc)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="round trips each (concurrent)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (concurrent)")
     parser.add_argument("--hold", action="store_true", help="keep connections open (concurrent)")
-    parser.add_argument("--depth", type=int, default=16, help="commands per batch (memcache)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="run time (memcache)")
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=16,
+        help="commands per batch (memcache); calls in flight (grpc)",
+    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="run time (memcache, grpc)")
     args = parser.parse_args(argv)
     raise_open_files_limit()
     held: list[socket.socket] = []
@@ -319,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
             result = round_trips(args.address, args.count, args.size, args.warmup)
         elif args.mode == "connect":
             result = connect_round_trips(args.address, args.count, args.size, args.warmup)
+        elif args.mode == "grpc":
+            from benchmarks.grpc_echo import unary_calls  # grpcio is imported by its clients
+
+            result = unary_calls(
+                args.address, args.connections, args.depth, args.size, args.seconds
+            )
         elif args.mode == "memcache":
             result = memcache(
                 args.address, args.connections, args.depth, args.size, args.seconds, args.count

@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from benchmarks import postgres
 from benchmarks.limits import raise_open_files_limit
 from benchmarks.procs import (
     Budget,
@@ -49,6 +50,9 @@ REDIS_PIPELINED_SCALE = 8  # pipelined redis runs make this many times --redis-r
 CLIENTS = 32  # connections of redis-benchmark (-c) and of the memcache load
 PIPELINE = 16  # requests written at once by pipelined clients (redis-benchmark -P)
 VALUE_SIZE = 3  # bytes of a value the memcache load sets, redis-benchmark's default (-d)
+# gRPC loads by row: (client processes, calls in flight each), as the rows' labels say
+GRPC_LOADS = {"grpc": (2, 32), "grpc_serial": (1, 1)}
+GRPC_PAYLOAD = 100  # bytes of each gRPC request (and of its echoed answer)
 T = TypeVar("T")
 
 
@@ -71,6 +75,8 @@ class Settings:
     json_path: Path | None
     fail_on_miss: bool
     vaurien_options: tuple[str, ...] = ()
+    pgbench_seconds: int = 3
+    grpc_seconds: int = 3
 
 
 @dataclass
@@ -785,6 +791,67 @@ class Bench:
         self._non_2xx.append(result.non_2xx / result.requests)
         return result.rate
 
+    # -- the rpc group -----------------------------------------------------------------
+
+    def rpc(self) -> None:
+        """PostgreSQL through ``--protocol postgres`` (and tcp) and gRPC unary calls through
+        ``--protocol http2``, in turns as in :meth:`protocols`; a backend or tool that is
+        missing is noted on its rows."""
+        comparisons: list[Comparison] = []
+        for keys, start in (
+            (("pgbench", "pgbench_tcp"), self._postgres_comparisons),
+            (("grpc", "grpc_serial"), self._grpc_comparisons),
+        ):
+            try:
+                comparisons.extend(start())
+            except Unavailable as e:
+                for key in keys:
+                    self.rows[key].note(str(e))
+        for _ in self.repeats():
+            comparisons = [each for each in comparisons if self.compare(each)]
+
+    def _postgres_comparisons(self) -> list[Comparison]:
+        """A private PostgreSQL with pgbench's tables, and its two proxies; ``pgbench -S``."""
+        server = postgres.start(self.procs, self.workdir)
+        server.initialize(self.procs)
+        proxies = {
+            key: self.proxy_or_note(
+                server.port, (key,), "--timeout", "60", name=f"vaurien-{name}", protocol=protocol
+            )
+            for key, name, protocol in (
+                ("pgbench", "postgres", "postgres"),
+                ("pgbench_tcp", "postgres-tcp", "tcp"),
+            )
+        }
+        rate = partial(server.select_rate, self.procs, seconds=self.settings.pgbench_seconds)
+        return [Comparison(rate, server.port, proxies)]
+
+    def _grpc_comparisons(self) -> list[Comparison]:
+        """The gRPC echo server and its proxy; unary calls concurrently and one at a time."""
+        backend = self.grpc_server()
+        proxy = self.proxy_or_note(
+            backend, tuple(GRPC_LOADS), name="vaurien-http2", protocol="http2"
+        )
+        return [
+            Comparison(
+                partial(self.grpc_rate, clients=clients, in_flight=in_flight), backend, {key: proxy}
+            )
+            for key, (clients, in_flight) in GRPC_LOADS.items()
+        ]
+
+    def grpc_server(self) -> int:
+        """Start the gRPC echo server (``benchmarks.grpc_echo``); return its port."""
+        argv = self.python("benchmarks.grpc_echo")
+        child = self.procs.start(argv, name="grpc-echo", cwd=REPO, env=self.env, pipes=True)
+        return int(self.procs.read_line(child, 30))
+
+    def grpc_rate(self, port: int, clients: int, in_flight: int) -> float:
+        """Unary gRPC calls per second to ``port`` (``benchmarks.load grpc``)."""
+        seconds = self.settings.grpc_seconds
+        args = (f"127.0.0.1:{port}", "--connections", str(clients), "--depth", str(in_flight))
+        args += ("--size", str(GRPC_PAYLOAD), "--seconds", str(seconds))
+        return self.load("grpc", *args, timeout=seconds + 90)["rate"]
+
 
 @dataclass(frozen=True)
 class WrkResult:
@@ -897,6 +964,12 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         "--memcache-seconds", type=_positive, help="seconds per memcache load (3; quick 1)"
     )
     parser.add_argument(
+        "--pgbench-seconds", type=_positive, help="seconds per pgbench run (3; quick 1)"
+    )
+    parser.add_argument(
+        "--grpc-seconds", type=_positive, help="seconds per gRPC calls run (3; quick 1)"
+    )
+    parser.add_argument(
         "--only",
         default=",".join(GROUPS),
         help=f"comma-separated groups to run (default all: {','.join(GROUPS)})",
@@ -942,6 +1015,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         json_path=args.json,
         fail_on_miss=args.fail_on_miss,
         vaurien_options=tuple(args.vaurien_option),
+        pgbench_seconds=pick(args.pgbench_seconds, 3, 1),
+        grpc_seconds=pick(args.grpc_seconds, 3, 1),
     )
 
 
@@ -982,6 +1057,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "protocols": bench.protocols,
             "named": bench.named,
             "tls": bench.tls,
+            "rpc": bench.rpc,
         }
         for group in settings.groups:
             started = time.monotonic()

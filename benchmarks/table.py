@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-GROUPS = ("bulk", "rtt", "connect", "concurrent", "http", "protocols", "named", "tls")
+GROUPS = ("bulk", "rtt", "connect", "concurrent", "http", "protocols", "named", "tls", "rpc")
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Row:
 
 def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
     """The rows of the table, in order, with the targets of issue 6 (issue 11 for the protocols
-    group's, issue 12 for the named group's)."""
+    group's, issue 12 for the named group's; the tls and rpc groups have none)."""
 
     def at_least(x: float) -> Target:
         return Target(x, at_least=True, on_ratio=True)
@@ -124,6 +124,10 @@ def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
             at_most(4.5),
         ),
         Row("https", "HTTPS keep-alive, --protocol http, TLS both sides", "req/s"),
+        Row("pgbench", "PostgreSQL pgbench -S, --protocol postgres", "req/s"),
+        Row("pgbench_tcp", "PostgreSQL pgbench -S, --protocol tcp", "req/s"),
+        Row("grpc", "gRPC unary, 2 x 32 calls in flight, --protocol http2", "req/s"),
+        Row("grpc_serial", "gRPC unary, one call at a time, --protocol http2", "req/s"),
     ]
     return {row.key: row for row in rows}
 
@@ -151,6 +155,7 @@ GROUP_ROWS = {
         "rtt_api_pinned_p99",
     ),
     "tls": ("https",),
+    "rpc": ("pgbench", "pgbench_tcp", "grpc", "grpc_serial"),
 }
 #: Rows whose ratios should stay close: (row, reference row, the most it may fall behind).
 CLOSE_RATIOS = (

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,13 @@ if str(REPO) not in sys.path:  # benchmarks/ is not installed: plain `pytest` ne
     sys.path.insert(0, str(REPO))
 TOOLS = ("iperf3", "wrk", "nginx", "redis-server", "redis-benchmark", "memcached")
 MISSING = [tool for tool in TOOLS if shutil.which(tool) is None]
+if not any(Path("/usr/lib/postgresql").glob("*/bin/pgbench")):
+    MISSING.append("postgresql")
+MISSING += [name for name in ("grpc", "h2") if importlib.util.find_spec(name) is None]
 
 pytestmark = pytest.mark.skipif(
     bool(MISSING) and not os.environ.get("CI"),
-    reason=f"not installed: {', '.join(MISSING)} (.ci/install-deps installs them)",
+    reason=f"not installed: {', '.join(MISSING)} (.ci/install-deps and the test extra do it)",
 )
 
 TINY = [
@@ -127,14 +132,18 @@ def test_memcache_ratio_is_checked_against_redis() -> None:
 
 
 @pytest.fixture
-def bench(tmp_path: Path) -> Iterator[Any]:
-    """A :class:`Bench` with the quick settings, its processes stopped after the test."""
+def bench() -> Iterator[Any]:
+    """A :class:`Bench` with the quick settings, its processes stopped after the test. Its
+    work directory is made as the harness makes its own (PostgreSQL's user must reach it)."""
     from benchmarks.procs import Budget, Processes
     from benchmarks.run import Bench, parse_args
 
     settings = parse_args(["--quick", "--redis-requests=500"])
-    with Processes(tmp_path, Budget(120)) as procs:
-        yield Bench(settings, procs, tmp_path)
+    with (
+        tempfile.TemporaryDirectory(prefix="vaurien-bench-") as workdir,
+        Processes(Path(workdir), Budget(120)) as procs,
+    ):
+        yield Bench(settings, procs, Path(workdir))
 
 
 def test_redis_benchmark_rates_are_read_from_its_output(redis_server, bench) -> None:
@@ -262,3 +271,90 @@ def test_a_chain_is_checked_against_its_members_alone() -> None:
     assert "(1.19 times; at most 1.1: costlier)" in render(rows(3.75), ["bulk", "named"], 1)
     # No chain row: nothing to compare.
     assert "costs" not in render(rows(4.5)[:3], ["bulk", "named"], 1)
+
+
+# -- the rpc group's tools, run briefly against real servers ---------------------------------
+
+
+def test_pgbench_rates_direct_and_through_the_proxy(bench) -> None:
+    from benchmarks import postgres
+    from benchmarks.procs import Unavailable, free_port
+
+    server = postgres.start(bench.procs, bench.workdir)
+    server.initialize(bench.procs)
+    assert server.select_rate(bench.procs, server.port, seconds=1) > 0
+    with pytest.raises(Unavailable, match="pgbench printed no rate: connection to server"):
+        server.select_rate(bench.procs, free_port(), seconds=1)
+    if not vaurien_starts():
+        pytest.skip("this checkout's proxy does not start")
+    _, port = bench.proxy(server.port, "--timeout", "60", protocol="postgres")
+    assert server.select_rate(bench.procs, port, seconds=1) > 0
+    # Clients that lose their connection make the run no sample. (pgbench's setup query may be
+    # the one cut: then it stops before its clients start.)
+    _, port = bench.proxy(server.port, protocol="postgres", behavior="1:abort", name="abort")
+    with pytest.raises(Unavailable, match=r"run was aborted: client \d+|could not count"):
+        server.select_rate(bench.procs, port, seconds=1)
+
+
+def run_grpc_load(address: str, *args: str) -> tuple[int, dict]:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.load", "grpc", address, "--size=100", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    return done.returncode, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_grpc_calls_concurrently_and_one_at_a_time(bench) -> None:
+    from benchmarks.procs import Unavailable
+    from benchmarks.run import GRPC_LOADS
+
+    port = bench.grpc_server()
+    code, result = run_grpc_load(
+        f"127.0.0.1:{port}", "--connections=2", "--depth=4", "--seconds=0.5"
+    )
+    assert code == 0, result
+    assert result["calls"] > 0 and 0.5 <= result["seconds"] < 10, result
+    # two clients that ran for about the same time: about twice the rate of the longer one's
+    assert result["calls"] / result["seconds"] <= result["rate"] <= 2.5 * result["calls"], result
+    for clients, in_flight in GRPC_LOADS.values():
+        assert bench.grpc_rate(port, clients, in_flight) > 0
+    if not vaurien_starts():
+        pytest.skip("this checkout's proxy does not start")
+    _, proxy = bench.proxy(port, protocol="http2")
+    assert bench.grpc_rate(proxy, clients=2, in_flight=8) > 0
+    # A failed call makes the run no sample, and says why.
+    _, failing = bench.proxy(port, protocol="http2", behavior="20:error", name="failing")
+    with pytest.raises(Unavailable, match="gRPC call failed: UNAVAILABLE"):
+        bench.grpc_rate(failing, clients=2, in_flight=8)
+
+
+def test_grpc_load_rejects_a_server_that_is_not_grpc(bench) -> None:
+    port = bench.echo_backend("echo")
+    code, result = run_grpc_load(f"127.0.0.1:{port}", "--connections=1", "--depth=1")
+    assert code == 1
+    assert result["error"].startswith("ConnectionError: gRPC call failed: "), result
+
+
+def test_rpc_group_notes_what_is_missing(bench, monkeypatch, tmp_path: Path) -> None:
+    from benchmarks import postgres
+
+    monkeypatch.setattr(postgres, "POSTGRES_LIB", tmp_path / "no-postgresql")
+    # The children of the run import this first: grpcio is missing for them.
+    hidden = tmp_path / "without-grpc"
+    hidden.mkdir()
+    (hidden / "sitecustomize.py").write_text("import sys\nsys.modules['grpc'] = None\n")
+    bench.env["PYTHONPATH"] = os.pathsep.join([str(hidden), bench.env["PYTHONPATH"]])
+    bench.rpc()
+    for key, missing in (
+        ("pgbench", "PostgreSQL is not installed in"),
+        ("pgbench_tcp", "PostgreSQL is not installed in"),
+        ("grpc", "grpc-echo exited: grpcio is not installed"),
+        ("grpc_serial", "grpc-echo exited: grpcio is not installed"),
+    ):
+        row = bench.rows[key]
+        assert (row.direct, row.proxied) == ([], []), key
+        assert any(note.startswith(missing) for note in row.notes), (key, row.notes)

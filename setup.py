@@ -55,6 +55,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["vaurien", "vaurien.*"]),
+    package_data={"vaurien.dashboard": ["static/*"]},  # the dashboard's page
     install_requires=["gevent>=23.9", "h11>=0.14"],
     extras_require=EXTRAS,
     entry_points={

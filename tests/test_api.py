@@ -416,7 +416,7 @@ def test_behaviors_gives_every_option_table_as_the_registry_declares_it(api):
         "minimum": 0,
     }
     assert delay["before"]["type"] == "bool" and delay["before"]["default"] is True
-    assert delay["direction"]["choices"] == ["both", "to_backend", "to_client", "upstream", "downstream"]
+    assert delay["direction"]["choices"] == list(registry.options("delay")["direction"].choices)
     assert answer["options"]["corrupt"]["probability"]["maximum"] == 1
 
 

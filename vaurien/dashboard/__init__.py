@@ -93,8 +93,8 @@ class Watch:
         self.interval = interval
         #: Open streams.
         self.watchers = 0
-        self.history: collections.deque[tuple[float, dict[str, list[float]]]] = (
-            collections.deque(maxlen=HISTORY)
+        self.history: collections.deque[tuple[float, dict[str, list[float]]]] = collections.deque(
+            maxlen=HISTORY
         )
         self.faults: collections.deque[dict[str, Any]] = collections.deque(maxlen=FAULTS)
         self._fault_id = 0
@@ -156,16 +156,14 @@ class Watch:
             mix = proxy.mix
             shown = self.describe(proxy)
             shown["mix"] = [[percent, "+".join(names)] for percent, names in mix.spec.entries]
-            shown["options"] = {
-                name: dict(mix.behaviors[name].settings) for name in mix.spec.names
-            }
+            shown["options"] = {name: dict(mix.behaviors[name].settings) for name in mix.spec.names}
             shown["stats"] = stats
             shown["rates"] = None
             before = previous.get(proxy.name)
             if before is not None and now > before[0]:
                 elapsed = now - before[0]
                 rates = [max(0.0, (stats[key] - before[1][key]) / elapsed) for key in RATES]
-                shown["rates"] = dict(zip(RATES, rates))
+                shown["rates"] = dict(zip(RATES, rates, strict=True))
                 points[proxy.name] = rates
                 faults += self._faults(wall, proxy, before[1]["behaviors"], stats["behaviors"])
             self._previous[proxy.name] = (now, stats)

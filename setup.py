@@ -43,6 +43,7 @@ EXTRAS["test"] = sorted(
         "grpcio>=1.60",
         "ruff>=0.6",
         "toxiproxy-python>=0.1.1",  # a real Toxiproxy client, driving the Toxiproxy API
+        "selenium>=4.11",  # drives Debian's chromium through Debian's chromedriver
     }
 )
 

@@ -16,6 +16,7 @@ const state = {
   history: new Map(), // proxy name -> [[time, [rate, ...]], ...]
   cards: new Map(), // proxy name -> Card
   lastFault: 0, // the id of the newest fault listed
+  stream: null, // the EventSource
 };
 
 function one(root, selector) {
@@ -536,6 +537,17 @@ function onSample(event) {
   showFaults(sample.faults);
 }
 
+function connect() {
+  state.stream = new EventSource("dashboard/events");
+  state.stream.addEventListener("history", onHistory);
+  state.stream.addEventListener("sample", onSample);
+  state.stream.addEventListener("error", () => {
+    const status = document.getElementById("status");
+    status.textContent = "reconnecting…";
+    status.className = "status lost";
+  });
+}
+
 function start() {
   const given = new URLSearchParams(location.hash.slice(1)).get("token");
   if (given) {
@@ -551,13 +563,12 @@ function start() {
     sessionStorage.setItem("vaurien-token", state.token);
     form.hidden = true;
   });
-  const stream = new EventSource("dashboard/events");
-  stream.addEventListener("history", onHistory);
-  stream.addEventListener("sample", onSample);
-  stream.addEventListener("error", () => {
-    const status = document.getElementById("status");
-    status.textContent = "reconnecting…";
-    status.className = "status lost";
+  connect();
+  // A page left for another (kept in the back-forward cache) lets its stream go, and takes
+  // it again when it comes back.
+  window.addEventListener("pagehide", () => state.stream.close());
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) connect();
   });
   window.addEventListener("resize", () => {
     for (const card of state.cards.values()) card.draw();

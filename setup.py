@@ -43,6 +43,7 @@ EXTRAS["test"] = sorted(
         "grpcio>=1.60",
         "ruff>=0.6",
         "toxiproxy-python>=0.1.1",  # a real Toxiproxy client, driving the Toxiproxy API
+        "selenium>=4.11",  # drives Debian's chromium through Debian's chromedriver
     }
 )
 
@@ -55,6 +56,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["vaurien", "vaurien.*"]),
+    package_data={"vaurien.dashboard": ["static/*"]},  # the dashboard's page
     install_requires=["gevent>=23.9", "h11>=0.14"],
     extras_require=EXTRAS,
     entry_points={

@@ -18,6 +18,11 @@
     Unary gRPC calls of S bytes to ``python -m benchmarks.grpc_echo`` from N client processes,
     each with one channel and D calls in flight (D = 1: one blocking call after the other),
     for T seconds; the calls answered per second (``benchmarks/grpc_echo.py``, needs grpcio).
+``python -m benchmarks.load dashboards HOST:PORT --connections N``
+    N open dashboards: N streams of ``GET /dashboard/events`` from the control API on HOST:PORT,
+    read from one epoll loop as browser tabs read them. Prints a JSON line once every stream
+    has had a sample, reads on until a line (or EOF) arrives on standard input, then prints the
+    samples read.
 
 Plain blocking sockets (or one epoll loop) and preallocated buffers keep the Python cost per
 round trip to a few microseconds; the direct numbers in each run show the floor this sets.
@@ -32,6 +37,7 @@ import select
 import socket
 import sys
 import time
+from typing import Any
 
 from benchmarks.limits import raise_open_files_limit
 
@@ -196,6 +202,51 @@ def concurrent(
     return result, finished
 
 
+def dashboards(address: tuple[str, int], connections: int, timeout: float) -> dict[str, Any]:
+    """Hold ``connections`` dashboard streams open and read them until standard input says
+    stop; print a line when all have had their first sample. Returns the samples read."""
+    sample = b"event: sample\n"
+    request = f"GET /dashboard/events HTTP/1.0\r\nHost: {address[0]}:{address[1]}\r\n\r\n"
+    poller = select.epoll()
+    streams: dict[int, socket.socket] = {}
+    counts: dict[int, int] = {}
+    tails: dict[int, bytes] = {}  # the end of the last read: a mark may be split between two
+    for _ in range(connections):
+        sock = socket.create_connection(address, timeout=timeout)
+        sock.sendall(request.encode())
+        sock.setblocking(False)
+        streams[sock.fileno()] = sock
+        counts[sock.fileno()] = 0
+        tails[sock.fileno()] = b""
+        poller.register(sock.fileno(), select.EPOLLIN)
+    stdin = sys.stdin.fileno()
+    poller.register(stdin, select.EPOLLIN)
+    start = time.perf_counter()
+    ready = False
+    try:
+        while True:
+            events = poller.poll(timeout)
+            if not events:
+                raise OSError(errno.ETIMEDOUT, f"no sample for {timeout:g} s")
+            for fd, _events in events:
+                if fd == stdin:
+                    return {"streams": len(streams), "samples": sum(counts.values())}
+                data = streams[fd].recv(65536)
+                if not data:
+                    raise OSError(errno.ECONNRESET, "the control API closed a stream")
+                seen = tails[fd] + data
+                counts[fd] += seen.count(sample)
+                tails[fd] = seen[-(len(sample) - 1) :]
+            if not ready and all(counts.values()):
+                ready = True
+                seconds = time.perf_counter() - start
+                print(json.dumps({"ready": len(streams), "seconds": seconds}), flush=True)
+    finally:
+        poller.close()
+        for sock in streams.values():
+            sock.close()
+
+
 class _Pipeline:
     """One memcache connection of :func:`memcache`: its two batches and the answer in progress."""
 
@@ -299,7 +350,9 @@ def memcache(
 def main(argv: list[str] | None = None) -> int:
     """Run one load generator and print its result as one JSON line."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__)
-    parser.add_argument("mode", choices=["rtt", "connect", "concurrent", "memcache", "grpc"])
+    parser.add_argument(
+        "mode", choices=["rtt", "connect", "concurrent", "memcache", "grpc", "dashboards"]
+    )
     parser.add_argument("address", type=parse_address, help="HOST:PORT to load")
     parser.add_argument(
         "--count",
@@ -310,10 +363,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=32, help="bytes per request (memcache: value)")
     parser.add_argument("--warmup", type=int, default=100, help="untimed round trips first")
     parser.add_argument(
-        "--connections", type=int, default=5000, help="(concurrent); client processes (grpc)"
+        "--connections",
+        type=int,
+        default=5000,
+        help="(concurrent, dashboards); client processes (grpc)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="round trips each (concurrent)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds (concurrent)")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds (concurrent, dashboards)"
+    )
     parser.add_argument("--hold", action="store_true", help="keep connections open (concurrent)")
     parser.add_argument(
         "--depth",
@@ -336,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             result = unary_calls(
                 args.address, args.connections, args.depth, args.size, args.seconds
             )
+        elif args.mode == "dashboards":
+            result = dashboards(args.address, args.connections, args.timeout)
         elif args.mode == "memcache":
             result = memcache(
                 args.address, args.connections, args.depth, args.size, args.seconds, args.count

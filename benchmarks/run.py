@@ -39,7 +39,7 @@ from benchmarks.procs import (
     pss_kib,
     write_line,
 )
-from benchmarks.table import GROUP_ROWS, GROUPS, make_rows, render, to_json
+from benchmarks.table import DASHBOARDS, GROUP_ROWS, GROUPS, make_rows, render, to_json
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
@@ -542,6 +542,66 @@ class Bench:
         for _ in self.repeats():
             if not self.compare(comparison):
                 return
+
+    def dashboard(self) -> None:
+        """wrk keep-alive through ``--protocol http`` with its control API, with no dashboard
+        open (the direct column) and with :data:`DASHBOARDS` open (the vaurien column), in turn
+        on one proxy, the order swapped each repeat."""
+        nginx_port = self.nginx()
+        api_port = free_port()
+        keys = ("dashboard",)
+        api = ("--http", "--http-host", "127.0.0.1", "--http-port", str(api_port))
+        proxy = self.proxy_or_note(
+            nginx_port, keys, *api, name="vaurien-dashboard", protocol="http"
+        )
+        if proxy is None:
+            return
+        row = self.rows["dashboard"]
+        for index in self.repeats():
+            rates = {}
+            for watched in (False, True) if index % 2 == 0 else (True, False):
+                measure = (
+                    partial(self.wrk_watched, proxy[1], api_port)
+                    if watched
+                    else partial(self.wrk_rate, proxy[1])
+                )
+                rates[watched] = self.proxied(keys, measure)
+            if None in rates.values():
+                return
+            row.direct.append(rates[False])
+            row.proxied.append(rates[True])
+
+    def wrk_watched(self, port: int, api_port: int) -> float:
+        """:meth:`wrk_rate` on ``port`` while :data:`DASHBOARDS` dashboards read the samples
+        of the control API on ``api_port`` (``benchmarks.load dashboards``)."""
+        argv = self.python(
+            "benchmarks.load",
+            "dashboards",
+            f"127.0.0.1:{api_port}",
+            "--connections",
+            str(DASHBOARDS),
+            "--timeout",
+            "10",
+        )
+        client = self.procs.start(argv, name="dashboards", cwd=REPO, env=self.env, pipes=True)
+        try:
+            ready = json.loads(self.procs.read_line(client, 30))
+            if "error" in ready:
+                raise Unavailable(f"dashboards: {ready['error']}")
+            rate = self.wrk_rate(port)
+            write_line(client.popen.stdin, "close")
+            done = json.loads(self.procs.read_line(client, 30))
+        finally:
+            self.procs.stop(client)
+        if "error" in done:
+            raise Unavailable(f"dashboards: {done['error']}")
+        expected = DASHBOARDS * (self.settings.http_seconds - 1)
+        if done["samples"] < expected:
+            self.rows["dashboard"].note(
+                f"the dashboards read {done['samples']} samples during wrk, fewer than "
+                f"{expected}: the stream fell behind"
+            )
+        return rate
 
     def tls(self) -> None:
         """wrk over HTTPS, keep-alive, on nginx's small static file: directly, and through
@@ -1058,6 +1118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "named": bench.named,
             "tls": bench.tls,
             "rpc": bench.rpc,
+            "dashboard": bench.dashboard,
         }
         for group in settings.groups:
             started = time.monotonic()

@@ -27,9 +27,12 @@ def known_options(behavior: str) -> str:
 class ControlledProxy:
     """A :class:`ProxyThread` with its control API on a free loopback port, in its hub."""
 
-    def __init__(self, thread: ProxyThread) -> None:
+    def __init__(self, thread: ProxyThread, token: str | None = None) -> None:
         self.thread = thread
-        self.server = thread.call(lambda: ControlServer(thread.proxy, "127.0.0.1", 0).start())
+        self.token = token
+        self.server = thread.call(
+            lambda: ControlServer(thread.proxy, "127.0.0.1", 0, token=token).start()
+        )
         self.port = self.server.address[1]
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -40,7 +43,7 @@ class ControlledProxy:
     def client(self) -> Any:
         from vaurien.client import Client
 
-        return Client("127.0.0.1", self.port)
+        return Client("127.0.0.1", self.port, token=self.token)
 
     def connect(self, timeout: float = 10.0) -> socket.socket:
         return self.thread.connect(timeout)

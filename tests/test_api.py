@@ -176,8 +176,9 @@ BAD_BEHAVIOR_BODIES = [
     ({"name": "delay", "options": [1]}, "options", "must map behavior names"),
     ({"name": "delay", "options": {"error": {}}}, "options", "not in the mix"),
     ({"name": "delay", "options": {"delay": 2}}, "options", "must be an object"),
-    ({"name": "delay", "options": {"delay": {"slp": 2}}}, "slp", "unknown option 'slp'"),
-    ({"name": "delay", "options": {"delay": {"sleep": "x"}}}, "sleep", "expected float"),
+    # By behavior, the field is BEHAVIOR.OPTION: the same option may be another behavior's.
+    ({"name": "delay", "options": {"delay": {"slp": 2}}}, "delay.slp", "unknown option 'slp'"),
+    ({"name": "delay", "options": {"delay": {"sleep": "x"}}}, "delay.sleep", "expected float"),
 ]
 
 
@@ -394,3 +395,199 @@ def test_vaurien_http_fails_in_one_line_when_the_port_is_taken(echo_backend):
         == f"vaurien: error: control API: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
     assert "Traceback" not in result.stderr
+
+
+# -- the option tables -----------------------------------------------------------------------
+
+
+def test_behaviors_gives_every_option_table_as_the_registry_declares_it(api):
+    answer = get(api, "/behaviors").json()
+    registry = api.proxy.config.behaviors
+    assert answer["behaviors"] == registry.names()
+    assert set(answer["options"]) == set(registry.names())
+    for name in registry.names():
+        expected = {key: option.to_json() for key, option in registry.options(name).items()}
+        assert answer["options"][name] == json.loads(json.dumps(expected)), name
+    delay = answer["options"]["delay"]
+    assert delay["sleep"] == {
+        "description": registry.options("delay")["sleep"].description,
+        "type": "float",
+        "default": 1.0,
+        "minimum": 0,
+    }
+    assert delay["before"]["type"] == "bool" and delay["before"]["default"] is True
+    assert delay["direction"]["choices"] == list(registry.options("delay")["direction"].choices)
+    assert answer["options"]["corrupt"]["probability"]["maximum"] == 1
+
+
+def test_an_options_default_is_the_value_this_proxy_uses_when_it_is_not_given(controlled):
+    api = controlled(plugin_options={("behavior", "delay"): {"sleep": 0.05}})
+    assert get(api, "/behaviors").json()["options"]["delay"]["sleep"]["default"] == 0.05
+    assert put(api, "/behavior", {"name": "delay"}).ok
+    assert state(api)["options"]["delay"]["sleep"] == 0.05
+
+
+# -- /enabled ------------------------------------------------------------------------------
+
+
+def test_put_enabled_takes_the_proxy_down_and_up_on_the_same_address(api):
+    address = api.thread.address
+    assert get(api, "/enabled").json() == {"enabled": True}
+    with api.connect() as sock:
+        assert echoes(sock)
+        assert put(api, "/enabled", {"enabled": False}).json() == {"status": "ok"}
+        assert sock.recv(10) == b""  # its sessions are closed
+    assert get(api, "/enabled").json() == {"enabled": False}
+    assert get(api, "/proxies/default").json()["enabled"] is False
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=10)
+    assert put(api, "/enabled", {"enabled": False}).ok  # already down: nothing to do
+    assert put(api, "/enabled", {"enabled": True}).ok
+    assert api.thread.address == address
+    with api.connect() as sock:
+        assert echoes(sock)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "why"),
+    [
+        ({}, "enabled", '"enabled" must be true or false, got None'),
+        ({"enabled": "no"}, "enabled", "got 'no'"),
+        ({"enabled": 0}, "enabled", "got 0"),
+        ({"enabled": True, "listen": "x"}, "listen", "unknown field 'listen'"),
+    ],
+)
+def test_bad_enabled_bodies_are_refused(api, body, field, why):
+    response = put(api, "/enabled", body)
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["name"] == field and why in error["description"]
+    assert get(api, "/enabled").json() == {"enabled": True}
+
+
+def test_enabling_a_proxy_whose_address_was_taken_meanwhile_is_a_409(api):
+    address = api.thread.address
+    assert put(api, "/enabled", {"enabled": False}).ok
+    with socket.create_server(address):
+        response = put(api, "/enabled", {"enabled": True})
+    assert response.status_code == 409
+    [error] = response.json()["errors"]
+    assert error["name"] == "enabled" and "cannot listen" in error["description"]
+    assert get(api, "/enabled").json() == {"enabled": False}
+
+
+# -- who may change things: the token and the origin ---------------------------------------
+
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture
+def guarded(echo_backend, start_proxy):
+    """A proxy whose control API requires ``TOKEN`` for changes."""
+    controlled = ControlledProxy(start_proxy(echo_backend.address), token=TOKEN)
+    yield controlled
+    controlled.stop()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-token-123", f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer"],
+)
+def test_a_change_without_the_token_is_a_401_and_changes_nothing(guarded, authorization):
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    for path, body in (("/behavior", {"name": "blackout"}), ("/enabled", {"enabled": False})):
+        response = put(guarded, path, body, headers=headers)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="vaurien"'
+        [error] = response.json()["errors"]
+        assert error == {
+            "location": "header",
+            "name": "Authorization",
+            "description": "this API needs its token for changes: Authorization: Bearer TOKEN",
+        }
+    assert get(guarded, "/behavior").json() == {"behavior": "dummy"}  # reading needs none
+    assert get(guarded, "/enabled").json() == {"enabled": True}
+
+
+def test_a_change_with_the_token_is_done(guarded):
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    assert put(guarded, "/behavior", {"name": "blackout"}, headers=headers).ok
+    assert get(guarded, "/behavior").json() == {"behavior": "blackout"}
+    client = guarded.client()  # vaurien.Client(token=...) sends it
+    client.set_behavior("dummy")
+    assert client.get_behavior() == "dummy"
+
+
+def test_the_client_without_the_token_gets_a_permission_error(guarded):
+    from vaurien.client import Client
+
+    client = Client("127.0.0.1", guarded.port)
+    assert client.get_behavior() == "dummy"
+    with pytest.raises(PermissionError, match="needs its token"):
+        client.set_behavior("blackout")
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["http://attacker.example", "null", "http://127.0.0.1", "https://127.0.0.1:1", "file://"],
+)
+def test_a_change_from_a_page_of_another_origin_is_a_403_even_with_the_token(guarded, origin):
+    headers = {"Authorization": f"Bearer {TOKEN}", "Origin": origin}
+    response = put(guarded, "/behavior", {"name": "blackout"}, headers=headers)
+    assert response.status_code == 403
+    [error] = response.json()["errors"]
+    assert error["location"] == "header" and error["name"] == "Origin"
+    assert error["description"].startswith(f"cross-site request refused: a page of {origin} ")
+    assert get(guarded, "/behavior").json() == {"behavior": "dummy"}
+
+
+def test_a_change_from_the_apis_own_page_is_done(api):
+    origin = f"http://127.0.0.1:{api.port}"
+    assert put(api, "/behavior", {"name": "blackout"}, headers={"Origin": origin}).ok
+    assert get(api, "/behavior").json() == {"behavior": "blackout"}
+
+
+def test_without_a_token_only_pages_on_loopback_addresses_may_change_things(api, guarded):
+    # A name that is not localhost may be a DNS rebinding: attacker.example resolving to
+    # 127.0.0.1 makes the attacker's page the API's own origin for the browser.
+    host = f"dashboard.example:{api.port}"
+    headers = {"Host": host, "Origin": f"http://{host}"}
+    response = put(api, "/behavior", {"name": "blackout"}, headers=headers)
+    assert response.status_code == 403
+    assert "only with its token (http_token)" in response.json()["errors"][0]["description"]
+    localhost = f"localhost:{api.port}"
+    headers = {"Host": localhost, "Origin": f"http://{localhost}"}
+    assert put(api, "/behavior", {"name": "blackout"}, headers=headers).ok
+    host = f"dashboard.example:{guarded.port}"
+    headers = {"Host": host, "Origin": f"http://{host}", "Authorization": f"Bearer {TOKEN}"}
+    assert put(guarded, "/behavior", {"name": "blackout"}, headers=headers).ok
+
+
+def test_http_token_comes_from_the_command_line_or_the_config_file(tmp_path):
+    from vaurien.cli import main, parse_config
+
+    config, _ = parse_config(["--backend", "127.0.0.1:1", "--http-token", TOKEN])
+    assert config.http_token == TOKEN
+    ini = tmp_path / "vaurien.ini"
+    ini.write_text(f"[vaurien]\nbackend = 127.0.0.1:1\nhttp_token = {TOKEN}\n")
+    assert parse_config(["--config", str(ini)])[0].http_token == TOKEN
+    assert parse_config(["--backend", "127.0.0.1:1"])[0].http_token is None
+    assert main(["--backend", "127.0.0.1:1", "--http-token", "short"]) == 2
+
+
+def test_the_served_control_api_requires_the_configured_token():
+    from support import ServerThread, free_port
+    from vaurien.serving import start_services
+    from vaurien.settings import ServerConfig
+
+    port = free_port()
+    settings = {"http": True, "http_host": "127.0.0.1", "http_port": port, "http_token": TOKEN}
+    config = ServerConfig(settings)
+    with ServerThread(config, start_services):
+        url = f"http://127.0.0.1:{port}/proxies"
+        assert requests.get(url, timeout=10).ok
+        response = requests.put(url + "/nope/behavior", json={"name": "dummy"}, timeout=10)
+        assert response.status_code == 401
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        response = requests.put(url + "/nope/behavior", json={}, headers=headers, timeout=10)
+        assert response.status_code == 404  # past the token: no proxy of that name

@@ -189,3 +189,28 @@ def test_a_named_proxy_is_driven_under_its_name(tmp_path, echo_backend):
         assert default.for_proxy("cache").get_behavior_options()["delay"]["sleep"] == 0.5
         with pytest.raises(ValueError, match="no proxy named 'nope'"):
             Client("127.0.0.1", port, proxy="nope").get_behavior()
+
+
+def test_set_enabled_takes_the_proxy_down_and_up(client, controlled):
+    assert client.is_enabled() is True
+    client.set_enabled(False)
+    assert client.is_enabled() is False and not controlled.proxy.enabled
+    client.set_enabled(True)
+    assert client.is_enabled() is True
+    with controlled.connect() as sock:
+        sock.sendall(b"up")
+        assert recv_exactly(sock, 2) == b"up"
+
+
+def test_the_token_goes_with_every_request_and_with_for_proxy(echo_backend, start_proxy):
+    token = "a-token-of-the-tests"
+    guarded = ControlledProxy(start_proxy(echo_backend.address), token=token)
+    try:
+        client = Client("127.0.0.1", guarded.port, token=token)
+        client.set_behavior("blackout")
+        client.for_proxy("default").set_enabled(False)
+        assert guarded.proxy.behavior.names == ["blackout"] and not guarded.proxy.enabled
+        with pytest.raises(PermissionError, match="needs its token"):
+            Client("127.0.0.1", guarded.port, token="not-the-token").set_enabled(True)
+    finally:
+        guarded.stop()

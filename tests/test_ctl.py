@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 
@@ -138,3 +139,38 @@ def test_list_proxies_and_drive_one_by_name(controlled):
     result = ctl(controlled, "--proxy", "nope", "get-behavior")
     assert result.returncode == 1
     assert "no proxy named 'nope'" in one_error_line(result)
+
+
+def test_disable_and_enable(controlled):
+    result = ctl(controlled, "disable")
+    assert (result.returncode, result.stdout) == (0, "Proxy disabled\n"), result.stderr
+    assert not controlled.proxy.enabled
+    result = ctl(controlled, "enable")
+    assert (result.returncode, result.stdout) == (0, "Proxy enabled\n"), result.stderr
+    assert controlled.proxy.enabled
+
+
+def test_the_token_comes_from_the_flag_or_the_environment(echo_backend, start_proxy):
+    token = "a-token-of-the-tests"
+    guarded = ControlledProxy(start_proxy(echo_backend.address), token=token)
+    try:
+        result = ctl(guarded, "set-behavior", "blackout")
+        assert result.returncode == 1
+        assert one_error_line(result) == (
+            "vaurienctl: error: the proxy refused: this API needs its token for changes: "
+            "Authorization: Bearer TOKEN"
+        )
+        assert ctl(guarded, "--token", token, "set-behavior", "blackout").returncode == 0
+        assert guarded.proxy.behavior.names == ["blackout"]
+        env = {**os.environ, "VAURIEN_HTTP_TOKEN": token}
+        result = subprocess.run(
+            [sys.executable, "-m", "vaurien.ctl", "--host", guarded.url, "disable"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        assert not guarded.proxy.enabled
+    finally:
+        guarded.stop()

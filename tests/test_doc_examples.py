@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import unittest
+from unittest import mock
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -671,6 +672,7 @@ def vaurien_process(argv: list[str], port: int, tmp_path: Path):
 
 def check_curl(command: Command, port: int) -> None:
     method, body, url = "GET", None, None
+    headers = {"Host": "localhost:8080"}  # as curl sends it: the transcript's address
     args = iter(command.argv[1:])
     for arg in args:
         if arg == "-s":
@@ -679,11 +681,14 @@ def check_curl(command: Command, port: int) -> None:
             method = next(args)
         elif arg == "-d":
             body = next(args).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        elif arg == "-H":
+            key, _, value = next(args).partition(":")
+            headers[key.strip()] = value.strip()
         else:
             url = arg
     assert url is not None and url.startswith("localhost:8080/"), command
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else {}
     connection.request(method, url[len("localhost:8080") :], body=body, headers=headers)
     response = connection.getresponse()
     text = response.read().decode()
@@ -711,7 +716,8 @@ def check_vaurienctl(command: Command, port: int, capsys) -> None:
     argv = command.argv[1:]
     if "--host" not in argv:
         argv = ["--host", f"http://127.0.0.1:{port}", *argv]
-    code, output = run_main(main, argv, capsys)
+    with mock.patch.dict(os.environ, command.env):
+        code, output = run_main(main, argv, capsys)
     expected_code = 1 if command.output.startswith("vaurienctl: error: ") else 0
     assert (code, output) == (expected_code, command.output), command
 
@@ -738,12 +744,14 @@ def run_api_transcript(name: str, tmp_path: Path, capsys) -> None:
         "api-stats.console",
         "api-errors.console",
         "api-vaurienctl.console",
+        "api-enabled.console",
+        "api-token.console",
     ],
 )
 def test_api_transcripts(name, tmp_path, capsys):
     if name == "api-stats.console":
         pytest.importorskip("prometheus_client")
-    if name == "api-vaurienctl.console":
+    if name in ("api-vaurienctl.console", "api-enabled.console", "api-token.console"):
         pytest.importorskip("requests")
     run_api_transcript(name, tmp_path, capsys)
 
@@ -986,6 +994,8 @@ EXAMPLES = {
     "api-stats.console": ["test_api_transcripts"],
     "api-errors.console": ["test_api_transcripts"],
     "api-vaurienctl.console": ["test_api_transcripts"],
+    "api-enabled.console": ["test_api_transcripts"],
+    "api-token.console": ["test_api_transcripts"],
     "functional_test.py": ["test_functional_test_example"],
     "fixture_test.py": ["test_fixture_example"],
     "performance-run.console": ["test_performance_console"],

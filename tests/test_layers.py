@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vaurien.proxy",),
     ("vaurien.server",),
     ("vaurien.metrics",),
+    ("vaurien.dashboard",),
     ("vaurien.api",),
     ("vaurien.toxiproxy_api",),
     ("vaurien.serving",),

@@ -6,17 +6,24 @@ in and out, compatible with Vaurien 1.x::
     GET  /behavior          {"behavior": "dummy"}: the name, or the spec when several share events
     PUT  /behavior          {"name": "delay", "sleep": 2} -> {"status": "ok"}
     GET  /behavior/options  {"behavior": "delay", "options": {"delay": {"sleep": 2.0, ...}}}
-    GET  /behaviors         {"behaviors": ["abort", "blackout", ...]}
+    GET  /behaviors         {"behaviors": ["abort", "blackout", ...], "options": {...}}
     GET  /protocols         {"protocols": ["tcp", ...]}
     GET  /backend           {"backend": "localhost:8888"}
     PUT  /backend           {"backend": "localhost:8889"} -> {"status": "ok"}
+    GET  /enabled           {"enabled": true}: whether the proxy listens
+    PUT  /enabled           {"enabled": false} -> {"status": "ok"}: takes it down (or up)
     GET  /stats             connections, bytes and events each way, behaviors applied, fds
     GET  /metrics           the same figures in the Prometheus text format (vaurien.metrics)
 
 Those routes drive the command line's proxy (``default``, unless ``--name`` says otherwise).
 Every proxy of the process has the same routes under ``/proxies/NAME``
 (``PUT /proxies/cache/behavior``), and ``GET /proxies`` lists them all
-(``GET /proxies/NAME`` shows one).
+(``GET /proxies/NAME`` shows one). ``GET /`` is the live dashboard, fed by the stream
+``GET /dashboard/events`` (:mod:`vaurien.dashboard`).
+
+``GET /behaviors`` also gives each behavior's options, as the command line and the config file
+know them (:meth:`Option.to_json <vaurien.options.Option.to_json>`), each ``default`` being the
+value this proxy uses where a ``PUT /behavior`` leaves the option out.
 
 ``PUT /behavior`` takes ``name`` (a behavior or a spec such as ``"20:delay,80:dummy"``) and the
 options of the behaviors it names, either flat (``"sleep": 2`` goes to every behavior of the mix
@@ -26,21 +33,31 @@ given take the values of the command line or the config file. Everything is chec
 new mix is put in force, in one step; a proxy's toxics (see :mod:`vaurien.toxiproxy_api`) give
 way to it.
 
+Changes (any method but GET) are refused with a 403 when they carry an ``Origin`` that is not
+the API's own, so that no other web site can make a browser send them; without ``http_token``,
+also when that origin is not a loopback address (a page reached through another name could be
+a DNS rebinding). With ``http_token``, a change without ``Authorization: Bearer TOKEN`` is
+refused with a 401.
+
 Refused requests get ``{"status": "error", "errors": [{"location": ..., "name": ...,
 "description": ...}]}`` with a 4xx status.
 """
 
 from __future__ import annotations
 
+import hmac
 import http
 import ipaddress
 import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
+from gevent.lock import Semaphore
 from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer
 
+from vaurien.dashboard import Dashboard
 from vaurien.errors import OptionError, VaurienError
 from vaurien.mix import BehaviorMix, read_spec
 from vaurien.network import Address, listen
@@ -51,6 +68,8 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 
 _JSON = "application/json"
+#: The methods that change nothing: every other one is a change (token and origin checked).
+_READS = frozenset({"GET", "HEAD"})
 
 
 class ApiError(Exception):
@@ -89,14 +108,24 @@ class _OneProxy:
     def __init__(self, proxy: Any) -> None:
         self.proxies = {proxy.name: proxy}
         self.default = proxy
+        self.lock = Semaphore()
 
 
 class ControlApp:
     """The WSGI application: routes requests to the proxies of a
-    :class:`~vaurien.server.Server` (or to one :class:`~vaurien.proxy.Proxy`)."""
+    :class:`~vaurien.server.Server` (or to one :class:`~vaurien.proxy.Proxy`), and serves the
+    dashboard. With a ``token``, changes need it (see the module's documentation)."""
 
-    def __init__(self, target: Any) -> None:
+    def __init__(self, target: Any, token: str | None = None) -> None:
         self.server = target if hasattr(target, "proxies") else _OneProxy(target)
+        self.token = token
+        self.dashboard = Dashboard(self.server, describe)
+        #: Routes of the process, not of one proxy.
+        self.root_routes: dict[str, dict[str, Callable[[Any, dict[str, Any]], Any]]] = {
+            "/proxies": {"GET": self.get_proxies},
+            "/dashboard/events": {"GET": self.get_dashboard_events},
+            **self.dashboard.routes,
+        }
         self.routes: dict[str, dict[str, Callable[[Any, dict[str, Any]], Any]]] = {
             "": {"GET": self.get_proxy},
             "/behavior": {"GET": self.get_behavior, "PUT": self.put_behavior},
@@ -104,6 +133,7 @@ class ControlApp:
             "/behaviors": {"GET": self.get_behaviors},
             "/protocols": {"GET": self.get_protocols},
             "/backend": {"GET": self.get_backend, "PUT": self.put_backend},
+            "/enabled": {"GET": self.get_enabled, "PUT": self.put_enabled},
             "/stats": {"GET": self.get_stats},
             "/metrics": {"GET": self.get_metrics},
         }
@@ -127,6 +157,9 @@ class ControlApp:
             )
         if isinstance(body, bytes):  # already rendered, with its Content-Type in headers
             data = body
+        elif not isinstance(body, dict):  # a stream (the dashboard's): sent as it is made
+            start_response(f"{status} {http.HTTPStatus(status).phrase}", headers)
+            return body
         else:
             data = json.dumps(body, default=str).encode()  # str: options of any custom type
             headers = [("Content-Type", _JSON), *headers]
@@ -139,9 +172,11 @@ class ControlApp:
     ) -> tuple[int, list[tuple[str, str]], Any]:
         """Run the handler of ``method`` on ``path``; refusals are raised as :class:`ApiError`."""
         data = read_body(environ)  # first, whatever the route: a body over the limit is a 413
+        if method not in _READS:
+            self.check_change(environ)
         path = path.rstrip("/") or "/"
-        if path == "/proxies":
-            handlers: dict[str, Any] | None = {"GET": self.get_proxies}
+        if path in self.root_routes:
+            handlers: dict[str, Any] | None = self.root_routes[path]
             proxy = None
         elif path.startswith("/proxies/"):
             name, slash, rest = path[len("/proxies/") :].partition("/")
@@ -151,7 +186,7 @@ class ControlApp:
                 known = ", ".join(self.server.proxies) or "none"
                 raise ApiError(404, "proxy", f"no proxy named {name!r} (known: {known})", "url")
         else:
-            handlers = self.routes.get(path) if path != "/" else None
+            handlers = self.routes.get(path)
             proxy = self.proxy
             if handlers is not None and proxy is None:
                 raise ApiError(
@@ -178,6 +213,42 @@ class ControlApp:
             return result
         return 200, [], result
 
+    def check_change(self, environ: dict[str, Any]) -> None:
+        """Refuse a change without the token (401), or sent by a page of another origin, or
+        without a token by a page that is not on a loopback address (403)."""
+        if self.token is not None:
+            scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), self.token.encode()
+            ):
+                raise ApiError(
+                    401,
+                    "Authorization",
+                    "this API needs its token for changes: Authorization: Bearer TOKEN",
+                    "header",
+                    headers=[("WWW-Authenticate", 'Bearer realm="vaurien"')],
+                )
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None:  # not sent by a browser on behalf of a page
+            return
+        host = environ.get("HTTP_HOST", "")
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
+            raise ApiError(
+                403,
+                "Origin",
+                f"cross-site request refused: a page of {origin} cannot change this API ({host})",
+                "header",
+            )
+        if self.token is None and is_exposed_name(parts.hostname or ""):
+            raise ApiError(
+                403,
+                "Origin",
+                f"a page of {origin} may change this API only with its token (http_token): "
+                "without one, only pages on a loopback address (localhost, 127.0.0.1, [::1]) may",
+                "header",
+            )
+
     # -- the proxies -----------------------------------------------------------------------
 
     def get_proxies(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -187,6 +258,13 @@ class ControlApp:
     def get_proxy(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
         """One proxy: where it listens and forwards, its protocol and mix, whether it is up."""
         return describe(proxy)
+
+    def get_dashboard_events(self, proxy: Any, body: dict[str, Any]) -> Any:
+        """The dashboard's stream of samples, once a second (``text/event-stream``)."""
+        stream = self.dashboard.events()
+        if stream is None:
+            raise ApiError(503, "dashboard", "too many dashboards are open: close one", "url")
+        return stream
 
     # -- the behavior ----------------------------------------------------------------------
 
@@ -271,15 +349,27 @@ class ControlApp:
             if not isinstance(values, dict):
                 raise ApiError(400, "options", f"the options of {name!r} must be an object")
             for key, value in values.items():
+                field = f"{name}.{key}"  # the same option may be another behavior's too
                 if key not in tables[name]:
                     known = ", ".join(sorted(tables[name])) or "none"
-                    raise ApiError(400, key, f"unknown option {key!r} for {name} (known: {known})")
-                options[name][key] = _check(tables[name][key], value)
+                    raise ApiError(
+                        400, field, f"unknown option {key!r} for {name} (known: {known})"
+                    )
+                options[name][key] = _check(tables[name][key], value, field)
         return options
 
     def get_behaviors(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
-        """The names of the behaviors this proxy knows."""
-        return {"behaviors": proxy.config.behaviors.names()}
+        """The names of the behaviors this proxy knows, and their options."""
+        config = proxy.config
+        registry = config.behaviors
+        options = {}
+        for name in registry.names():
+            configured = config.options_for("behavior", name)
+            options[name] = {
+                key: option.to_json(configured.get(key))
+                for key, option in registry.options(name).items()
+            }
+        return {"behaviors": registry.names(), "options": options}
 
     def get_protocols(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
         """The names of the protocols this proxy knows."""
@@ -305,6 +395,34 @@ class ControlApp:
             raise ApiError(400, "backend", str(e)) from e
         proxy.backend = address
         log.info("control API: backend of %s set to %s", proxy.name, address)
+        return {"status": "ok"}
+
+    # -- up or down -------------------------------------------------------------------------
+
+    def get_enabled(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """Whether the proxy is up (listening, or waiting for its backend)."""
+        return {"enabled": proxy.enabled}
+
+    def put_enabled(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """Take the proxy down (its sessions are closed, connects refused) or up again on the
+        same address."""
+        for key in body:
+            if key != "enabled":
+                raise ApiError(400, key, f'unknown field {key!r} (known: "enabled")')
+        enabled = body.get("enabled")
+        if not isinstance(enabled, bool):
+            raise ApiError(400, "enabled", f'"enabled" must be true or false, got {enabled!r}')
+        with self.server.lock:
+            if enabled and not proxy.enabled:
+                try:
+                    proxy.start()
+                except VaurienError as e:  # its address is taken now
+                    raise ApiError(409, "enabled", str(e)) from e
+            elif not enabled and proxy.enabled:
+                proxy.disable()
+            else:
+                return {"status": "ok"}
+        log.info("control API: %s %s", proxy.name, "enabled" if enabled else "disabled")
         return {"status": "ok"}
 
     # -- counters --------------------------------------------------------------------------
@@ -343,11 +461,11 @@ def describe(proxy: Any) -> dict[str, Any]:
     }
 
 
-def _check(option: Any, value: Any) -> Any:
+def _check(option: Any, value: Any, field: str | None = None) -> Any:
     try:
         return option.check(value)
     except OptionError as e:
-        raise ApiError(400, e.option, str(e)) from e
+        raise ApiError(400, field or e.option, str(e)) from e
 
 
 def read_body(environ: dict[str, Any]) -> bytes:
@@ -397,6 +515,12 @@ def is_exposed(host: str) -> bool:
         return not ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
     except ValueError:
         return True
+
+
+def is_exposed_name(host: str) -> bool:
+    """Whether a host name (from a URL) may be another machine: anything but ``localhost`` and
+    loopback addresses."""
+    return host.lower().rstrip(".") != "localhost" and is_exposed(host)
 
 
 def warn_if_exposed(host: str, port: int, what: str = "control API") -> None:
@@ -489,7 +613,9 @@ class HttpService:
 
 class ControlServer(HttpService):
     """The control API of ``target`` (a :class:`~vaurien.server.Server`, or one proxy), served
-    on ``host:port``."""
+    on ``host:port``; with ``token``, changes need it."""
 
-    def __init__(self, target: Any, host: str = "localhost", port: int = 8080) -> None:
-        super().__init__(ControlApp(target), host, port)
+    def __init__(
+        self, target: Any, host: str = "localhost", port: int = 8080, token: str | None = None
+    ) -> None:
+        super().__init__(ControlApp(target, token), host, port)

@@ -10,6 +10,7 @@
     # the previous behavior, with its options, is back
 
     cache = Client(proxy="cache")           # the proxy named cache of the same process
+    guarded = Client(token="...")           # an API started with --http-token
 
 Install it with ``pip install 'vaurien[client]'``.
 """
@@ -29,9 +30,11 @@ class Client:
     """Drives one proxy through its control API.
 
     ``proxy`` names the proxy of the process to drive (``Client(port=8080, proxy="cache")``);
-    without it, the command line's proxy. A request the proxy refuses (an unknown behavior, a
-    bad option, a proxy name it does not know) raises :class:`ValueError` with the proxy's
-    description; an unreachable proxy raises ``requests.ConnectionError``.
+    without it, the command line's proxy. ``token`` is the API's ``http_token``, sent with
+    every request. A request the proxy refuses (an unknown behavior, a bad option, a proxy name
+    it does not know) raises :class:`ValueError` with the proxy's description, a change without
+    the right token :class:`PermissionError`; an unreachable proxy raises
+    ``requests.ConnectionError``.
     """
 
     def __init__(
@@ -41,12 +44,14 @@ class Client:
         scheme: str = "http",
         timeout: float = 10.0,
         proxy: str | None = None,
+        token: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.scheme = scheme
         self.timeout = timeout
         self.proxy = proxy
+        self.token = token
         self.root_url = f"{scheme}://{Address(host, int(port))}"
         self.proxy_url = self.root_url + (f"/proxies/{proxy}" if proxy is not None else "")
         self.behavior_url = self.proxy_url + "/behavior"
@@ -59,14 +64,18 @@ class Client:
         self, method: str, path: str, payload: dict[str, Any] | None = None, root: bool = False
     ) -> Any:
         url = (self.root_url if root else self.proxy_url) + path
-        response = requests.request(method, url, json=payload, timeout=self.timeout)
-        if response.status_code == 400 or _unknown_proxy(response):
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token is not None else {}
+        response = requests.request(
+            method, url, json=payload, headers=headers, timeout=self.timeout
+        )
+        refused = response.status_code in (400, 401, 403, 409) or _unknown_proxy(response)
+        if refused:
             try:
                 errors = response.json()["errors"]
                 message = "; ".join(error["description"] for error in errors)
             except (ValueError, KeyError, TypeError):
                 message = response.text
-            raise ValueError(message)
+            raise (PermissionError if response.status_code in (401, 403) else ValueError)(message)
         response.raise_for_status()
         return response.json()
 
@@ -125,6 +134,16 @@ class Client:
         """Send new connections to ``address`` (``host:port``)."""
         self._call("PUT", "/backend", {"backend": address})
 
+    # -- up or down -------------------------------------------------------------------------
+
+    def is_enabled(self) -> bool:
+        """Whether the proxy is up (listening)."""
+        return self._call("GET", "/enabled")["enabled"]
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Take the proxy down (its connections are closed, new ones refused) or up again."""
+        self._call("PUT", "/enabled", {"enabled": enabled})
+
     # -- counters --------------------------------------------------------------------------
 
     def get_stats(self) -> dict[str, Any]:
@@ -140,7 +159,7 @@ class Client:
 
     def for_proxy(self, name: str) -> Client:
         """A client of the same API driving the proxy called ``name``."""
-        return Client(self.host, self.port, self.scheme, self.timeout, proxy=name)
+        return Client(self.host, self.port, self.scheme, self.timeout, name, self.token)
 
 
 def _unknown_proxy(response: requests.Response) -> bool:

@@ -7,6 +7,8 @@
     vaurienctl --host http://localhost:8081 get-behavior
     vaurienctl --proxy cache set-behavior 10:error      # the proxy named cache
     vaurienctl list-proxies
+    vaurienctl --proxy cache disable                     # and enable
+    VAURIEN_HTTP_TOKEN=... vaurienctl set-behavior dummy   # an API started with --http-token
 
 Exit status: 0 when done, 1 when the proxy cannot be reached or refuses, 2 for a usage error.
 """
@@ -14,6 +16,7 @@ Exit status: 0 when done, 1 when the proxy cannot be reached or refuses, 2 for a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -55,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the proxy to drive, by name (default: the command line's proxy of that Vaurien)",
     )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("VAURIEN_HTTP_TOKEN"),
+        metavar="TOKEN",
+        help="the API's http_token, for changes (default: $VAURIEN_HTTP_TOKEN)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.add_parser("list-proxies", help="List the proxies of that Vaurien.")
     commands.required = True
@@ -70,13 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="an option of the behavior; repeat for several",
     )
+    commands.add_parser("disable", help="Take the proxy down: connections closed and refused.")
+    commands.add_parser("enable", help="Put the proxy up again.")
     commands.add_parser("get-backend", help="Show where new connections go.")
     backend = commands.add_parser("set-backend", help="Send new connections elsewhere.")
     backend.add_argument("address", metavar="ADDR", help="HOST:PORT of the new backend")
     return parser
 
 
-def _client(url: str, proxy: str | None = None) -> Any:
+def _client(url: str, proxy: str | None = None, token: str | None = None) -> Any:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"--host must be a URL such as {DEFAULT_HOST}, got {url!r}")
@@ -88,7 +99,7 @@ def _client(url: str, proxy: str | None = None) -> Any:
         port = 443 if parts.scheme == "https" else 80
     from vaurien.client import Client
 
-    return Client(parts.hostname, port, parts.scheme, proxy=proxy)
+    return Client(parts.hostname, port, parts.scheme, proxy=proxy, token=token)
 
 
 def run(client: Any, args: argparse.Namespace) -> str:
@@ -106,6 +117,9 @@ def run(client: Any, args: argparse.Namespace) -> str:
     if args.command == "set-behavior":
         client.set_behavior(args.name, **dict(args.option))
         return f'Behavior changed to "{args.name}"'
+    if args.command in ("enable", "disable"):
+        client.set_enabled(args.command == "enable")
+        return f"Proxy {args.command}d"
     if args.command == "get-backend":
         return client.get_backend()
     client.set_backend(args.address)
@@ -117,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        client = _client(args.host, args.proxy)
+        client = _client(args.host, args.proxy, args.token)
     except ValueError as e:
         parser.error(str(e))
     except ImportError as e:
@@ -127,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         print(run(client, args))
-    except ValueError as e:
+    except (ValueError, PermissionError) as e:
         print(f"{PROG}: error: the proxy refused: {e}", file=sys.stderr)
         return 1
     except requests.ConnectionError:

@@ -133,6 +133,27 @@ class Option:
             parts.append(str(self.range))
         return "; ".join(parts) or None
 
+    def to_json(self, default: Any = None) -> dict[str, Any]:
+        """What the control API shows of the option (``GET /behaviors``), so that a form can
+        be built from it: ``description``, ``type`` (:attr:`type_name`), ``default`` (the
+        option's, or ``default`` when given: the value in force where it is not set),
+        ``choices``, and ``minimum``, ``maximum`` and ``above_minimum`` for a range; those
+        last four only when the option has them."""
+        shown: dict[str, Any] = {
+            "description": self.description,
+            "type": self.type_name,
+            "default": self.default if default is None else default,
+        }
+        if self.choices is not None:
+            shown["choices"] = list(self.choices)
+        if self.range is not None:
+            for key in ("minimum", "maximum"):
+                if getattr(self.range, key) is not None:
+                    shown[key] = getattr(self.range, key)
+            if self.range.above_minimum:
+                shown["above_minimum"] = True
+        return shown
+
     def parse(self, text: str) -> Any:
         """Convert a value written as text (a flag, an INI value) and check it."""
         if self.type is bool:

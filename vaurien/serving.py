@@ -52,7 +52,8 @@ def start_services(server: Server) -> list[Any]:
         if config.http:
             from vaurien.api import ControlServer
 
-            services.append(ControlServer(server, config.http_host, config.http_port).start())
+            control = ControlServer(server, config.http_host, config.http_port, config.http_token)
+            services.append(control.start())
         if config.toxiproxy_config:
             from vaurien.toxiproxy_api import load_startup_file
 

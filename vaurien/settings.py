@@ -73,6 +73,13 @@ def _path(text: str) -> str:
     return text
 
 
+def _token(text: str) -> str:
+    # It travels in an HTTP header: visible ASCII only, and long enough not to be guessed.
+    if len(text) < 8 or not all("!" <= char <= "~" for char in text):
+        raise ConfigError("expected at least 8 visible ASCII characters (no spaces)")
+    return text
+
+
 def _word(*words: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         word = text.strip().lower()
@@ -357,6 +364,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     _setting("http_port", _whole_number, 8080, "Port of the control API.", "PORT", range=_PORT),
     _setting(
+        "http_token",
+        _token,
+        None,
+        "Token the control API requires for every change (in an 'Authorization: Bearer' "
+        "header; the dashboard asks for it once): set one whenever the API listens on an "
+        "address other machines can reach.",
+        "TOKEN",
+    ),
+    _setting(
         "toxiproxy_api",
         Address.parse,
         None,
@@ -460,6 +476,7 @@ class ProxyConfig:
     http: bool = _default("http")
     http_host: str = _default("http_host")
     http_port: int = _default("http_port")
+    http_token: str | None = _default("http_token")
     toxiproxy_api: Address | None = _default("toxiproxy_api")
     toxiproxy_config: str | None = _default("toxiproxy_config")
     statsd_enabled: bool = _default("statsd_enabled")

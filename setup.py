@@ -19,7 +19,8 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "vaurien/__init__.py").r
 #   prometheus  prometheus-client, for GET /metrics in the Prometheus text format
 #   tls         cryptography, to make the certificate of --tls-self-signed (loading certificates
 #               needs only the standard library's ssl module); the tests make theirs with it too
-#   docs        Sphinx (7.4+: parse_text_to_nodes), to build the documentation
+#   docs        Sphinx (7.4+: parse_text_to_nodes), to build the documentation, and matplotlib,
+#               for the benchmark's plot of how costs grow with the connections (--plot)
 EXTRAS = {
     "http": [],
     "http2": ["h2>=4.1"],
@@ -27,7 +28,7 @@ EXTRAS = {
     "statsd": ["statsd>=4.0"],
     "prometheus": ["prometheus-client>=0.17"],
     "tls": ["cryptography>=41"],
-    "docs": ["sphinx>=7.4"],
+    "docs": ["sphinx>=7.4", "matplotlib>=3.6"],
 }
 EXTRAS["test"] = sorted(
     {dep for deps in EXTRAS.values() for dep in deps}

@@ -6,8 +6,11 @@
     N times: connect, one round trip, close; latency percentiles.
 ``python -m benchmarks.load concurrent HOST:PORT --connections N --rounds R``
     N connections opened at once, R round trips each, all driven by one epoll loop; the total
-    time. With ``--hold`` the connections stay open after the JSON line until a line (or EOF)
-    arrives on standard input, so the caller can measure the proxy with all of them open.
+    time. ``--window W`` keeps at most W connects under way (the others start as those end),
+    so that a listen queue shorter than N does not overflow into SYN retransmits; every
+    connection still stays open to the end. With ``--hold`` the connections stay open after
+    the JSON line until a line (or EOF) arrives on standard input, so the caller can measure
+    the proxy with all of them open.
 ``python -m benchmarks.load memcache HOST:PORT --connections N --depth D --seconds T``
     Pipelined memcached text commands on N connections from one epoll loop: each connection
     writes D commands at once and waits for their D answers before it writes the next batch,
@@ -116,9 +119,15 @@ def connect_round_trips(
 
 
 def concurrent(
-    address: tuple[str, int], connections: int, rounds: int, size: int, timeout: float
+    address: tuple[str, int],
+    connections: int,
+    rounds: int,
+    size: int,
+    timeout: float,
+    window: int = 0,
 ) -> tuple[dict[str, float], list[socket.socket]]:
-    """Open ``connections`` at once and do ``rounds`` round trips on each, from one epoll loop.
+    """Open ``connections`` at once and do ``rounds`` round trips on each, from one epoll loop;
+    with ``window``, at most that many connects are under way at a time.
 
     Returns the result and the sockets still open (those that finished every round).
     """
@@ -141,26 +150,35 @@ def concurrent(
         reason = errno.errorcode.get(code, "closed")
         failures[reason] = failures.get(reason, 0) + 1
 
-    for _ in range(connections):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        code = sock.connect_ex(address)
-        if code not in (0, errno.EINPROGRESS):
-            sock.close()
-            fail(-1, code)
-            continue
-        fd = sock.fileno()
-        sockets[fd] = sock
-        connecting.add(fd)
-        left[fd] = rounds
-        received[fd] = 0
-        poller.register(fd, select.EPOLLOUT)
+    to_open = connections
+
+    def open_more() -> None:
+        nonlocal to_open
+        while to_open and (not window or len(connecting) < window):
+            to_open -= 1
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = sock.connect_ex(address)
+            if code not in (0, errno.EINPROGRESS):
+                sock.close()
+                fail(-1, code)
+                continue
+            fd = sock.fileno()
+            sockets[fd] = sock
+            connecting.add(fd)
+            left[fd] = rounds
+            received[fd] = 0
+            poller.register(fd, select.EPOLLOUT)
+
+    open_more()
     while sockets and time.perf_counter() < deadline:
         for fd, _events in poller.poll(max(0.0, deadline - time.perf_counter())):
             sock = sockets[fd]
             if fd in connecting:
                 connecting.discard(fd)
+                if to_open:
+                    open_more()
                 slowest_connect = time.perf_counter() - start
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code:
@@ -374,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--hold", action="store_true", help="keep connections open (concurrent)")
     parser.add_argument(
+        "--window", type=int, default=0, help="most connects under way, 0: all (concurrent)"
+    )
+    parser.add_argument(
         "--depth",
         type=int,
         default=16,
@@ -402,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             result, held = concurrent(
-                args.address, args.connections, args.rounds, args.size, args.timeout
+                args.address, args.connections, args.rounds, args.size, args.timeout, args.window
             )
     except OSError as e:
         print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)

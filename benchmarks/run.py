@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -39,7 +40,15 @@ from benchmarks.procs import (
     pss_kib,
     write_line,
 )
-from benchmarks.table import DASHBOARDS, GROUP_ROWS, GROUPS, make_rows, render, to_json
+from benchmarks.table import (
+    DASHBOARDS,
+    GROUP_ROWS,
+    GROUPS,
+    GROWTH,
+    make_rows,
+    render,
+    to_json,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
@@ -53,6 +62,9 @@ VALUE_SIZE = 3  # bytes of a value the memcache load sets, redis-benchmark's def
 # gRPC loads by row: (client processes, calls in flight each), as the rows' labels say
 GRPC_LOADS = {"grpc": (2, 32), "grpc_serial": (1, 1)}
 GRPC_PAYLOAD = 100  # bytes of each gRPC request (and of its echoed answer)
+# connects under way at once in the growth group: below the kernel's cap on listen queues
+# (net.core.somaxconn, 4096 by default), which would otherwise turn into SYN retransmits
+GROWTH_WINDOW = 1024
 T = TypeVar("T")
 
 
@@ -77,6 +89,8 @@ class Settings:
     vaurien_options: tuple[str, ...] = ()
     pgbench_seconds: int = 3
     grpc_seconds: int = 3
+    growth: tuple[int, ...] = GROWTH
+    plot_path: Path | None = None
 
 
 @dataclass
@@ -101,7 +115,9 @@ class Bench:
         self.settings = settings
         self.procs = procs
         self.workdir = workdir
-        self.rows = make_rows(settings.concurrent, settings.rounds)
+        self.rows = make_rows(settings.concurrent, settings.rounds, settings.growth)
+        # the growth group's proxy memory per idle connection (KiB), by connection count
+        self.growth_memory: dict[int, list[float]] = {count: [] for count in settings.growth}
         self.env = dict(os.environ)
         self.env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -503,7 +519,7 @@ class Bench:
             memory.proxied.append(grown / result["open"])
 
     def _concurrent_through_proxy(
-        self, index: int, backend: int, args: Sequence[str]
+        self, index: int | str, backend: int, args: Sequence[str]
     ) -> tuple[dict, int]:
         """One concurrent run through a fresh proxy; the result and the proxy's PSS growth."""
         proxy, port = self.proxy(backend, name=f"vaurien-concurrent-{index}")
@@ -517,7 +533,7 @@ class Bench:
                 argv, name=f"load-concurrent-{index}", cwd=REPO, env=self.env, pipes=True
             )
             try:
-                result = json.loads(self.procs.read_line(client, 90))
+                result = json.loads(self.procs.read_line(client, 180))
                 grown = pss_kib(proxy.pid) - baseline
                 write_line(client.popen.stdin, "close")
                 client.popen.wait(10)
@@ -528,6 +544,53 @@ class Bench:
         if "error" in result:
             raise Unavailable(f"load generator: {result['error']}")
         return result, grown
+
+    def growth(self) -> None:
+        """Time per connection with ``--growth`` connections at once (1,000, 5,000, 20,000),
+        each doing ``--rounds`` round trips, direct and through a fresh proxy; the proxy's
+        memory per connection, all of them open and idle; the plot, with ``--plot``."""
+        counts = self.settings.growth
+        rows = [self.rows[f"growth_{i}"] for i in range(len(counts))]
+        memory = self.rows["growth_memory"]
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        fits = {}
+        for count, row in zip(counts, rows, strict=True):
+            fits[count] = 2 * count + 100 <= limit  # the proxy holds two sockets a connection
+            if not fits[count]:
+                row.note(
+                    f"{count} connections need {2 * count + 100} descriptors; the limit is {limit}"
+                )
+        backend = self.echo_backend("echo-growth")
+        for index in self.repeats():
+            for count, row in zip(counts, rows, strict=True):
+                if not fits[count]:
+                    continue
+                args = ("--connections", str(count), "--rounds", str(self.settings.rounds))
+                args += ("--timeout", "120", "--window", str(GROWTH_WINDOW))
+                result = self.load("concurrent", f"127.0.0.1:{backend}", *args, timeout=180)
+                if result["failures"]:
+                    row.note(f"direct failures: {result['failures']}")
+                    continue
+                row.direct.append(1e6 * result["seconds"] / count)
+                measure = partial(
+                    self._concurrent_through_proxy, f"growth-{count}-{index}", backend, args
+                )
+                outcome = self.proxied((row.key,), measure)
+                if outcome is None:
+                    continue
+                result, grown = outcome
+                if result["failures"]:
+                    row.note(f"through vaurien: failures {result['failures']}")
+                    continue
+                row.proxied.append(1e6 * result["seconds"] / count)
+                self.growth_memory[count].append(grown / result["open"])
+                if count == max(counts):
+                    memory.proxied.append(grown / result["open"])
+        if self.settings.plot_path is not None:
+            try:
+                plot_growth(self.settings.plot_path, counts, rows, self.growth_memory)
+            except Unavailable as e:
+                memory.note(str(e))
 
     def http(self) -> None:
         """wrk keep-alive requests per second on a small static file served by nginx."""
@@ -956,6 +1019,62 @@ def parse_redis_benchmark(output: str) -> dict[str, float]:
     return rates
 
 
+def plot_growth(
+    path: Path, counts: Sequence[int], rows: Sequence[Any], memory: dict[int, list[float]]
+) -> None:
+    """Plot the growth group's medians to ``path`` (PNG): the time per connection direct and
+    through Vaurien, and Vaurien's memory per idle connection, against the connections open
+    at once; the bars span the samples."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise Unavailable("no plot: matplotlib is not installed (pip install matplotlib)") from e
+
+    def series(samples: Sequence[list[float]]) -> tuple[list, list, list]:
+        kept = [(count, s) for count, s in zip(counts, samples, strict=True) if s]
+        xs = [count for count, _ in kept]
+        mid = [statistics.median(s) for _, s in kept]
+        span = [
+            [m - min(s) for m, (_, s) in zip(mid, kept, strict=True)],
+            [max(s) - m for m, (_, s) in zip(mid, kept, strict=True)],
+        ]
+        return xs, mid, span
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
+    for label, samples, style in (
+        ("direct", [row.direct for row in rows], "o--"),
+        ("through vaurien", [row.proxied for row in rows], "s-"),
+    ):
+        xs, mid, span = series(samples)
+        if xs:
+            left.errorbar(xs, mid, yerr=span, fmt=style, capsize=3, label=label)
+    left.set(
+        xscale="log",
+        xlabel="connections open at once",
+        ylabel="time per connection (us)",
+        title="Time per connection (connect + round trips)",
+        ylim=(0, None),
+    )
+    left.set_xticks(list(counts), [f"{count:,}" for count in counts])
+    left.legend()
+    xs, mid, span = series([memory[count] for count in counts])
+    if xs:
+        right.errorbar(xs, mid, yerr=span, fmt="s-", capsize=3, color="C1")
+    right.set(
+        xscale="log",
+        xlabel="connections open at once, idle",
+        ylabel="proxy memory per connection (KiB)",
+        title="Vaurien's memory per open connection",
+        ylim=(0, None),
+    )
+    right.set_xticks(list(counts), [f"{count:,}" for count in counts])
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def _gbits(summary: dict) -> float:
     return summary["bits_per_second"] / 1e9
 
@@ -1045,6 +1164,14 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         help="extra argument for every Vaurien command line, e.g. "
         "--vaurien-option=--protocol-tcp-buffer=262144 (repeatable)",
     )
+    parser.add_argument(
+        "--growth",
+        help="the growth group's three connection counts "
+        f"({','.join(map(str, GROWTH))}; quick 500,1000,2000)",
+    )
+    parser.add_argument(
+        "--plot", type=Path, help="write the growth group's plot to this file (PNG, matplotlib)"
+    )
     parser.add_argument("--json", type=Path, help="also write every sample to this file")
     parser.add_argument(
         "--fail-on-miss", action="store_true", help="exit 1 when a measured target is missed"
@@ -1055,6 +1182,14 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     if unknown or not groups:
         parser.error(f"--only: unknown group {unknown} (known: {', '.join(GROUPS)})")
     quick = args.quick
+    growth = GROWTH if not quick else (500, 1000, 2000)
+    if args.growth is not None:
+        try:
+            growth = tuple(int(count) for count in args.growth.split(","))
+        except ValueError:
+            growth = ()
+        if len(growth) != len(GROWTH) or min(growth) <= 0:
+            parser.error(f"--growth: expected {len(GROWTH)} positive counts, got {args.growth!r}")
 
     def pick(value: int | None, normal: int, short: int) -> int:
         return value if value is not None else (short if quick else normal)
@@ -1077,6 +1212,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         vaurien_options=tuple(args.vaurien_option),
         pgbench_seconds=pick(args.pgbench_seconds, 3, 1),
         grpc_seconds=pick(args.grpc_seconds, 3, 1),
+        growth=growth,
+        plot_path=args.plot,
     )
 
 
@@ -1119,6 +1256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tls": bench.tls,
             "rpc": bench.rpc,
             "dashboard": bench.dashboard,
+            "growth": bench.growth,
         }
         for group in settings.groups:
             started = time.monotonic()
@@ -1137,7 +1275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = list(bench.rows.values())
     print(render(rows, settings.groups, settings.repeats))
     if settings.json_path is not None:
-        recorded = {key: value for key, value in vars(settings).items() if key != "json_path"}
+        recorded = {
+            key: value
+            for key, value in vars(settings).items()
+            if key not in ("json_path", "plot_path")
+        }
         settings.json_path.write_text(json.dumps(to_json(rows, recorded), indent=2) + "\n")
     missed = [row.label for row in rows if row.verdict() == "FAIL"]
     return 1 if settings.fail_on_miss and missed else 0

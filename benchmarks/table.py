@@ -21,7 +21,10 @@ GROUPS = (
     "tls",
     "rpc",
     "dashboard",
+    "growth",
 )
+#: Connections at once in the growth group's runs (``--growth``).
+GROWTH = (1000, 5000, 20000)
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,11 @@ class Row:
         return "pass" if self.target.met(value) else "FAIL"
 
 
-def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
-    """The rows of the table, in order, with the targets of issue 6 (issue 11 for the protocols
-    group's, issue 12 for the named group's; the tls and rpc groups have none)."""
+def make_rows(concurrent: int, rounds: int, growth: Sequence[int] = GROWTH) -> dict[str, Row]:
+    """The rows of the table, in order, with the targets of issue 18 (issue 6 for the delay
+    row's, issue 11 for the protocols group's, issue 12 for the chain's; the tls
+    and rpc groups have none); ``growth`` are the connection counts of the growth
+    group."""
 
     def at_least(x: float) -> Target:
         return Target(x, at_least=True, on_ratio=True)
@@ -100,20 +105,20 @@ def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
         return Target(x, at_least=False, on_ratio=True)
 
     rows = [
-        Row("bulk", "bulk, one way", "Gbit/s", at_least(0.60)),
-        Row("bulk_both", "bulk, both ways (sum)", "Gbit/s", at_least(0.75)),
-        Row("cpu", "proxy CPU per GiB, one way", "s/GiB", Target(0.35, False, False)),
+        Row("bulk", "bulk, one way", "Gbit/s", at_least(0.80)),
+        Row("bulk_both", "bulk, both ways (sum)", "Gbit/s", at_least(0.90)),
+        Row("cpu", "proxy CPU per GiB, one way", "s/GiB", Target(0.25, False, False)),
         Row("cpu_both", "proxy CPU per GiB, both ways", "s/GiB"),
         Row("rtt_p50", "32 B round trip p50", "us"),
         Row("rtt_p99", "32 B round trip p99", "us"),
-        Row("rtt_pinned_p50", "32 B round trip p50, one CPU", "us", at_most(2.7)),
-        Row("rtt_pinned_p99", "32 B round trip p99, one CPU", "us", at_most(4.5)),
-        Row("connect_p50", "connect+round trip+close p50", "us", at_most(4.0)),
-        Row("connect_p99", "connect+round trip+close p99", "us", at_most(4.5)),
-        Row("concurrent", f"{concurrent} conns x {rounds} round trips", "s", at_most(4.0)),
-        Row("memory", "proxy memory per open connection", "KiB", Target(25, False, False)),
-        Row("http_tcp", "HTTP keep-alive, --protocol tcp", "req/s", at_least(0.46)),
-        Row("http_http", "HTTP keep-alive, --protocol http", "req/s", at_least(0.37)),
+        Row("rtt_pinned_p50", "32 B round trip p50, one CPU", "us", at_most(2.2)),
+        Row("rtt_pinned_p99", "32 B round trip p99, one CPU", "us", at_most(3.5)),
+        Row("connect_p50", "connect+round trip+close p50", "us", at_most(3.0)),
+        Row("connect_p99", "connect+round trip+close p99", "us", at_most(3.5)),
+        Row("concurrent", f"{concurrent} conns x {rounds} round trips", "s", at_most(3.0)),
+        Row("memory", "proxy memory per open connection", "KiB", Target(16, False, False)),
+        Row("http_tcp", "HTTP keep-alive, --protocol tcp", "req/s", at_least(0.55)),
+        Row("http_http", "HTTP keep-alive, --protocol http", "req/s", at_least(0.45)),
         Row("bulk_delay", "bulk, one way, delay 0 s", "Gbit/s", at_least(0.45)),
         Row("redis", "redis GET/SET, --protocol redis", "req/s", at_least(0.50)),
         Row("redis_p16", "redis GET/SET -P 16, --protocol redis", "req/s", at_least(0.40)),
@@ -122,20 +127,20 @@ def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
         Row("memcache", "memcache set/get -P 16, --protocol memcache", "req/s", at_least(0.45)),
         Row("memcache_tcp", "memcache set/get -P 16, --protocol tcp", "req/s"),
         Row("http_mix", "HTTP 10:error,10:delay, --protocol http", "req/s", at_least(0.40)),
-        Row("bulk_api", "bulk, one way, Toxiproxy API proxy", "Gbit/s", at_least(0.60)),
+        Row("bulk_api", "bulk, one way, Toxiproxy API proxy", "Gbit/s", at_least(0.80)),
         Row("bulk_bandwidth", "bulk, one way, bandwidth (cap not reached)", "Gbit/s"),
         Row("bulk_chain", "bulk, one way, delay 0 s+bandwidth chained", "Gbit/s"),
         Row(
             "rtt_api_pinned_p50",
             "32 B round trip p50, one CPU, Toxiproxy API proxy",
             "us",
-            at_most(2.7),
+            at_most(2.2),
         ),
         Row(
             "rtt_api_pinned_p99",
             "32 B round trip p99, one CPU, Toxiproxy API proxy",
             "us",
-            at_most(4.5),
+            at_most(3.5),
         ),
         Row("https", "HTTPS keep-alive, --protocol http, TLS both sides", "req/s"),
         Row("pgbench", "PostgreSQL pgbench -S, --protocol postgres", "req/s"),
@@ -147,6 +152,16 @@ def make_rows(concurrent: int, rounds: int) -> dict[str, Row]:
             f"HTTP keep-alive, --protocol http, {DASHBOARDS} dashboards open (direct: none)",
             "req/s",
             at_least(0.95),
+        ),
+        *(
+            Row(f"growth_{i}", f"{count} conns x {rounds} round trips, per connection", "us")
+            for i, count in enumerate(growth)
+        ),
+        Row(
+            "growth_memory",
+            f"proxy memory per idle connection, {max(growth)} open",
+            "KiB",
+            Target(16, False, False),
         ),
     ]
     return {row.key: row for row in rows}
@@ -177,6 +192,7 @@ GROUP_ROWS = {
     "tls": ("https",),
     "rpc": ("pgbench", "pgbench_tcp", "grpc", "grpc_serial"),
     "dashboard": ("dashboard",),
+    "growth": (*(f"growth_{i}" for i in range(len(GROWTH))), "growth_memory"),
 }
 #: Rows whose direct side runs through Vaurien too (another setting of the same proxy): the
 #: load tool's headroom says nothing there.
@@ -247,6 +263,7 @@ def render(rows: Sequence[Row], groups: Sequence[str], repeats: int) -> str:
     out.extend(tool_checks(shown))
     out.extend(ratio_checks(shown))
     out.extend(chain_checks(shown))
+    out.extend(growth_checks(shown))
     return "\n".join(out)
 
 
@@ -308,6 +325,27 @@ def chain_checks(rows: Sequence[Row]) -> list[str]:
             f" {1000 * allowed:.0f} ({chain / allowed:.2f} times; at most 1.1: {state})"
         )
     return checks
+
+
+#: How much more a connection may cost at the growth group's largest count than at its
+#: smallest, for the cost to count as flat.
+FLAT = 1.5
+
+
+def growth_checks(rows: Sequence[Row]) -> list[str]:
+    """A line comparing the proxied time per connection at the largest and the smallest
+    connection count of the growth group: it should stay flat."""
+    times = [row for row in rows if row.key.startswith("growth_") and row.unit == "us"]
+    measured = [row for row in times if row.medians()[1]]
+    if len(measured) < 2:
+        return []
+    first, last = measured[0], measured[-1]
+    growth = last.medians()[1] / first.medians()[1]
+    state = "ok" if growth <= FLAT else "grows"
+    return [
+        f"check: time per connection through vaurien, {last.label.split()[0]} connections vs"
+        f" {first.label.split()[0]}: {growth:.2f} times (flat: at most {FLAT:g}: {state})"
+    ]
 
 
 def to_json(rows: Sequence[Row], settings: dict[str, Any]) -> dict[str, Any]:

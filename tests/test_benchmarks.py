@@ -40,6 +40,7 @@ TINY = [
     "--http-seconds=1",
     "--redis-requests=2000",
     "--memcache-seconds=1",
+    "--growth=20,40,60",
     "--time-limit=150",
 ]
 
@@ -59,8 +60,9 @@ def vaurien_starts() -> bool:
 
 def test_quickest_run_fills_every_row(tmp_path: Path) -> None:
     results = tmp_path / "results.json"
+    plot = tmp_path / "growth.png"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *TINY, f"--json={results}"],
+        [sys.executable, "-m", "benchmarks", *TINY, f"--json={results}", f"--plot={plot}"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -71,7 +73,8 @@ def test_quickest_run_fills_every_row(tmp_path: Path) -> None:
     rows = {row["key"]: row for row in json.loads(results.read_text())["rows"]}
     for row in rows.values():
         assert row["label"] in done.stdout
-    proxy_only = {"cpu", "cpu_both", "memory"}
+    assert plot.read_bytes().startswith(b"\x89PNG"), rows["growth_memory"]["notes"]
+    proxy_only = {"cpu", "cpu_both", "memory", "growth_memory"}
     for key, row in rows.items():
         if key not in proxy_only:
             assert row["direct"], (key, row["notes"])
@@ -85,7 +88,8 @@ def test_quickest_run_fills_every_row(tmp_path: Path) -> None:
             assert row["notes"], key
             continue
         assert row["vaurien"], (key, row["notes"])
-        if key != "memory":  # PSS growth of 50 connections may be lost in the noise
+        if key not in ("memory", "growth_memory"):  # PSS growth of a few connections may be
+            # lost in the noise
             assert all(value > 0 for value in row["vaurien"]), (key, row["vaurien"])
         assert row["result"] in {"", "pass", "FAIL"}, key
     # the mix's errors were counted as requests, and their share reported

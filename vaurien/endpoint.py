@@ -4,10 +4,14 @@ An :class:`Endpoint` wraps the client's or the backend's socket. It offers the s
 Vaurien docs' plugins use (``recv``, ``sendall``, ``close`` ...) and the few things the proxy needs
 to run both directions at once on gevent's hub without a greenlet or a ``select`` per chunk:
 
-* it waits for readiness on its own watchers, so the two pumps of a session and a plugin reading
-  the other side never trip over one socket object;
+* it has one io watcher, made once, and waits for readiness on it: what it waits for follows
+  who waits (a relay callback, a pump greenlet, a plugin reading the other side), so they never
+  trip over one socket object;
 * ``sendall`` first tries one non-blocking send, and copies the data only when it must wait, so the
-  proxy can read every chunk into one shared buffer.
+  proxy can read every chunk into one shared buffer;
+* it offers the session's relay the same moves without ever waiting (:meth:`Endpoint.receive_now`,
+  :meth:`Endpoint.splice_now`, :meth:`Endpoint.flush`), for events handled in a watcher's
+  callback.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from gevent import get_hub
+from gevent.hub import Waiter
 from gevent.lock import Semaphore
 
 if TYPE_CHECKING:
@@ -114,11 +119,13 @@ class Endpoint:
         "_raw",
         "_fd",
         "_hub",
-        "_ready",
-        "_reader",
-        "_writer",
+        "_watcher",
+        "_armed",
+        "_readers",
+        "_writers",
         "_write_lock",
         "_backlog",
+        "_spliced",
         "_pending",
         "_skip_wait",
         "last_read",
@@ -127,20 +134,25 @@ class Endpoint:
     #: Whether :meth:`splice_to` can move this side's bytes (not those of a TLS side).
     can_splice = True
 
-    def __init__(self, sock: Any, role: str, session: SessionLike) -> None:
+    def __init__(self, sock: Any, role: str, session: SessionLike, watcher: Any = None) -> None:
         self.role = role
         self.session = session
         self.sock = sock
-        # gevent keeps the real, non-blocking socket in ``_sock``; reading it directly with our
-        # own watchers is what lets two greenlets wait on one socket.
+        # A plain non-blocking socket (gevent's wrapper keeps one in ``_sock``): read and written
+        # directly, waited for with the endpoint's own watcher.
         self._raw = getattr(sock, "_sock", sock)
         self._fd = sock.fileno()
         self._hub = get_hub()
-        self._ready = self._hub.loop.io(self._fd, _READ)
-        self._reader = None
-        self._writer = None
+        # One io watcher for the endpoint's life (``watcher``: one made for this socket already,
+        # the backend connect's); what it watches follows who waits, see _arm.
+        self._watcher = watcher if watcher is not None else self._hub.loop.io(self._fd, _READ)
+        self._armed: tuple[int, Any] = (0, None)
+        self._readers: list[Any] = []  # called when the socket is readable
+        self._writers: list[Any] = []  # called when it is writable
         self._write_lock: Semaphore | None = None
         self._backlog: bytearray | None = None  # written, not yet taken by the socket
+        # Bytes spliced into a pipe that the socket has not taken yet: (pipe, count, pool).
+        self._spliced: tuple[tuple[int, int], int, PipePool] | None = None
         self._pending = b""
         self._skip_wait = 0
         self.last_read = 0
@@ -165,7 +177,7 @@ class Endpoint:
             self._skip_wait -= 1
             return
         if not (self._pending or self.eof):
-            self._hub.wait(self._ready)
+            self._wait(_READ)
 
     def skip_next_wait(self) -> None:
         """Make the next :meth:`wait_readable` return at once (data is probably there)."""
@@ -214,38 +226,60 @@ class Endpoint:
 
         Only for a side with nothing pushed back (see :meth:`has_pending`).
         """
-        pipe = pipes.take()
-        left = 0
-        try:
-            while True:
-                try:
-                    count = os.splice(self._fd, pipe[1], size, flags=_SPLICE_FLAGS)
-                    break
-                except (BlockingIOError, InterruptedError):
-                    self._wait(_READ)
-            if not count:
-                self.eof = True
-                return 0
-            self.bytes_received += count
-            self._after_read(count, size)
-            left = count
-            left -= _splice_quietly(pipe[0], dest._fd, left)
-            if left:
-                dest._splice_slowly(pipe[0], left)
-                left = 0
-            return count
-        finally:
-            pipes.give(pipe, empty=not left)
+        while True:
+            count = self.splice_now(dest, pipes, size)
+            if count is not None:
+                break
+            self._wait(_READ)
+        if dest._spliced is not None:
+            dest.drain()
+        return count
 
-    def _splice_slowly(self, pipe_fd: int, left: int) -> None:
-        """Drain ``left`` bytes of a pipe into this socket as it takes them, in order."""
-        lock = self._write_lock
-        if lock is None:
-            lock = self._write_lock = Semaphore()
-        with lock:
-            while left:
-                self._wait(_WRITE)
-                left -= _splice_quietly(pipe_fd, self._fd, left)
+    def splice_now(self, dest: Endpoint, pipes: PipePool, size: int) -> int | None:
+        """:meth:`splice_to` without waiting: None when nothing is there to be read. What
+        ``dest`` does not take at once stays in the pipe, its backlog (see :meth:`flush`)."""
+        pipe = pipes.take()
+        try:
+            count = os.splice(self._fd, pipe[1], size, flags=_SPLICE_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            pipes.give(pipe)
+            return None
+        except BaseException:
+            pipes.give(pipe)
+            raise
+        if not count:
+            pipes.give(pipe)
+            self.eof = True
+            return 0
+        self.bytes_received += count
+        self._after_read(count, size)
+        try:
+            left = count - _splice_quietly(pipe[0], dest._fd, count)
+        except BaseException:
+            pipes.give(pipe, empty=False)
+            raise
+        if left:
+            dest._spliced = (pipe, left, pipes)
+        else:
+            pipes.give(pipe)
+        return count
+
+    def receive_now(self, buffer: Any) -> int | None:
+        """:meth:`recv_into` without waiting: None when nothing is there to be read."""
+        if self._pending:
+            return self._take_pending_into(buffer, 0)
+        if self.eof:
+            return 0
+        try:
+            count = self._raw.recv_into(buffer)
+        except (BlockingIOError, InterruptedError):
+            return None
+        if count:
+            self.bytes_received += count
+            self._after_read(count, len(buffer))
+        else:
+            self.eof = True
+        return count
 
     @property
     def has_pending(self) -> bool:
@@ -329,7 +363,9 @@ class Endpoint:
         anything else is read into that buffer's place in the flow (the peer may be slow).
         """
         backlog = self._backlog
-        if backlog:
+        if backlog or self._spliced is not None:
+            if backlog is None:
+                backlog = self._backlog = bytearray()
             backlog += data
             return
         try:
@@ -341,22 +377,43 @@ class Endpoint:
                 backlog = self._backlog = bytearray()
             backlog += memoryview(data)[sent:]
 
+    @property
+    def backlogged(self) -> bool:
+        """Whether bytes written (or spliced) wait for the socket to take them."""
+        return bool(self._backlog) or self._spliced is not None
+
+    def flush(self) -> bool:
+        """Send what waits, as far as the socket takes it now, never waiting; true when
+        nothing is left."""
+        spliced = self._spliced
+        if spliced is not None:
+            pipe, left, pipes = spliced
+            left -= _splice_quietly(pipe[0], self._fd, left)
+            if left:
+                self._spliced = (pipe, left, pipes)
+                return False
+            self._spliced = None
+            pipes.give(pipe)
+        backlog = self._backlog
+        if backlog:
+            try:
+                sent = self._raw.send(backlog)
+            except (BlockingIOError, InterruptedError):
+                return False
+            del backlog[:sent]
+            return not backlog
+        return True
+
     def drain(self) -> None:
         """Wait until everything written has been taken by the socket."""
-        if not self._backlog:
+        if not self.backlogged:
             return
         lock = self._write_lock
         if lock is None:
             lock = self._write_lock = Semaphore()
         with lock:
-            backlog = self._backlog
-            while backlog:
-                try:
-                    sent = self._raw.send(backlog)
-                except (BlockingIOError, InterruptedError):
-                    self._wait(_WRITE)
-                    continue
-                del backlog[:sent]
+            while not self.flush():
+                self._wait(_WRITE)
 
     def sendall(self, data: Any) -> None:
         """Send all of ``data``.
@@ -394,10 +451,14 @@ class Endpoint:
                 self._raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             except OSError:
                 pass
-        self._ready.close()
-        for watcher in (self._reader, self._writer):
-            if watcher is not None:
-                watcher.close()
+        self._readers.clear()
+        self._writers.clear()
+        self._watcher.close()
+        self._armed = (0, None)
+        if self._spliced is not None:
+            pipe, _, pipes = self._spliced
+            self._spliced = None
+            pipes.give(pipe, empty=False)
         self._closed = True
         self.sock.close()
 
@@ -428,17 +489,72 @@ class Endpoint:
         """Read a socket option."""
         return self._raw.getsockopt(*args)
 
-    # -- internals -------------------------------------------------------------------------------
+    # -- the watcher ---------------------------------------------------------------------------
+
+    def watch_readable(self, callback: Any) -> None:
+        """Call ``callback()`` (in the hub, so it must not wait) each time the socket is
+        readable, until :meth:`unwatch_readable`."""
+        self._readers.append(callback)
+        self._arm()
+
+    def unwatch_readable(self, callback: Any) -> None:
+        """Stop calling ``callback`` when the socket is readable."""
+        if callback in self._readers:
+            self._readers.remove(callback)
+            self._arm()
+
+    def watch_writable(self, callback: Any) -> None:
+        """Call ``callback()`` (in the hub) each time the socket is writable, until
+        :meth:`unwatch_writable`."""
+        self._writers.append(callback)
+        self._arm()
+
+    def unwatch_writable(self, callback: Any) -> None:
+        """Stop calling ``callback`` when the socket is writable."""
+        if callback in self._writers:
+            self._writers.remove(callback)
+            self._arm()
+
+    def _arm(self) -> None:
+        """Start the watcher for what its callers wait for; one caller gets called directly."""
+        readers, writers = self._readers, self._writers
+        events = (_READ if readers else 0) | (_WRITE if writers else 0)
+        callback = None
+        if len(readers) + len(writers) == 1:
+            callback = readers[0] if readers else writers[0]
+        if (events, callback) == self._armed:
+            return
+        watcher = self._watcher
+        watcher.stop()
+        self._armed = (events, callback)
+        if events:
+            watcher.events = events
+            if callback is not None:
+                watcher.start(callback)
+            else:
+                watcher.start(self._dispatch, pass_events=True)
+
+    def _dispatch(self, events: int) -> None:
+        # Several callers: each gets the events it waits for (a copy: they change the lists).
+        if events & _WRITE:
+            for callback in tuple(self._writers):
+                callback()
+        if events & _READ:
+            for callback in tuple(self._readers):
+                callback()
 
     def _wait(self, events: int) -> None:
-        if events == _READ:
-            if self._reader is None:
-                self._reader = self._hub.loop.io(self._fd, _READ)
-            self._hub.wait(self._reader)
-        else:
-            if self._writer is None:
-                self._writer = self._hub.loop.io(self._fd, _WRITE)
-            self._hub.wait(self._writer)
+        """Wait in the current greenlet until the socket is readable (or writable)."""
+        waiters = self._readers if events == _READ else self._writers
+        waiter = Waiter(self._hub)
+        callback = waiter.switch_args
+        waiters.append(callback)
+        self._arm()
+        try:
+            waiter.get()
+        finally:
+            waiters.remove(callback)
+            self._arm()
 
 
 def _splice_quietly(source_fd: int, dest_fd: int, size: int) -> int:

@@ -21,6 +21,7 @@ from itertools import accumulate
 from typing import Any
 
 from vaurien.chain import Chain
+from vaurien.contract import does_nothing
 from vaurien.errors import SpecError
 from vaurien.registry import Registry
 
@@ -46,6 +47,9 @@ DIRECTION_OPTION = {
         tuple(SITS_OUT),
     )
 }
+
+#: A behavior's hooks: a behavior whose hooks all do nothing changes nothing.
+_HOOKS = ("on_before_handle", "on_between_handle", "on_after_handle", "on_close")
 
 #: One entry of a mix: its percent, and the names of the behaviors it chains (often one).
 Entry = tuple[float, tuple[str, ...]]
@@ -175,6 +179,13 @@ class Mix:
     _bounds: list[float] = dataclasses.field(repr=False)
     _choices: list[Any] = dataclasses.field(repr=False)
     _random: Callable[[], float] = dataclasses.field(repr=False)
+    #: Whether every hook of the dummy does nothing: the events it gets may then be relayed
+    #: without calling them (a session does so from its watchers' callbacks).
+    quiet_dummy: bool = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        quiet = all(does_nothing(getattr(self.dummy, hook, None)) for hook in _HOOKS)
+        object.__setattr__(self, "quiet_dummy", quiet)
 
     @classmethod
     def create(

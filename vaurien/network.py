@@ -109,8 +109,14 @@ def listen(
 
 
 class AcceptServer(StreamServer):
-    """gevent's StreamServer, pausing (and logging) rather than failing when accept() runs out
-    of file descriptors or memory.
+    """gevent's StreamServer without its per-client costs, pausing (and logging) rather than
+    failing when accept() runs out of file descriptors or memory.
+
+    Its watcher on the listening socket, its bursts of accepts and its back-off are gevent's;
+    what it does with each client is not: the accepted descriptor becomes a plain non-blocking
+    socket (not gevent's socket class), and ``handle(sock, address)`` is called right there, in
+    the hub, rather than in a greenlet of its own. So ``handle`` must not wait (it starts what
+    needs waiting), and it owns the socket: nothing closes it when it returns.
 
     gevent backs off on accept errors too, but reports each one with a traceback on stderr.
     Here the pause doubles from 10 ms up to 1 s while the error lasts; one warning starts the
@@ -123,16 +129,23 @@ class AcceptServer(StreamServer):
         self._pause = self.min_delay
         self._paused_since: float | None = None
         self._resume_timer: Any = None
+        raw = getattr(listener, "_sock", listener)
+        self._accept = raw._accept
+        self._kind = (listener.family, listener.type, listener.proto)
 
     def do_read(self) -> Any:
         try:
-            accepted = super().do_read()
+            fd, address = self._accept()
+        except (BlockingIOError, InterruptedError):
+            return None
         except OSError as e:
             if e.errno not in EXHAUSTED:
                 raise
             self._back_off(e)
             return None
-        if accepted is not None and self._paused_since is not None:
+        sock = socket.socket(*self._kind, fileno=fd)
+        sock.setblocking(False)
+        if self._paused_since is not None:
             log.warning(
                 "%s: accepting clients again after %.1fs",
                 self.name,
@@ -140,7 +153,10 @@ class AcceptServer(StreamServer):
             )
             self._paused_since = None
             self._pause = self.min_delay
-        return accepted
+        return sock, address
+
+    def do_handle(self, *args: Any) -> None:
+        self._handle(*args)
 
     def _back_off(self, error: OSError) -> None:
         if self._paused_since is None:
@@ -175,8 +191,9 @@ class BackendConnector:
     The backend's addresses are looked up at most every :data:`RESOLVE_EVERY` seconds (a
     lookup per client would cost a trip through gevent's thread pool each time), and each
     connection is a plain non-blocking socket with ``TCP_NODELAY``, waited for with one write
-    watcher: the session reads and writes it through its own watchers, so gevent's socket
-    wrapper would only add work to every connection. Make it in the thread that serves.
+    watcher, which the session's backend endpoint keeps: gevent's socket wrapper would only
+    add work to every connection. :meth:`connect` waits in the calling greenlet;
+    :meth:`connect_later` reports to a callback instead. Make it in the thread that serves.
     """
 
     def __init__(self, timeout: float) -> None:
@@ -217,19 +234,146 @@ class BackendConnector:
             return sock
         raise error
 
-    def _resolve(self, backend: Address) -> list[tuple[Any, ...]]:
-        now = self._hub.loop.now()
+    def connect_later(
+        self, backend: Address, done: Callable[..., None], *args: Any
+    ) -> PendingConnect | None:
+        """Start connecting to ``backend`` without waiting, when its addresses are known
+        (looked up less than :data:`RESOLVE_EVERY` seconds ago); else None (use
+        :meth:`connect` in a greenlet). Call the result's ``start``: then, in the hub,
+        ``done(*args, pending, sock, watcher, error)`` reports (``pending`` being the result)
+        a connected socket and the io watcher made for it, or the :class:`OSError` of the
+        last address tried."""
+        addresses = self._cached(backend)
+        if addresses is None:
+            return None
+        return PendingConnect(self._hub.loop, addresses, self.timeout, done, args)
+
+    def _cached(self, backend: Address) -> list[tuple[Any, ...]] | None:
         cached = self._resolved
-        if cached is not None and cached[0] == backend and now - cached[1] < RESOLVE_EVERY:
+        if (
+            cached is not None
+            and cached[0] == backend
+            and self._hub.loop.now() - cached[1] < RESOLVE_EVERY
+        ):
             return cached[2]
+        return None
+
+    def _resolve(self, backend: Address) -> list[tuple[Any, ...]]:
+        cached = self._cached(backend)
+        if cached is not None:
+            return cached
         try:
             addresses = gevent.socket.getaddrinfo(
                 backend.host, backend.port, type=socket.SOCK_STREAM
             )
         except socket.gaierror as e:
             raise OSError(e.errno, e.strerror) from None
-        self._resolved = (backend, now, addresses)
+        self._resolved = (backend, self._hub.loop.now(), addresses)
         return addresses
+
+
+class PendingConnect:
+    """A backend connect under way, made by :meth:`BackendConnector.connect_later`: its
+    addresses tried in turn, each within the timeout, the end reported to a callback."""
+
+    __slots__ = ("_loop", "_addresses", "_timeout", "_done", "_args", "_sock", "_watcher", "_timer")
+
+    def __init__(
+        self,
+        loop: Any,
+        addresses: list[tuple[Any, ...]],
+        timeout: float,
+        done: Callable[..., None],
+        args: tuple[Any, ...],
+    ) -> None:
+        self._loop = loop
+        self._addresses = iter(addresses)
+        self._timeout = timeout
+        self._done = done
+        self._args = args
+        self._sock: socket.socket | None = None
+        self._watcher: Any = None
+        self._timer: Any = None
+
+    def start(self) -> None:
+        """Try the first address (a connect that ends at once reports at once)."""
+        self._next(OSError("no address"))
+
+    def cancel(self) -> None:
+        """Give up without reporting: the socket is closed."""
+        self._clear()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _next(self, error: OSError) -> None:
+        for family, type_, proto, _, sockaddr in self._addresses:
+            sock = self._sock = socket.socket(family, type_, proto)
+            sock.setblocking(False)
+            status = sock.connect_ex(sockaddr)
+            if status in _CONNECTING:
+                self._watcher = self._loop.io(sock.fileno(), _WRITE)
+                self._watcher.start(self._writable)
+                self._timer = self._loop.timer(self._timeout)
+                self._timer.start(self._timed_out)
+                return
+            if not status:
+                self._connected()
+                return
+            sock.close()
+            self._sock = None
+            error = OSError(status, os.strerror(status))
+        self._report(None, None, error)
+
+    def _writable(self) -> None:
+        sock = self._sock
+        status = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if status:
+            self._failed(OSError(status, os.strerror(status)))
+        else:
+            self._connected()
+
+    def _timed_out(self) -> None:
+        self._failed(TimeoutError("timed out"))
+
+    def _failed(self, error: OSError) -> None:
+        self._clear(close_watcher=True)
+        self._sock.close()
+        self._sock = None
+        self._next(error)
+
+    def _connected(self) -> None:
+        sock = self._sock
+        self._sock = None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as e:
+            self._clear(close_watcher=True)
+            sock.close()
+            self._next(e)
+            return
+        watcher = self._clear(close_watcher=False)
+        if watcher is None:
+            watcher = self._loop.io(sock.fileno(), _WRITE)
+        self._report(sock, watcher, None)
+
+    def _clear(self, close_watcher: bool = True) -> Any:
+        """Stop the watcher and the timer; return the watcher unless it was closed."""
+        watcher, self._watcher = self._watcher, None
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.close()
+        if watcher is not None:
+            watcher.stop()
+            if close_watcher:
+                watcher.close()
+                return None
+        return watcher
+
+    def _report(self, sock: Any, watcher: Any, error: OSError | None) -> None:
+        done, args = self._done, self._args
+        self._done = self._args = None  # reported once; no cycle through the callback
+        done(*args, self, sock, watcher, error)
 
 
 def describe_failure(error: OSError) -> str:

@@ -77,8 +77,9 @@ class Proxy:
         self.pipes = PipePool() if PipePool.available else None
         self._loop = gevent.get_hub().loop
         self._connector = BackendConnector(config.timeout)
-        # Every client being served, from accept to close (connecting to the backend included).
-        self._handlers: set[gevent.Greenlet] = set()
+        # Clients whose backend connection is being made: a PendingConnect, or the greenlet
+        # that connects (the first lookup of the backend's name, TLS).
+        self._connecting: set[Any] = set()
         self.applied: collections.Counter[str] = collections.Counter()
         self.events: collections.Counter[str] = collections.Counter()  # by direction
         self.total_sessions = 0
@@ -257,16 +258,20 @@ class Proxy:
         self._bound = Address(*listener.getsockname()[:2])
 
     def _close_sessions(self, timeout: float) -> None:
-        in_session = set()
-        for session in list(self.sessions):
-            in_session.add(session.handler)
-            session.close()
         current = gevent.getcurrent()
-        handlers = [handler for handler in self._handlers if handler is not current]
-        for handler in handlers:
-            if handler not in in_session:
-                handler.kill(block=False)
-        gevent.joinall(handlers, timeout=timeout)
+        waiting = []
+        for session in list(self.sessions):
+            session.close()
+            waiting.extend(session.greenlets())
+        for connecting in list(self._connecting):
+            if isinstance(connecting, gevent.Greenlet):
+                if connecting is not current:
+                    connecting.kill(block=False)
+                    waiting.append(connecting)
+            else:
+                self._connecting.discard(connecting)
+                connecting.cancel()
+        gevent.joinall([each for each in waiting if each is not current], timeout=timeout)
 
     # -- a backend that cannot be reached (refuse_when_backend_down) ---------------------------
 
@@ -374,60 +379,111 @@ class Proxy:
 
     # -- sessions --------------------------------------------------------------------------
 
-    def _handle(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
-        if len(self._handlers) >= self.config.max_connections:
+    def _handle(self, client_sock: socket.socket, client_address: Any) -> None:
+        """A client was accepted (called in the hub: nothing here waits)."""
+        if len(self._connecting) + len(self.sessions) >= self.config.max_connections:
             self._refuse(client_sock, client_address)
             return
-        handler = gevent.getcurrent()
-        self._handlers.add(handler)
-        try:
-            self._serve(client_sock, client_address)
-        finally:
-            self._handlers.discard(handler)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "%s: session closed; %d live sessions, %s open fds",
-                    PeerName(client_address),
-                    len(self._handlers),
-                    open_fds(),
-                )
-
-    def _serve(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
-        backend = self.backend
-        try:
-            backend_sock = self._connector.connect(backend)
-        except OSError as e:
-            log.warning(
-                "%s: cannot reach backend %s: %s; closing client %s",
-                self.name,
-                backend,
-                describe_failure(e),
-                PeerName(client_address),
+        if self.tls is None:
+            pending = self._connector.connect_later(
+                self.backend, self._connected, client_sock, client_address
             )
-            if self.config.refuse_when_backend_down:
-                # A reset, as close as an accepted client gets to a refused connect.
-                client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                client_sock.close()
-                self._backend_down(e)
-            else:
-                client_sock.close()
+            if pending is not None:
+                self._connecting.add(pending)
+                pending.start()
+                return
+        # The backend's name to look up first, or TLS handshakes to run: a greenlet waits.
+        self._connecting.add(gevent.spawn(self._serve, client_sock, client_address))
+
+    def _connected(
+        self,
+        client_sock: socket.socket,
+        client_address: Any,
+        pending: Any,
+        backend_sock: socket.socket | None,
+        watcher: Any,
+        error: OSError | None,
+    ) -> None:
+        """A backend connect started by :meth:`_handle` ended."""
+        self._connecting.discard(pending)
+        if error is not None:
+            self._unreachable(client_sock, client_address, error)
             return
+        session = self._open_session(client_sock, client_address, backend_sock, watcher)
+        if session is not None:
+            session.start()
+
+    def _serve(self, client_sock: socket.socket, client_address: Any) -> None:
+        """Connect to the backend, shake hands if TLS is spoken, start the session."""
+        current = gevent.getcurrent()
         try:
-            session = Session(self, client_sock, client_address, backend_sock)
+            backend_sock = self._connector.connect(self.backend)
+        except OSError as e:
+            self._connecting.discard(current)
+            self._unreachable(client_sock, client_address, e)
+            return
+        except BaseException:  # the proxy is stopping
+            self._connecting.discard(current)
+            client_sock.close()
+            raise
+        self._connecting.discard(current)
+        session = self._open_session(client_sock, client_address, backend_sock)
+        if session is None:
+            return
+        if self.tls is not None and not session.handshake():
+            return
+        session.start()
+
+    def _unreachable(self, client_sock: socket.socket, client_address: Any, error: OSError) -> None:
+        """The backend could not be reached for this client: close it, with one warning."""
+        log.warning(
+            "%s: cannot reach backend %s: %s; closing client %s",
+            self.name,
+            self.backend,
+            describe_failure(error),
+            PeerName(client_address),
+        )
+        if self.config.refuse_when_backend_down:
+            # A reset, as close as an accepted client gets to a refused connect.
+            client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            client_sock.close()
+            self._backend_down(error)
+        else:
+            client_sock.close()
+
+    def _open_session(
+        self,
+        client_sock: socket.socket,
+        client_address: Any,
+        backend_sock: socket.socket,
+        watcher: Any = None,
+    ) -> Session | None:
+        try:
+            session = Session(self, client_sock, client_address, backend_sock, watcher)
         except Exception:
             log.exception("%s: cannot set up the session; closing it", PeerName(client_address))
+            if watcher is not None:
+                watcher.close()
             backend_sock.close()
             client_sock.close()
-            return
+            return None
         self.sessions.add(session)
         self.total_sessions += 1
-        try:
-            session.run()
-        finally:
-            self.sessions.discard(session)
-            self.bytes_to_backend += session.bytes_to_backend
-            self.bytes_to_client += session.bytes_to_client
-            session.release()
+        return session
+
+    def session_ended(self, session: Session) -> None:
+        """Count a session that has ended (its sockets are closed) and let it go."""
+        self.sessions.discard(session)
+        self.bytes_to_backend += session.bytes_to_backend
+        self.bytes_to_client += session.bytes_to_client
+        session.release()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: session closed; %d live sessions, %s open fds",
+                session.peer,
+                len(self._connecting) + len(self.sessions),
+                open_fds(),
+            )
 
     def _prepare_listener(self, sock: gevent.socket.socket) -> None:
         # Accepted sockets inherit TCP_NODELAY from the listener: one call instead of one per
@@ -435,7 +491,7 @@ class Proxy:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.protocol.setup_listener(sock)
 
-    def _refuse(self, client_sock: gevent.socket.socket, client_address: Any) -> None:
+    def _refuse(self, client_sock: socket.socket, client_address: Any) -> None:
         """Close a client beyond ``max_connections`` at once; log at most one line a second."""
         client_sock.close()
         self.refused_connections += 1
@@ -445,7 +501,7 @@ class Proxy:
             log.warning(
                 "%d clients served, the most --max-connections allows: closed %d new "
                 "client(s), the last %s",
-                len(self._handlers),
+                len(self._connecting) + len(self.sessions),
                 self._refusals_unlogged,
                 PeerName(client_address),
             )
@@ -463,7 +519,7 @@ class Proxy:
         active = list(self.sessions)
         return {
             "active_connections": len(active),
-            "live_sessions": len(self._handlers),
+            "live_sessions": len(self._connecting) + len(self.sessions),
             "total_connections": self.total_sessions,
             "refused_connections": self.refused_connections,
             "open_fds": open_fds(),

@@ -1,9 +1,12 @@
 """One client connection and its backend connection: a :class:`Session`.
 
-A session runs two pumps, one per direction, each waiting until its side is readable, picking a
-behavior from the proxy's mix (:meth:`Session.pick`) and handing the event to the protocol. An
-end of stream on one side becomes a half-close on the other; the session ends when both
-directions are done, on a reset, when a plugin closes it, or after ``timeout`` idle seconds.
+Each direction runs one event each time its side is readable: a behavior is picked from the
+proxy's mix (:meth:`Session.pick`) and the event handed to the protocol. While the protocol
+relays plainly and the behavior picked does nothing, the event runs in the watcher's callback
+(a :class:`Relay`), without a greenlet; from the first event that may wait, the direction is a
+pump greenlet. An end of stream on one side becomes a half-close on the other; the session
+ends when both directions are done, on a reset, when a plugin closes it, or after ``timeout``
+idle seconds.
 """
 
 from __future__ import annotations
@@ -22,17 +25,27 @@ from vaurien.network import PeerName
 
 log = logging.getLogger(__name__)
 
+#: Events a relay runs in a row while reads fill the buffer, before other connections' turn.
+_MOST_EVENTS = 8
+
 
 class Session:
     """One client connection and its backend connection, with a pump for each direction.
 
     ``proxy`` is the :class:`~vaurien.proxy.Proxy` serving it. Both sockets are adjusted here,
     before anything is read: keep-alive probes (``tcp_keepalive``), then the protocol's
-    ``setup_socket``.
+    ``setup_socket``. ``backend_watcher`` is an io watcher already made for the backend's
+    socket (its connect's), which its endpoint keeps. :meth:`start` starts it; once it has
+    ended, the proxy's ``session_ended`` counts it.
     """
 
     def __init__(
-        self, proxy: Any, client_sock: Any, client_address: Any, backend_sock: Any
+        self,
+        proxy: Any,
+        client_sock: Any,
+        client_address: Any,
+        backend_sock: Any,
+        backend_watcher: Any = None,
     ) -> None:
         protocol = proxy.protocol
         for sock, role in ((client_sock, "client"), (backend_sock, "backend")):
@@ -41,10 +54,9 @@ class Session:
             protocol.setup_socket(sock, role)
         self.proxy = proxy
         self.peer = PeerName(client_address)
-        self.handler = gevent.getcurrent()  # the proxy's greenlet serving this client
         if proxy.tls is None:
             self.client = Endpoint(client_sock, "client", self)
-            self.backend = Endpoint(backend_sock, "backend", self)
+            self.backend = Endpoint(backend_sock, "backend", self, backend_watcher)
         else:
             self.client, self.backend = proxy.tls.endpoints(client_sock, backend_sock, self)
         # The client has usually spoken while the backend connection was being made: read at
@@ -54,11 +66,15 @@ class Session:
         self._reset = False
         self._error_logged = False
         self._protocol = protocol
+        self._greenlets: list[Any] = []  # those running its events (pumps, a handshake)
+        self._relays: list[Relay] = []  # the directions relayed from callbacks
+        self._running = 2  # directions not done yet
+        self._ended = False
+        self._links: list[Any] = []
         #: What the protocol keeps for this session (BaseProtocol.open_session).
         self.state: Any = protocol.open_session(self)
         self._loop = gevent.get_hub().loop
         self.last_activity = self._loop.now()
-        self._greenlets: list[Any] = []
         self._idle_timer: Any = None
         #: Behavior state for this connection (see ``BaseBehavior.state``).
         self.states: dict[Any, Any] = {}
@@ -86,33 +102,92 @@ class Session:
 
     # -- life --------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Pump both directions until the session ends, then close both connections."""
+    def start(self) -> None:
+        """Start relaying both directions (after the TLS handshakes, if any); returns at once.
+
+        A direction is relayed from its watcher's callbacks when the protocol relays plainly,
+        neither side speaks TLS and the mix runs events both ways at once; else it gets a pump
+        greenlet.
+        """
         config = self.proxy.config
         if self._debug:
             log.debug("%s: session opened to %s", self.peer, self.proxy.backend)
-        self._greenlets = [gevent.getcurrent()]
-        other = None
+        if not config.stay_connected:
+            self._arm_idle_timer(config.timeout)
+        inline = (
+            self._protocol.relay is not None
+            and self.proxy.tls is None
+            and not self.proxy.mix.exclusive
+        )
+        for source, dest, to_backend in (
+            (self.client, self.backend, True),
+            (self.backend, self.client, False),
+        ):
+            if inline:
+                relay = Relay(self, source, dest, to_backend)
+                self._relays.append(relay)
+                source.watch_readable(relay.on_readable)
+            else:
+                self._spawn_pump(source, dest, to_backend)
+        if inline and not self.closed:
+            # The client has usually spoken while the backend connection was being made.
+            self._relays[0].on_readable()
+
+    def handshake(self) -> bool:
+        """Run the TLS handshakes in the calling greenlet; false when they failed (logged) or
+        the session was closed meanwhile."""
+        current = gevent.getcurrent()
+        self._greenlets.append(current)
         try:
-            # TLS handshakes first, here in the session's greenlet (bounded by the timeout).
-            if self.proxy.tls is not None:
-                if not self.proxy.tls.handshake(self):
-                    return
-                self.last_activity = self._loop.now()
-            if not config.stay_connected:
-                self._arm_idle_timer(config.timeout)
-            other = gevent.spawn(self._pump, self.backend, self.client, False)
-            self._greenlets.append(other)
-            self._pump(self.client, self.backend, True)
-            other.join()
+            done = self.proxy.tls.handshake(self)
         except gevent.GreenletExit:
-            if other is not None:
-                other.kill()
+            done = False
         finally:
+            self._greenlets.remove(current)
+        self.last_activity = self._loop.now()
+        if done and not self.closed:
+            return True
+        self.close()
+        self._end_if_over()  # closed while shaking hands: this greenlet was the last one
+        return False
+
+    def link(self, callback: Any) -> None:
+        """Call ``callback(session)`` once the session has ended (both sockets closed)."""
+        if self._ended:
+            callback(self)
+        else:
+            self._links.append(callback)
+
+    def _spawn_pump(self, source: Endpoint, dest: Endpoint, to_backend: bool, behavior=None):
+        # The pump counts itself in once it runs: a session closed before that ends at once,
+        # and the pump, finding it closed, does nothing.
+        gevent.spawn(self._pump, source, dest, to_backend, behavior)
+
+    def _hand_to_pump(self, relay: Relay, behavior: BehaviorLike | None) -> None:
+        """From now on, a pump greenlet runs the direction of ``relay``, starting with an event
+        for ``behavior`` (already picked) when given."""
+        self._relays.remove(relay)
+        relay.source.unwatch_readable(relay.on_readable)
+        self._spawn_pump(relay.source, relay.dest, relay.to_backend, behavior)
+
+    def _direction_done(self) -> None:
+        self._running -= 1
+        self._end_if_over()
+
+    def _end_if_over(self) -> None:
+        """Close both sockets once both directions are done (or the session is closed) and no
+        greenlet runs an event of it any more."""
+        if (self.closed or self._running <= 0) and not self._greenlets and not self._ended:
+            self._ended = True
+            self.closed = True
             if self._idle_timer is not None:
                 self._idle_timer.close()
             self.client.really_close(self._reset)
             self.backend.really_close(self._reset)
+            self.proxy.session_ended(self)
+            links, self._links = self._links, []
+            for callback in links:
+                callback(self)
 
     def release(self) -> None:
         """Once the session is over and counted, drop its references to its endpoints,
@@ -124,10 +199,14 @@ class Session:
         so a plugin holding one can still call ``source.session.close()``.
         """
         self._greenlets = []
+        self._relays = []
         self._idle_timer = None
-        self.handler = None
         self.client = self.backend = None
         self.state = None  # a protocol's state may point back to the session
+
+    def greenlets(self) -> list[Any]:
+        """The greenlets running the session's events now."""
+        return list(self._greenlets)
 
     def close(self) -> None:
         """End the session: both connections are closed (cleanly) as soon as possible."""
@@ -138,6 +217,7 @@ class Session:
         for greenlet in self._greenlets:
             if greenlet is not current and not greenlet.dead:
                 greenlet.kill(block=False)
+        self._end_if_over()
 
     def reset(self) -> None:
         """End the session with a TCP RST on both connections."""
@@ -185,25 +265,42 @@ class Session:
 
     # -- the pumps ---------------------------------------------------------------------------
 
-    def _pump(self, source: Endpoint, dest: Endpoint, to_backend: bool) -> None:
-        """Run the events of one direction until it ends or the session does."""
+    def _pump(
+        self, source: Endpoint, dest: Endpoint, to_backend: bool, behavior: Any = None
+    ) -> None:
+        """Run the events of one direction until it ends or the session does; the first one
+        for ``behavior`` when given (picked already, its data is there)."""
         events = self.proxy.events
         direction = "to_backend" if to_backend else "to_client"
+        finished = False
+        current = gevent.getcurrent()
+        self._greenlets.append(current)
         try:
             while not self.closed:
-                lock = self._wait_for_event(source)
+                if behavior is None:
+                    lock = self._wait_for_event(source)
+                else:
+                    lock = None  # a relay handed it over: its mix ran events both ways at once
                 try:
-                    keep_going, took_data = self._event(source, dest, to_backend)
+                    keep_going, took_data = self._event(source, dest, to_backend, behavior)
                 finally:
                     if lock is not None:
                         lock.release()
+                behavior = None
                 events[direction] += 1
                 if not self._goes_on(source, dest, keep_going, took_data):
+                    finished = True
                     return
         except gevent.GreenletExit:
             return
         except Exception as e:
             self._end_after(e, source.role, to_backend)
+        finally:
+            self._greenlets.remove(current)
+            if finished:
+                self._direction_done()
+            else:
+                self._end_if_over()
 
     def _wait_for_event(self, source: Endpoint) -> Semaphore | None:
         """Wait until ``source`` is readable and, when the mix in force runs a session's events
@@ -222,12 +319,15 @@ class Session:
                 return lock
             lock.release()  # the other side's event read what woke us: wait again
 
-    def _event(self, source: Endpoint, dest: Endpoint, to_backend: bool) -> tuple[bool, bool]:
-        """Pick a behavior (unless the protocol picks per message itself) and let the protocol
-        handle the event. Returns whether the protocol keeps the session going, and whether
-        the event took data from ``source``."""
+    def _event(
+        self, source: Endpoint, dest: Endpoint, to_backend: bool, behavior: Any = None
+    ) -> tuple[bool, bool]:
+        """Pick a behavior (unless the protocol picks per message itself, or ``behavior`` was
+        picked already) and let the protocol handle the event. Returns whether the protocol
+        keeps the session going, and whether the event took data from ``source``."""
         protocol = self._protocol
-        behavior = self.pick(to_backend) if self._picks else None
+        if behavior is None and self._picks:
+            behavior = self.pick(to_backend)
         source.behavior = behavior
         consumed = source.bytes_consumed
         self.last_activity = self._loop.now()
@@ -302,3 +402,96 @@ class Session:
             self.close()
         else:
             self._arm_idle_timer(timeout - idle)
+
+
+class Relay:
+    """One direction of a session relayed from its watcher's callbacks, in the hub.
+
+    Each readable event is handed to the protocol's ``relay`` with :meth:`pick` (see
+    :meth:`BaseProtocol.relay <vaurien.protocols.base.BaseProtocol.relay>`): when the behavior
+    picked changes nothing, the bytes move at once; any other behavior, and a mix whose events
+    must run one at a time, get the direction a pump greenlet. What ``dest`` does not take at
+    once waits in its backlog while reading ``source`` pauses. Nothing here ever waits.
+    """
+
+    __slots__ = ("session", "source", "dest", "to_backend", "direction", "size", "pick")
+
+    def __init__(self, session: Session, source: Endpoint, dest: Endpoint, to_backend: bool):
+        self.session = session
+        self.source = source
+        self.dest = dest
+        self.to_backend = to_backend
+        self.direction = "to_backend" if to_backend else "to_client"
+        self.size = session._protocol.buffer_size  # a read this large may leave more behind
+        self.pick = self._pick  # made once: the protocol calls it for each event
+
+    def _pick(self) -> bool:
+        """Pick for the event; true when the behavior changes nothing and the protocol may
+        move the bytes itself. Otherwise the direction goes to a pump, which runs the event."""
+        session = self.session
+        mix = session.proxy.mix
+        if not mix.exclusive:
+            behavior = session.pick(self.to_backend)
+            if behavior is mix.dummy and mix.quiet_dummy:
+                self.source.behavior = behavior
+                return True
+        else:
+            behavior = None  # the pump waits for the session's turn, then picks
+        session._hand_to_pump(self, behavior)
+        return False
+
+    def on_readable(self) -> None:
+        """The source is readable: relay events while reads fill the buffer (a few at most,
+        so that other connections get their turn)."""
+        session = self.session
+        source = self.source
+        relay = session._protocol.relay
+        try:
+            for _ in range(_MOST_EVENTS):
+                count = relay(source, self.dest, self.pick)
+                if count is None:  # nothing there, or handed to a pump
+                    return
+                proxy = session.proxy
+                proxy.events[self.direction] += 1
+                session.last_activity = session._loop.now()
+                if not count or self.dest.backlogged:
+                    self._pause()
+                    return
+                if count < self.size:
+                    return
+        except Exception as e:
+            session._end_after(e, source.role, self.to_backend)
+
+    def _pause(self) -> None:
+        """Stop reading the source until the destination has taken everything; at the end of
+        the source's stream, pass the end on once it has."""
+        self.source.unwatch_readable(self.on_readable)
+        if self.dest.backlogged:
+            self.dest.watch_writable(self.on_writable)
+        else:
+            self._resume()
+
+    def on_writable(self) -> None:
+        """The destination takes more: send what waits, then read the source again."""
+        try:
+            if not self.dest.flush():
+                return
+        except Exception as e:
+            self.session._end_after(e, self.dest.role, self.to_backend)
+            return
+        self.dest.unwatch_writable(self.on_writable)
+        self._resume()
+
+    def _resume(self) -> None:
+        session = self.session
+        if session.closed:
+            return
+        if not self.source.eof:
+            self.source.watch_readable(self.on_readable)
+            return
+        # The end of the source's stream: a half-close of the other side, unless its own
+        # stream ended first (the session then closes both, which says the same).
+        session._relays.remove(self)
+        if not self.dest.eof:
+            self.dest.shutdown(socket.SHUT_WR)
+        session._direction_done()

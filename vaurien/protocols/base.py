@@ -46,6 +46,10 @@ class BaseProtocol:
     #: The ALPN names the protocol speaks over TLS (``("h2",)``), offered to the backend and
     #: chosen with the client when the proxy speaks TLS; empty: no ALPN.
     alpn: tuple[str, ...] = ()
+    #: A method ``relay(source, dest, pick)`` for the events that may run in a watcher's
+    #: callback (see :meth:`vaurien.protocols.tcp.TCP.relay`), or None: every event then runs
+    #: in a greenlet, which may wait.
+    relay: Any = None
     #: For the reference docs: what one event of this protocol is (reStructuredText).
     event_unit: str | None = None
     #: For the reference docs: what :meth:`send_error` does, as a client sees it, in one or two

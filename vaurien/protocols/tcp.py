@@ -47,30 +47,70 @@ class TCP(BaseProtocol):
         super().__init__()
         self._chunk = None
 
-    def _handle(self, source, dest, to_backend):
-        pipes = self.proxy.pipes if self.proxy is not None else None
-        # Splicing pays off for bulk data; a small message is cheaper copied (two system calls
-        # instead of two splices and a pipe), so the size of the last read decides.
-        if (
-            pipes is not None
-            and source.last_read >= SPLICE_FROM
-            and not source.has_pending
-            and source.can_splice
-            and dest.can_splice
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A subclass that reads or handles events its own way gets them all in greenlets.
+        if "relay" not in vars(cls) and any(
+            name in vars(cls) for name in ("handle", "_handle", "read", "_get_data")
         ):
-            count = source.splice_to(dest, pipes, self.settings["buffer"])
+            cls.relay = None
+
+    def _handle(self, source, dest, to_backend):
+        if self._splices(source, dest):
+            count = source.splice_to(dest, self.proxy.pipes, self.settings["buffer"])
         else:
-            chunk = self._chunk
-            if chunk is None:
-                # One buffer per proxy serves every session: Endpoint.sendall copies what it
-                # cannot send at once, so the buffer is free again when this returns.
-                self._chunk = chunk = memoryview(bytearray(self.settings["buffer"]))
+            chunk = self._buffer()
             count = source.recv_into(chunk)
             if count:
                 dest.sendall(chunk[:count])
         if count:
             self._between(source, dest, to_backend)
         return True
+
+    def relay(self, source, dest, pick):
+        """Move what ``source`` has to ``dest`` without ever waiting, for a session that runs
+        the event in a watcher's callback, as :meth:`_handle` would for a behavior that does
+        nothing.
+
+        ``pick()`` picks the event's behavior: true when it changes nothing; false when a pump
+        greenlet takes the event over (what was read is pushed back for it). Returns the count
+        moved (0 at the end of the stream), or None when nothing was there or the event went
+        to a pump. What ``dest`` does not take at once waits in its backlog.
+        """
+        if self._splices(source, dest):
+            if not pick():
+                return None
+            return source.splice_now(dest, self.proxy.pipes, self.settings["buffer"])
+        chunk = self._buffer()
+        count = source.receive_now(chunk)
+        if count is None:
+            return None
+        if not pick():
+            source.unread(chunk[:count])
+            return None
+        if count:
+            dest.write(chunk[:count])
+        return count
+
+    def _splices(self, source, dest):
+        # Splicing pays off for bulk data; a small message is cheaper copied (two system calls
+        # instead of two splices and a pipe), so the size of the last read decides.
+        return (
+            source.last_read >= SPLICE_FROM
+            and self.proxy is not None
+            and self.proxy.pipes is not None
+            and not source.has_pending
+            and source.can_splice
+            and dest.can_splice
+        )
+
+    def _buffer(self):
+        chunk = self._chunk
+        if chunk is None:
+            # One buffer per proxy serves every session: what a socket does not take at once
+            # is copied (Endpoint.write), so the buffer is free again when an event returns.
+            self._chunk = chunk = memoryview(bytearray(self.settings["buffer"]))
+        return chunk
 
     def setup_listener(self, sock):
         if self.settings["reuse_socket"]:

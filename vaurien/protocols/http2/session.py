@@ -116,9 +116,8 @@ class Connection:
         self.greenlets: set[gevent.Greenlet] = set()
         self._progress: gevent.event.Event | None = None
         session.backend.write(self.relay.output(self.relay.backend))  # the preface
-        # The stream greenlets end with the session: the session has no hook for its end, but
-        # the greenlet serving it finishes then.
-        link = getattr(session.handler, "rawlink", None)
+        # The stream greenlets end with the session.
+        link = getattr(session, "link", None)
         if link is not None:
             link(self._ended)
 

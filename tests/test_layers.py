@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vaurien.network",),
     ("vaurien.registry",),
     ("vaurien.mix",),
+    ("vaurien.rules", "vaurien.scenario", "vaurien.plan"),  # what picks from which mix
     ("vaurien.endpoint",),
     ("vaurien.behaviors.base", "vaurien.protocols.base", "vaurien.handlers.base"),
     ("vaurien.behaviors.adapter",),

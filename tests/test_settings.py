@@ -76,7 +76,7 @@ def test_proxy_config_has_a_typed_field_for_each_setting():
     fields = {field.name: field for field in dataclasses.fields(ProxyConfig)}
     settings = [name for name in fields if name in SETTINGS_BY_NAME]
     assert settings == [setting.name for setting in SETTINGS]
-    assert set(fields) - set(settings) == {"plugin_options", "behaviors", "protocols"}
+    assert set(fields) - set(settings) == {"plugin_options", "rules", "behaviors", "protocols"}
     for setting in SETTINGS:
         assert fields[setting.name].default == setting.default, setting.name
 

@@ -21,6 +21,7 @@ from vaurien.options import Option
 from vaurien.protocols import Protocol
 from vaurien.proxy import Proxy
 from vaurien.registry import Registry
+from vaurien.rules import Rule
 from vaurien.serving import serve_until_signal
 from vaurien.settings import SETTINGS, ProxyConfig, Setting, logging_level
 
@@ -140,7 +141,24 @@ def base_parser(add_help: bool = False) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     for setting in SETTINGS:
         _add_setting(parser, setting)
+    parser.add_argument(  # rules (vaurien.rules): repeatable, so not a Setting
+        "--rule",
+        action="append",
+        type=_rule,
+        metavar="RULE",
+        help="A rule, MATCH => SPEC: the requests that MATCH (FIELD=PATTERN terms, all of "
+        "which must hold) get the mix SPEC, the first matching rule winning; repeat it for "
+        "more rules, which replace those of the config file. Example: "
+        "'method=POST path=/api/payments/* => 50:error'.",
+    )
     return parser
+
+
+def _rule(text: str) -> Rule:
+    try:
+        return Rule.parse(text)
+    except VaurienError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser(behaviors: Registry, protocols: Registry) -> argparse.ArgumentParser:
@@ -172,16 +190,24 @@ def parse_config(
     behaviors, protocols = Behavior.copy(), Protocol.copy()
     values: dict[str, Any] = {}
     plugin_options: dict[tuple[str, str], dict[str, Any]] = {}
+    rules: list[Rule] = []
     if first.config:
         loaded = config_file.load(first.config)
         values.update(loaded.settings)
+        rules = loaded.rules
         plugin_options = config_file.apply_plugins(
             loaded, {"behavior": behaviors, "protocol": protocols}
         )
+    if first.rule is not None:
+        rules = first.rule  # the command line's rules replace the file's
     # Plugins named by dotted path must be registered before their flags can be parsed.
     spec = first.behavior if first.behavior is not None else values.get("behavior")
-    if spec is not None:
-        read_spec(spec, behaviors)
+    scenario = first.scenario if first.scenario is not None else values.get("scenario")
+    specs = [spec, *(rule.behavior for rule in rules)]
+    specs += [step.behavior for step in scenario.steps] if scenario is not None else []
+    for each in specs:
+        if each is not None:
+            read_spec(each, behaviors)
     protocols.resolve(first.protocol or values.get("protocol") or "tcp")
 
     args = build_parser(behaviors, protocols).parse_args(argv)
@@ -197,6 +223,7 @@ def parse_config(
         values.setdefault("backend", "127.0.0.1:1")  # replaced by the demo backend's address
     config = ProxyConfig(
         plugin_options=plugin_options,
+        rules=tuple(rules),
         behaviors=behaviors,
         protocols=protocols,
         **values,

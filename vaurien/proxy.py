@@ -30,6 +30,7 @@ from vaurien.network import (
     listen,
     open_fds,
 )
+from vaurien.plan import Chaos, Plan
 from vaurien.session import Session
 from vaurien.settings import ProxyConfig
 
@@ -74,25 +75,40 @@ class Proxy:
         self.bytes_to_client = 0
         self._server: AcceptServer | None = None
         self._stopped = gevent.event.Event()
-        self.mix: Mix
-        self.set_behavior(config.behavior)
+        # Rules and scenarios (vaurien.plan): the plan in force, swapped whole by ``chaos``.
+        self.plan: Plan
+        self.chaos = Chaos(self, self._loop)
+        self.chaos.start(self.make_mix(config.behavior), config.rules, config.scenario)
 
     # -- the behavior mix ------------------------------------------------------------------
 
     @property
+    def mix(self) -> Mix:
+        """The proxy's own mix (``--behavior``; a running scenario's step takes its place)."""
+        return self.plan.behavior
+
+    @property
     def behavior(self) -> BehaviorMix:
-        """The spec of the mix in force."""
+        """The spec of the proxy's own mix."""
         return self.mix.spec
 
     def set_behavior(
         self, spec: BehaviorMix | str, options: Mapping[str, Mapping[str, Any]] | None = None
     ) -> None:
-        """Put a new mix in force for every following event, on new and open connections.
+        """Put a new mix in force for every following event, on new and open connections; a
+        running scenario ends.
 
         ``options`` maps behavior names to option values that replace the configured ones
         (those from the command line or the config file). Everything is checked before the
         swap, which is one assignment: two calls never blend.
         """
+        self.chaos.set_behavior(self.make_mix(spec, options))
+
+    def make_mix(
+        self, spec: BehaviorMix | str, options: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> Mix:
+        """A mix of this proxy's behaviors for ``spec``, with the configured option values and
+        ``options`` (behavior name -> values) over them."""
         config = self.config
         spec = read_spec(spec, config.behaviors)
         options = options or {}
@@ -100,7 +116,7 @@ class Proxy:
             name: {**config.options_for("behavior", name), **options.get(name, {})}
             for name in spec.names
         }
-        self.mix = Mix.create(
+        return Mix.create(
             spec,
             config.behaviors,
             values,
@@ -180,6 +196,10 @@ class Proxy:
         log.info("  backend:  %s (connect timeout %gs)", self.backend, config.timeout)
         log.info("  protocol: %s", config.protocol)
         log.info("  behavior: %s (picked per %s)", self.mix.spec, config.scope)
+        for rule in config.rules:
+            log.info("  rule:     %s", rule)
+        if config.scenario is not None:
+            log.info("  scenario: %s", config.scenario)
         log.info("  sessions: %s; random seed %d", idle, self.seed)
 
     # -- sessions --------------------------------------------------------------------------
@@ -255,9 +275,18 @@ class Proxy:
             self._refusal_logged_at = now
             self._refusals_unlogged = 0
 
+    def stats_bytes(self) -> int:
+        """Bytes relayed both ways since the start, by open sessions included."""
+        active = self.sessions
+        return (
+            self.bytes_to_backend
+            + self.bytes_to_client
+            + sum(s.bytes_to_backend + s.bytes_to_client for s in active)
+        )
+
     def stats(self) -> dict[str, Any]:
         """Counters: sessions, bytes and events each way, how often each behavior was applied,
-        and resources.
+        how many picks each rule and each scenario step supplied, and resources.
 
         ``live_sessions`` counts every client being served, those still connecting to the
         backend included; ``open_fds`` is the process's open file descriptors (``None`` where
@@ -275,4 +304,5 @@ class Proxy:
             "events_to_backend": self.events["to_backend"],
             "events_to_client": self.events["to_client"],
             "behaviors": dict(self.applied),
+            **self.chaos.stats(),
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 import gevent
@@ -61,11 +62,14 @@ class Session:
         self.states: dict[Any, Any] = {}
         self._per_connection = proxy.config.scope == "connection"
         self._picks = not protocol.picks_itself  # else the protocol picks per message
-        # --scope connection: the mix the pick was made from, and the pick.
+        # --scope connection: the plan the pick was made under, its mix, and the pick.
+        self._plan: Any = None
         self._mix: Any = None
         self._picked: Any = None
+        #: The rules that may take this session's requests (vaurien.plan.SessionRules).
+        self.rule_view: Any = None
         # Events run one at a time when a plugin may read the other side within its event.
-        self._event_lock = Semaphore() if proxy.mix.exclusive else None
+        self._event_lock = Semaphore() if proxy.plan.exclusive else None
         self._debug = log.isEnabledFor(logging.DEBUG)
 
     def __repr__(self) -> str:
@@ -136,42 +140,76 @@ class Session:
 
     # -- the pick ----------------------------------------------------------------------------
 
-    def pick(self, to_backend: bool | None = None) -> BehaviorLike:
+    @property
+    def client_host(self) -> str:
+        """The client's address, without its port (what rules on ``client`` test)."""
+        address = self.peer.address
+        return str(address[0]) if isinstance(address, tuple) else str(address)
+
+    def pick(
+        self, to_backend: bool | None = None, fields: Mapping[str, str] | None = None
+    ) -> BehaviorLike:
         """The behavior for the next event, counted in the proxy's stats.
 
-        Drawn from the mix in force for each event, or under ``--scope connection`` at the
-        first event and kept for the connection's life (both directions share it) while the
-        mix in force is the same object: a new mix makes the next event pick again. With
+        Drawn for each event, or under ``--scope connection`` at the first event and kept for
+        the connection's life (both directions share it) while the proxy's plan is the same
+        object: a new mix, rule set or scenario step makes the next event pick again. The mix
+        drawn from is the first rule's that takes the request (``fields``: what it holds, as
+        the protocol's ``peek`` says; None when the protocol tells nothing), else the running
+        scenario's step's, else the proxy's own (:class:`vaurien.plan.Plan`). With
         ``to_backend``, the event's direction, a behavior whose ``direction`` is the other one
         gets the dummy in its place (:meth:`Mix.for_event <vaurien.mix.Mix.for_event>`);
         without it, the pick itself (a protocol picking for a request, whose ``to_client``
         behavior acts on the answer).
         """
-        mix = self.proxy.mix
+        plan = self.proxy.plan
         if self._per_connection:
-            if self._mix is not mix:
-                self._mix, self._picked = mix, mix.pick()
-            behavior = self._picked
+            if self._plan is not plan:
+                self._pick_for_connection(plan, fields)
+            mix, behavior = self._mix, self._picked
         else:
+            mix = plan.mix if plan.direct else self.proxy.chaos.mix_for(self, plan, fields)
             behavior = mix.pick()
         if to_backend is not None:
             behavior = mix.for_event(to_backend, behavior)
         self.proxy.applied[behavior.name] += 1
         return behavior
 
+    def _pick_for_connection(self, plan: Any, fields: Mapping[str, str] | None) -> None:
+        mix = plan.mix if plan.direct else self.proxy.chaos.mix_for(self, plan, fields)
+        # The pick may have moved a scenario to its next step: that plan is the one picked under.
+        self._plan, self._mix, self._picked = self.proxy.plan, mix, mix.pick()
+
+    def wants_fields(self) -> bool:
+        """Whether a rule in force decides on what a request holds (a protocol then passes
+        its fields to :meth:`pick`), not only on the client."""
+        plan = self.proxy.plan
+        return plan.needs_fields and self.proxy.chaos.view(self, plan).wants_fields
+
     def passes_everything(self) -> bool:
         """Whether every pick would be the dummy now (no chaos): a protocol may then frame a
         run of messages without picking for each, and count them with :meth:`count_picks`."""
-        mix = self.proxy.mix
+        plan = self.proxy.plan
+        if plan.direct:
+            mix = plan.mix
+        else:
+            mix = self.proxy.chaos.run_mix(self, plan)
+            if mix is None:  # a request's fields decide, or a step counts every pick
+                return False
         if self._per_connection:
-            if self._mix is not mix:
-                self._mix, self._picked = mix, mix.pick()
-            return self._picked is mix.dummy
+            if self._plan is not self.proxy.plan:
+                self._pick_for_connection(self.proxy.plan, None)
+            return self._picked is self._mix.dummy
         return mix.only_dummy
 
     def count_picks(self, count: int) -> None:
         """Count ``count`` picks of the dummy made without :meth:`pick`."""
-        self.proxy.applied[self.proxy.mix.dummy.name] += count
+        plan = self.proxy.plan
+        if self._per_connection or plan.direct:
+            mix = self._mix if self._per_connection else plan.mix
+            self.proxy.applied[mix.dummy.name] += count
+        else:
+            self.proxy.chaos.count_run(self, count)
 
     # -- the pumps ---------------------------------------------------------------------------
 
@@ -200,7 +238,7 @@ class Session:
         one at a time, for this session's turn: return the lock to release after the event."""
         while True:
             source.wait_readable()
-            if not self.proxy.mix.exclusive:
+            if not self.proxy.plan.exclusive:
                 return None
             lock = self._event_lock
             if lock is None:  # a new mix made this session's events exclusive

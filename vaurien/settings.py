@@ -15,12 +15,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from vaurien.behaviors import Behavior
-from vaurien.errors import ConfigError, OptionError
+from vaurien.errors import ConfigError, OptionError, VaurienError
 from vaurien.mix import BehaviorMix, read_spec
 from vaurien.network import Address
 from vaurien.options import Option, Range, at_least, between
+from vaurien.plan import checked_options
 from vaurien.protocols import Protocol
 from vaurien.registry import Registry
+from vaurien.rules import Rule, compile_rule, number_rules
+from vaurien.scenario import Scenario
 
 # The converters of settings whose text has its own words in errors (``Option.parse`` shows a
 # converter's ConfigError as it is).
@@ -157,6 +160,15 @@ SETTINGS: tuple[Setting, ...] = (
         "SCOPE",
     ),
     _setting(
+        "scenario",
+        Scenario.parse,
+        None,
+        "Steps of behavior mixes over time, LENGTH SPEC; LENGTH SPEC; ...[; repeat]: a length "
+        "is a time (500ms, 30s, 2m), picks (100req), new connections (5conn) or bytes relayed "
+        "(512KiB, 10MiB). Each step's mix takes the place of behavior while it lasts.",
+        "STEPS",
+    ),
+    _setting(
         "timeout",
         _number,
         30.0,
@@ -285,6 +297,7 @@ class ProxyConfig:
     protocol: str = _default("protocol")
     behavior: BehaviorMix = _default("behavior")
     scope: str = _default("scope")
+    scenario: Scenario | None = _default("scenario")
     timeout: float = _default("timeout")
     stay_connected: bool = _default("stay_connected")
     tcp_keepalive: bool = _default("tcp_keepalive")
@@ -304,6 +317,7 @@ class ProxyConfig:
     plugin_options: Mapping[tuple[str, str], Mapping[str, Any]] = dataclasses.field(
         default_factory=dict
     )
+    rules: tuple[Rule, ...] = ()
     behaviors: Registry = None  # type: ignore[assignment]  # set in __post_init__
     protocols: Registry = None  # type: ignore[assignment]
 
@@ -324,8 +338,36 @@ class ProxyConfig:
         normalized["behaviors"], normalized["protocols"] = behaviors, protocols
         normalized["protocol"] = protocols.resolve(normalized["protocol"])
         normalized["behavior"] = read_spec(normalized["behavior"], behaviors)
+        normalized["rules"] = self._checked_rules(normalized["protocol"], behaviors, protocols)
+        scenario = normalized.get("scenario")
+        if scenario is not None:
+            steps = []
+            for number, step in enumerate(scenario.steps, 1):
+                try:
+                    spec = read_spec(step.behavior, behaviors)
+                except VaurienError as e:
+                    raise ConfigError(f"scenario step {number} {step.text!r}: {e}") from None
+                steps.append(dataclasses.replace(step, behavior=spec))
+            normalized["scenario"] = dataclasses.replace(scenario, steps=tuple(steps))
         for name, value in normalized.items():
             object.__setattr__(self, name, value)
+
+    def _checked_rules(
+        self, protocol: str, behaviors: Registry, protocols: Registry
+    ) -> tuple[Rule, ...]:
+        """The rules, named, their fields checked against the protocol's, their specs
+        resolved and their options checked."""
+        fields = getattr(protocols.get(protocol), "rule_fields", {})
+        checked = []
+        for rule in number_rules(list(self.rules)):
+            compile_rule(rule, fields, protocol)
+            try:
+                spec = read_spec(rule.behavior, behaviors)
+                options = checked_options(rule.options, spec.names, behaviors)
+            except VaurienError as e:
+                raise ConfigError(f"rule {rule.name!r}: {e}") from None
+            checked.append(dataclasses.replace(rule, behavior=spec, options=options))
+        return tuple(checked)
 
     def options_for(self, kind: str, name: str) -> Mapping[str, Any]:
         """The option values the user set for plugin ``name`` of ``kind``."""

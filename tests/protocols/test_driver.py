@@ -99,6 +99,13 @@ class Lines(FramedProtocol):
             return PARTIAL
         return None
 
+    def peek(self, state, data, pos, end):
+        eol = data.find(b"\n", pos, end)
+        if eol < 0:
+            return None
+        words = bytes(data[pos:eol]).split()
+        return {"word": words[0].decode()} if words else {}
+
 
 class CountingEndpoint(Endpoint):
     """An endpoint that counts the writes the driver makes (one per batch)."""
@@ -115,15 +122,18 @@ class CountingEndpoint(Endpoint):
 class Harness:
     """A session of the toy protocol: ``client`` and ``backend`` are the far ends (what the
     application and the server hold); the proxy's endpoints are ``session.client`` and
-    ``session.backend``. ``picks`` lists the behaviors the next requests get (then dummy)."""
+    ``session.backend``. ``picks`` lists the behaviors the next requests get (then dummy). With
+    ``fields``, the session wants the requests' fields (as when a rule tests them):
+    ``picked_fields`` lists what each pick got."""
 
-    def __init__(self, *picks):
+    def __init__(self, *picks, fields=False):
         self.dummy = _behavior("dummy")
         self.proxy = types.SimpleNamespace(
             random=random.Random(1),
-            mix=types.SimpleNamespace(exclusive=False, dummy=self.dummy),
+            plan=types.SimpleNamespace(exclusive=False),
             backend=None,
         )
+        self.picked_fields = []
         self.protocol = Lines()
         self.protocol.settings = {"buffer": 65536, "reuse_socket": False}
         self.protocol.proxy = self.proxy
@@ -140,8 +150,9 @@ class Harness:
             close=self._close,
             reset=self._close,
             pick=self._pick,
-            passes_everything=lambda: not self.picks,
+            passes_everything=lambda: not self.picks and not fields,
             count_picks=lambda count: None,
+            wants_fields=lambda: fields,
         )
         self.session.client = CountingEndpoint(client_side, "client", self.session)
         self.session.backend = CountingEndpoint(backend_side, "backend", self.session)
@@ -151,7 +162,8 @@ class Harness:
     def flow(self):
         return self.session.state
 
-    def _pick(self, to_backend=None):
+    def _pick(self, to_backend=None, fields=None):
+        self.picked_fields.append(fields)
         return self.picks.pop(0) if self.picks else self.dummy
 
     def _close(self):

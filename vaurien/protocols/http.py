@@ -21,6 +21,7 @@ from vaurien.protocols.framed import (
     LineReader,
     RequestVerdict,
 )
+from vaurien.rules import NO_FIELDS, Field
 
 MAX_HEAD = 64 * 1024  # bytes in a request or response head
 MAX_CHUNK_LINE = 4096  # bytes in a chunk-size line or a trailer line
@@ -353,6 +354,48 @@ def _head_end(data: Any, pos: int, end: int) -> int:
     return crlf + 3 if crlf >= 0 else -1
 
 
+class HeadFields:
+    """What rules match in a request's head: ``method``, ``path`` (the target up to its query),
+    ``host`` and ``header.NAME``. Headers are read from the head when a rule first asks."""
+
+    __slots__ = ("raw", "method", "path", "_headers")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        line = raw[: raw.find(b"\n")].rstrip(b"\r").decode("latin-1")
+        method, _, rest = line.partition(" ")
+        target = rest.rpartition(" ")[0] or rest
+        if "://" in target[:8]:  # absolute form (a request to a proxy): its path
+            target = "/" + target.partition("://")[2].partition("/")[2]
+        self.method = method
+        self.path = target.partition("?")[0]
+        self._headers: dict[str, str] | None = None
+
+    def get(self, name: str) -> str | None:
+        if name == "method":
+            return self.method
+        if name == "path":
+            return self.path
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = _headers(self.raw)
+        if name == "host":
+            return headers.get("host")
+        return headers.get(name[7:]) if name.startswith("header.") else None
+
+
+def _headers(raw: bytes) -> dict[str, str]:
+    """A head's headers by lowercase name; repeated ones joined with ``", "``."""
+    headers: dict[str, str] = {}
+    for line in raw.decode("latin-1").splitlines()[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            name = name.strip().lower()
+            value = value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
 class _Chunks:
     """The chunked transfer coding: size lines, data, trailers, counted through."""
 
@@ -531,6 +574,13 @@ class HTTP(FramedProtocol):
         "``inject`` it does, and its response is replaced)."
     )
     tcp_keep_alive = False
+    rule_fields = {
+        "method": Field("The request's method: GET, POST ...", ignore_case=True),
+        "path": Field("The request's target up to its query string: /api/payments/42"),
+        "host": Field("The request's Host header", ignore_case=True),
+        "header.NAME": Field("The value of the request's header NAME (header.content-type)"),
+    }
+    peek_limit = MAX_HEAD
     options = {
         "overwrite_host_header": (
             "Rewrite each request's Host with the backend's address",
@@ -555,6 +605,14 @@ class HTTP(FramedProtocol):
 
     def answer_framer(self) -> ResponseFramer:
         return ResponseFramer(self._parser)
+
+    def peek(self, state: Any, data: Any, pos: int, end: int) -> HeadFields | None:
+        while pos < end and data[pos] in (13, 10):  # blank lines before a request
+            pos += 1
+        stop = _head_end(data, pos, end)
+        if stop < 0:
+            return None if end - pos <= MAX_HEAD else NO_FIELDS
+        return HeadFields(bytes(data[pos:stop]))
 
     def error_reply(self, state: Any, request: Any, answered: bool, forwarded: bool) -> ErrorReply:
         status = self.proxy.random.choice(ERROR_STATUSES)

@@ -18,6 +18,7 @@ from vaurien.protocols.framed import (
     LineReader,
     RequestVerdict,
 )
+from vaurien.rules import NO_FIELDS, Field
 
 MAX_LINE = 8192  # bytes in a command or answer line (memcached allows 2048 for most)
 MAX_VALUE = 1 << 40  # bytes in one data block
@@ -30,6 +31,13 @@ LISTS = frozenset((b"get", b"gets", b"gat", b"gats", b"stats"))
 LIST_ENDS = (b"END", b"RESET", b"OK", b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR", b"EN", b"BUSY")
 #: Meta commands (they take the q flag).
 META = frozenset((b"mg", b"ms", b"md", b"ma", b"mn", b"me"))
+#: Commands that name no key.
+KEYLESS = frozenset(
+    (b"stats", b"version", b"flush_all", b"verbosity", b"quit", b"watch", b"lru_crawler", b"mn")
+    + (b"shutdown", b"cache_memlimit", b"slabs", b"lru", b"misbehave", b"debugtime")
+)
+#: Commands whose first key comes after an expiration time.
+KEY_SECOND = frozenset((b"gat", b"gats"))
 #: What the proxy sends after a quiet meta command: its answer marks where that command's ends.
 SENTINEL = b"mn\r\n"
 
@@ -293,11 +301,30 @@ class Memcache(FramedProtocol):
         "does, and its answer is replaced). A ``noreply`` command is dropped without a word."
     )
 
+    rule_fields = {
+        "command": Field("The command's name: get, set, delete, mg ...", ignore_case=True),
+        "key": Field("The command's first key"),
+    }
+
     def request_framer(self) -> CommandFramer:
         return CommandFramer()
 
     def answer_framer(self) -> AnswerFramer:
         return AnswerFramer()
+
+    def peek(self, state: Any, data: Any, pos: int, end: int) -> dict[str, str] | None:
+        eol = data.find(b"\n", pos, min(end, pos + MAX_LINE))
+        if eol < 0:
+            return None if end - pos < MAX_LINE and data[pos] != 0x80 else NO_FIELDS
+        words = data[pos:eol].split()
+        if not words:
+            return {}
+        name = bytes(words[0]).lower()
+        fields = {"command": name.decode("latin-1")}
+        where = 0 if name in KEYLESS else 2 if name in KEY_SECOND else 1
+        if 0 < where < len(words):
+            fields["key"] = bytes(words[where]).decode("utf-8", "replace")
+        return fields
 
     def error_reply(
         self, state: Any, command: Command, answered: bool, forwarded: bool

@@ -22,6 +22,7 @@ backend, collected for a behavior that moves them itself (``protocol.read``), or
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from vaurien.protocols.base import BaseProtocol
@@ -38,6 +39,7 @@ from vaurien.protocols.framed.exchange import (
 )
 from vaurien.protocols.framed.requests import RequestSide
 from vaurien.protocols.framed.state import FramedState
+from vaurien.rules import NO_FIELDS
 
 READY = Phase.READY
 
@@ -111,6 +113,18 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
     def answer_end(self, state: Any, request: Any, message: Any) -> AnswerVerdict | None:
         """An answer message is complete. None means :data:`COMPLETE`."""
         return None
+
+    #: The most bytes of a request the driver gathers for :meth:`peek`; beyond, the request's
+    #: fields are unknown and only rules on the client alone may take it.
+    peek_limit = 65536
+
+    def peek(self, state: Any, data: Any, pos: int, end: int) -> Mapping[str, str] | None:
+        """The fields of the request that starts at ``data[pos]`` (``data[pos:end]`` is what is
+        there so far), for the rules in force: a mapping of the names in ``rule_fields``
+        (``header.host`` for a family) to text; None while more bytes are needed. It frames
+        nothing: the framer reads the same bytes next. The driver asks only when a rule tests
+        more than the client, before the request's pick. The base knows no fields."""
+        return NO_FIELDS
 
     def skim(self, state: Any, data: Any, pos: int, end: int) -> tuple[int, int, Any]:
         """Frame the plain requests at the start of ``data[pos:end]`` in one go, for when

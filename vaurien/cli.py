@@ -7,6 +7,7 @@ command line. Every flag's default is ``None`` so the code knows what the user t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -202,11 +203,12 @@ def parse_config(
         rules = first.rule  # the command line's rules replace the file's
     # Plugins named by dotted path must be registered before their flags can be parsed.
     spec = first.behavior if first.behavior is not None else values.get("behavior")
+    if spec is not None:
+        read_spec(spec, behaviors)
     scenario = first.scenario if first.scenario is not None else values.get("scenario")
-    specs = [spec, *(rule.behavior for rule in rules)]
-    specs += [step.behavior for step in scenario.steps] if scenario is not None else []
-    for each in specs:
-        if each is not None:
+    steps = scenario.steps if scenario is not None else ()
+    for each in [*(rule.behavior for rule in rules), *(step.behavior for step in steps)]:
+        with contextlib.suppress(VaurienError):  # ProxyConfig says which rule or step is wrong
             read_spec(each, behaviors)
     protocols.resolve(first.protocol or values.get("protocol") or "tcp")
 

@@ -273,7 +273,10 @@ def _client_test(alternatives: list[str], label: str) -> Callable[[str], bool]:
         except ValueError:
             return False
         mapped = getattr(address, "ipv4_mapped", None)  # a dual-stack socket's IPv4 client
-        return any(address in network or mapped in network for network in networks)
+        return any(
+            address in network or (mapped is not None and mapped in network)
+            for network in networks
+        )
 
     return test
 

@@ -220,8 +220,8 @@ def nothing_waits(sock: socket.socket) -> bool:
 def harness():
     made = []
 
-    def make(*picks):
-        made.append(Harness(*picks))
+    def make(*picks, **options):
+        made.append(Harness(*picks, **options))
         return made[-1]
 
     yield make
@@ -241,6 +241,33 @@ def test_pipelined_requests_and_their_answers_pass_in_one_write_each(harness):
     assert received(h.client, answers)
     assert h.session.client.writes == 1
     assert not h.flow.queue
+
+
+def test_when_rules_test_fields_each_request_is_picked_with_its_own(harness):
+    h = harness(fields=True)
+    h.requests(b"GET a\nPUT b\n")
+    assert received(h.backend, b"GET a\nPUT b\n")
+    assert h.session.backend.writes == 1  # still one batch
+    assert h.picked_fields == [{"word": "GET"}, {"word": "PUT"}]
+
+
+def test_a_request_whose_head_is_cut_is_picked_once_its_head_is_in(harness):
+    h = harness(fields=True)
+    rest = gevent.spawn(h.client.sendall, b"T x\n")  # runs once the proxy waits for it
+    h.requests(b"one\nGE")
+    assert received(h.backend, b"one\nGET x\n")
+    assert rest.dead
+    assert h.picked_fields == [{"word": "one"}, {"word": "GET"}]
+    assert not h.session.client.has_pending
+
+
+def test_a_head_the_client_never_finishes_is_picked_without_fields(harness):
+    h = harness(fields=True)
+    h.client.sendall(b"GET a\nunfinished")
+    h.client.shutdown(socket.SHUT_WR)
+    h.request_event()
+    assert received(h.backend, b"GET a\nunfinished")
+    assert h.picked_fields == [{"word": "GET"}, {}]
 
 
 def test_an_error_splits_the_batch_and_answers_in_its_turn(harness):

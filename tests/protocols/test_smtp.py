@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol_support import run, same_under_any_split
+from protocol_support import peeks, run, same_under_any_split
 from servers import unavailable
 from support import free_port, wait_until
 from vaurien.errors import ProtocolError
@@ -322,3 +322,20 @@ def test_tls_passes_through_as_an_opaque_stream(tls_smtp_server, start_proxy):
     client.quit()
     wait_until(lambda: handler.messages)
     assert b"over TLS" in handler.messages[0]
+
+
+# -- what rules see ------------------------------------------------------------------------------
+
+
+def test_rules_see_the_verb_the_mail_data_and_a_tls_start():
+    from vaurien.protocols.smtp import SMTP, SMTPState
+
+    state = SMTPState()
+    SMTP().framers(state)
+    assert peeks(SMTP(), state, b"rcpt TO:<b@example.org>\r\n", ("command",)) == {"command": "RCPT"}
+    state.commands.feed(b"EHLO x\r\n", 0, 8)  # the session has started: no TLS start now
+    state.commands.expect_data()
+    assert peeks(SMTP(), state, b"Subject: hi\r\n", ("command",)) == {"command": "<data>"}
+    fresh = SMTPState()
+    SMTP().framers(fresh)
+    assert peeks(SMTP(), fresh, b"\x16\x03\x01", ("command",)) == {"command": "<tls>"}

@@ -22,7 +22,7 @@ from typing import Any
 
 from vaurien.errors import OptionError, SpecError, VaurienError
 from vaurien.mix import Mix, read_spec
-from vaurien.rules import Matcher, Rule, compile_rule, number_rules
+from vaurien.rules import Matcher, Rule, compile_rule, number_rules, prefilter
 from vaurien.scenario import (
     BYTES,
     CONNECTIONS,
@@ -73,8 +73,9 @@ class Plan:
 
     Derived: ``mix`` is the mix of what no rule takes; ``direct`` is true without rules and
     scenario (``mix`` is then all there is); ``needs_fields`` whether a rule tests more than the
-    client; ``exclusive`` whether a session's events must run one at a time for one of its
-    mixes; ``step`` the step's number as stats show it.
+    client, ``prefilter`` a test every request that such a rule takes passes
+    (:func:`vaurien.rules.prefilter`); ``exclusive`` whether a session's events must run one at
+    a time for one of its mixes; ``step`` the step's number as stats show it.
     """
 
     behavior: Mix
@@ -84,6 +85,7 @@ class Plan:
     mix: Mix = dataclasses.field(init=False)
     direct: bool = dataclasses.field(init=False)
     needs_fields: bool = dataclasses.field(init=False)
+    prefilter: tuple[tuple[str, Any], ...] = dataclasses.field(init=False)
     exclusive: bool = dataclasses.field(init=False)
     step: str = dataclasses.field(init=False)
 
@@ -97,6 +99,7 @@ class Plan:
             "mix": mix,
             "direct": not self.rules and running is None,
             "needs_fields": any(rule.matcher.tests for rule in self.rules),
+            "prefilter": prefilter([rule.matcher for rule in self.rules]),
             "exclusive": any(each.exclusive for each in mixes),
             "step": str(position.index + 1) if position is not None else "",
         }
@@ -106,23 +109,40 @@ class Plan:
 
 class SessionRules:
     """The rules that may take a session's requests: those whose client test holds for its
-    client, up to the first that takes every request. ``key`` is the rule set it was made
-    for; ``wants_fields`` says whether a request's fields decide."""
+    client, up to the first that takes every request (``always``, if any). ``key`` is the rule
+    set it was made for; ``wants_fields`` says whether a request's fields decide;
+    ``prefilter`` is the plan's (:func:`vaurien.rules.prefilter`)."""
 
-    __slots__ = ("key", "rules", "wants_fields")
+    __slots__ = ("key", "rules", "always", "wants_fields", "prefilter", "_holds")
 
-    def __init__(self, rules: tuple[ActiveRule, ...], host: str) -> None:
-        self.key = rules
+    def __init__(self, plan: Plan, host: str) -> None:
+        self.key = plan.rules
+        self.prefilter = plan.prefilter
         candidates = []
-        for rule in rules:
+        self.always: tuple[ActiveRule, ...] = ()
+        for rule in plan.rules:
             client = rule.matcher.client
             if client is not None and not client(host):
                 continue
             candidates.append(rule)
             if not rule.matcher.tests:
+                self.always = (rule,)
                 break  # it takes every request: the rules after it never do
         self.rules = tuple(candidates)
         self.wants_fields = any(rule.matcher.tests for rule in candidates)
+        self._holds = tuple(rule.matcher.holds for rule in candidates if rule.matcher.tests)
+
+    def filtered(self, fields: Mapping[str, str]) -> bool:
+        """Whether the prefilter tells at once that no rule on fields takes the request."""
+        for field, test in self.prefilter:
+            value = fields.get(field)
+            if value is None or not test(value):
+                return True
+        return False
+
+    def untaken(self, fields: Mapping[str, str]) -> bool:
+        """Whether no rule on fields takes the request whose fields are ``fields``."""
+        return self.filtered(fields) or not any(holds(fields) for holds in self._holds)
 
 
 class Chaos:
@@ -232,13 +252,17 @@ class Chaos:
         """The rules of ``plan`` that may take ``session``'s requests (kept on the session)."""
         view = session.rule_view
         if view is None or view.key is not plan.rules:
-            view = session.rule_view = SessionRules(plan.rules, session.client_host)
+            view = session.rule_view = SessionRules(plan, session.client_host)
         return view
 
     def mix_for(self, session: Any, plan: Plan, fields: Mapping[str, str] | None) -> Mix:
         """The mix to pick from for a request of ``session`` whose fields are ``fields`` (None:
         unknown), counted for the rule or the step that supplies it."""
-        for rule in self.view(session, plan).rules:
+        view = self.view(session, plan)
+        rules = view.rules
+        if fields is not None and view.wants_fields and view.filtered(fields):
+            rules = view.always  # no rule on the request's fields takes it
+        for rule in rules:
             if rule.matcher.holds(fields):
                 self.rule_picks[rule.name] += 1
                 return rule.mix
@@ -250,14 +274,13 @@ class Chaos:
         return plan.mix
 
     def run_mix(self, session: Any, plan: Plan) -> Mix | None:
-        """The mix every request of ``session`` gets from now on, whatever it holds, when runs of
-        them may be counted without a pick each (:meth:`count_run`); None when a request's
-        fields decide, or when the scenario's step counts picks one by one."""
+        """The mix of the requests of ``session`` that no rule on fields takes, when runs of
+        them may be counted without a pick each (:meth:`count_run`): the mix of the rule that
+        takes every request of the session, else the scenario's step's or the proxy's; None
+        when the step counts picks one by one."""
         view = self.view(session, plan)
-        if view.wants_fields:
-            return None
-        if view.rules:
-            return view.rules[0].mix
+        if view.always:
+            return view.always[0].mix
         if plan.position is not None:
             plan = self.settled(plan)
             if plan.running.scenario.steps[plan.position.index].measure == PICKS:
@@ -268,8 +291,8 @@ class Chaos:
         """Count ``count`` picks of the dummy from the mix :meth:`run_mix` gave."""
         plan = self.proxy.plan
         view = self.view(session, plan)
-        if view.rules:
-            rule = view.rules[0]
+        if view.always:
+            rule = view.always[0]
             self.rule_picks[rule.name] += count
             mix = rule.mix
         else:

@@ -30,7 +30,7 @@ import ipaddress
 import re
 import shlex
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vaurien.errors import SpecError
@@ -274,8 +274,7 @@ def _client_test(alternatives: list[str], label: str) -> Callable[[str], bool]:
             return False
         mapped = getattr(address, "ipv4_mapped", None)  # a dual-stack socket's IPv4 client
         return any(
-            address in network or (mapped is not None and mapped in network)
-            for network in networks
+            address in network or (mapped is not None and mapped in network) for network in networks
         )
 
     return test
@@ -284,11 +283,14 @@ def _client_test(alternatives: list[str], label: str) -> Callable[[str], bool]:
 @dataclasses.dataclass(frozen=True, eq=False)
 class Matcher:
     """A rule compiled for one protocol: ``client`` tests the client's address (None: any
-    client), ``tests`` the request's other fields, ``(field, test)`` each."""
+    client), ``tests`` the request's other fields, ``(field, test)`` each. ``globs`` holds, by
+    field, the regular expression of the field's first glob term, its flags, and the field's
+    place among those the protocol declares (what :func:`prefilter` joins and sorts)."""
 
     rule: Rule
     client: Callable[[str], Any] | None
     tests: tuple[tuple[str, Callable[[str], Any]], ...]
+    globs: Mapping[str, tuple[str, int, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -312,6 +314,8 @@ def compile_rule(rule: Rule, declared: Mapping[str, Field], protocol: str) -> Ma
     label = f"rule {rule.name!r}"
     client = None
     tests = []
+    globs: dict[str, tuple[str, int, int]] = {}
+    places = {name: place for place, name in enumerate(declared)}
     for term in rule.terms:
         field = declared_field(term.field, declared)
         if field is None:
@@ -326,7 +330,33 @@ def compile_rule(rule: Rule, declared: Mapping[str, Field], protocol: str) -> Ma
             client = test if previous is None else _both(previous, test)
         else:
             tests.append((term.field, test))
-    return Matcher(rule, client, tuple(tests))
+            if not term.pattern.startswith("~") and term.field not in globs:
+                regex = "|".join(fnmatch.translate(each) for each in term.pattern.split(","))
+                place = places.get(term.field, places.get(f"{term.field.partition('.')[0]}.NAME"))
+                globs[term.field] = (regex, re.IGNORECASE if field.ignore_case else 0, place or 0)
+    return Matcher(rule, client, tuple(tests), globs)
+
+
+def prefilter(matchers: Sequence[Matcher]) -> tuple[tuple[str, Callable[[str], Any]], ...]:
+    """Tests that a request must pass for any of ``matchers`` that test its fields to take it:
+    ``(field, test)`` for each field every one of them tests with a glob, their globs joined in
+    one regular expression, in the order the protocol declares its fields (the cheapest to
+    find first). Empty when they have no such field in common, or are too few for it to pay.
+
+    With ten rules on POST requests to paths, a GET, or a request to none of those paths, is
+    told so by one regular expression instead of ten rules tried in turn.
+    """
+    testing = [matcher for matcher in matchers if matcher.tests]
+    if len(testing) < 2:
+        return ()
+    common = set(testing[0].globs).intersection(*(matcher.globs for matcher in testing[1:]))
+    tests = []
+    for field in sorted(common, key=lambda field: (testing[0].globs[field][2], field)):
+        flags = {matcher.globs[field][1] for matcher in testing}
+        if len(flags) == 1:
+            regex = "|".join(f"(?:{matcher.globs[field][0]})" for matcher in testing)
+            tests.append((field, re.compile(regex, flags.pop()).match))
+    return tuple(tests)
 
 
 def _both(first: Callable[[str], Any], second: Callable[[str], Any]) -> Callable[[str], bool]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gevent
@@ -193,14 +193,32 @@ class Session:
         if plan.direct:
             mix = plan.mix
         else:
-            mix = self.proxy.chaos.run_mix(self, plan)
-            if mix is None:  # a request's fields decide, or a step counts every pick
+            chaos = self.proxy.chaos
+            if chaos.view(self, plan).wants_fields:
+                return False  # a request's fields decide
+            mix = chaos.run_mix(self, plan)
+            if mix is None:  # the scenario's step counts every pick
                 return False
         if self._per_connection:
             if self._plan is not self.proxy.plan:
                 self._pick_for_connection(self.proxy.plan, None)
             return self._picked is self._mix.dummy
         return mix.only_dummy
+
+    def untaken_test(self) -> Callable[[Mapping[str, str]], bool] | None:
+        """When rules decide on what the requests hold, and every request they do not take
+        would get the dummy: the test that tells, from a request's fields, that no rule takes
+        it, so that a protocol may frame a run of such requests without a pick each (and count
+        them with :meth:`count_picks`). None otherwise."""
+        plan = self.proxy.plan
+        if self._per_connection or not plan.needs_fields:
+            return None
+        chaos = self.proxy.chaos
+        view = chaos.view(self, plan)
+        if not view.wants_fields:
+            return None
+        mix = chaos.run_mix(self, plan)
+        return view.untaken if mix is not None and mix.only_dummy else None
 
     def count_picks(self, count: int) -> None:
         """Count ``count`` picks of the dummy made without :meth:`pick`."""

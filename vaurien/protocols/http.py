@@ -356,32 +356,43 @@ def _head_end(data: Any, pos: int, end: int) -> int:
 
 class HeadFields:
     """What rules match in a request's head: ``method``, ``path`` (the target up to its query),
-    ``host`` and ``header.NAME``. Headers are read from the head when a rule first asks."""
+    ``host`` and ``header.NAME``, each read from the head when a rule first asks."""
 
-    __slots__ = ("raw", "method", "path", "_headers")
+    __slots__ = ("raw", "_method", "_path", "_headers")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        line = raw[: raw.find(b"\n")].rstrip(b"\r").decode("latin-1")
-        method, _, rest = line.partition(" ")
-        target = rest.rpartition(" ")[0] or rest
-        if "://" in target[:8]:  # absolute form (a request to a proxy): its path
-            target = "/" + target.partition("://")[2].partition("/")[2]
-        self.method = method
-        self.path = target.partition("?")[0]
+        self._method: str | None = None
+        self._path: str | None = None
         self._headers: dict[str, str] | None = None
 
     def get(self, name: str) -> str | None:
-        if name == "method":
-            return self.method
-        if name == "path":
-            return self.path
+        if name == "path" or name == "method":
+            if self._method is None:
+                self._request_line()
+            return self._path if name == "path" else self._method
         headers = self._headers
         if headers is None:
             headers = self._headers = _headers(self.raw)
         if name == "host":
             return headers.get("host")
         return headers.get(name[7:]) if name.startswith("header.") else None
+
+    def _request_line(self) -> None:
+        raw = self.raw
+        eol = raw.find(b"\n")
+        space = raw.find(b" ", 0, eol)
+        stop = raw.find(b" ", space + 1, eol)
+        if stop < 0:  # no version: the target ends the line
+            stop = eol - 1 if raw[eol - 1 : eol] == b"\r" else eol
+        self._method = raw[: max(space, 0)].decode("latin-1")
+        start = space + 1
+        if raw[start : start + 1] not in (b"/", b"*"):  # absolute form (to a proxy): its path
+            after = raw.find(b"://", start, stop)
+            slash = raw.find(b"/", after + 3, stop) if after >= 0 else -1
+            start = slash if slash >= 0 else stop
+        query = raw.find(b"?", start, stop)
+        self._path = raw[start : query if query >= 0 else stop].decode("latin-1") or "/"
 
 
 def _headers(raw: bytes) -> dict[str, str]:

@@ -301,6 +301,7 @@ class Memcache(FramedProtocol):
         "does, and its answer is replaced). A ``noreply`` command is dropped without a word."
     )
 
+    skims_fields = True
     rule_fields = {
         "command": Field("The command's name: get, set, delete, mg ...", ignore_case=True),
         "key": Field("The command's first key"),
@@ -316,15 +317,7 @@ class Memcache(FramedProtocol):
         eol = data.find(b"\n", pos, min(end, pos + MAX_LINE))
         if eol < 0:
             return None if end - pos < MAX_LINE and data[pos] != 0x80 else NO_FIELDS
-        words = data[pos:eol].split()
-        if not words:
-            return {}
-        name = bytes(words[0]).lower()
-        fields = {"command": name.decode("latin-1")}
-        where = 0 if name in KEYLESS else 2 if name in KEY_SECOND else 1
-        if 0 < where < len(words):
-            fields["key"] = bytes(words[where]).decode("utf-8", "replace")
-        return fields
+        return _command_fields(bytes(data[pos:eol]).split())
 
     def error_reply(
         self, state: Any, command: Command, answered: bool, forwarded: bool
@@ -333,7 +326,9 @@ class Memcache(FramedProtocol):
             return None  # noreply: the client reads no answer
         return _ERROR
 
-    def skim(self, state: Any, data: Any, pos: int, end: int) -> tuple[int, int, Any]:
+    def skim(
+        self, state: Any, data: Any, pos: int, end: int, untaken: Any = None
+    ) -> tuple[int, int, Any]:
         first = None
         count = 0
         while pos < end:
@@ -349,6 +344,8 @@ class Memcache(FramedProtocol):
             command = Command(words)
             if first is not None and command.listing is not first.listing:
                 break  # its answer frames otherwise: the run ends here
+            if untaken is not None and not untaken(_command_fields(words)):
+                break  # a rule takes it: it gets a pick of its own
             at = eol + 1
             where = STORAGE.get(name)
             if where is not None:
@@ -383,6 +380,18 @@ class Memcache(FramedProtocol):
         if command is not None and command.quiet and answer.first != b"MN":
             return PARTIAL  # the quiet command's own answer; the MN comes next
         return None
+
+
+def _command_fields(words: list[bytes]) -> dict[str, str]:
+    """The fields of a command from the words of its line."""
+    if not words:
+        return {}
+    name = words[0].lower()
+    fields = {"command": name.decode("latin-1")}
+    where = 0 if name in KEYLESS else 2 if name in KEY_SECOND else 1
+    if 0 < where < len(words):
+        fields["key"] = words[where].decode("utf-8", "replace")
+    return fields
 
 
 #: First words of answers that the fast path leaves to the general one.

@@ -459,6 +459,7 @@ class Redis(FramedProtocol):
         "reply to (CLIENT REPLY OFF or SKIP) is dropped silently."
     )
 
+    skims_fields = True
     rule_fields = {
         "command": Field("The command's name: get, set, hgetall ...", ignore_case=True),
         "key": Field(
@@ -515,7 +516,9 @@ class Redis(FramedProtocol):
         name = command.name.decode("ascii", "replace")[:32] or "command"
         return ErrorReply(f"-ERR {name} failed (error injected by vaurien)\r\n".encode())
 
-    def skim(self, state: RedisState, data: Any, pos: int, end: int) -> tuple[int, int, Any]:
+    def skim(
+        self, state: RedisState, data: Any, pos: int, end: int, untaken: Any = None
+    ) -> tuple[int, int, Any]:
         if state.replies_off or state.skip_next:
             return pos, 0, None
         first = None
@@ -528,18 +531,26 @@ class Redis(FramedProtocol):
             argc = int(match[1])
             at = match.end()
             name = None
+            spans = []  # where the first arguments are, for the rules' test
             for index in range(argc):
                 match = bulk(data, at, end)
                 if match is None:
                     break
                 start = match.end()
-                at = start + int(match[1]) + 2
+                size = int(match[1])
+                at = start + size + 2
                 if index == 0:
                     name = bytes(data[start : at - 2]).lower()
                     if name in _NOTED:
                         break
+                if untaken is not None and len(spans) == index < 4 and size <= PEEKED_ARG:
+                    spans.append((start, at - 2))  # as peek sees them
             else:
                 if at <= end and argc <= MAX_COUNT:
+                    if untaken is not None and not untaken(
+                        _command_fields([bytes(data[a:b]) for a, b in spans])
+                    ):
+                        break  # a rule takes it: it gets a pick of its own
                     if first is None:
                         first = Command([name], argc)
                     count += 1

@@ -126,13 +126,22 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
         more than the client, before the request's pick. The base knows no fields."""
         return NO_FIELDS
 
-    def skim(self, state: Any, data: Any, pos: int, end: int) -> tuple[int, int, Any]:
+    #: Whether :meth:`skim` takes ``untaken``, so that runs of requests pass untouched while
+    #: rules test the requests' fields.
+    skims_fields = False
+
+    def skim(
+        self, state: Any, data: Any, pos: int, end: int, untaken: Any = None
+    ) -> tuple[int, int, Any]:
         """Frame the plain requests at the start of ``data[pos:end]`` in one go, for when
         every request passes untouched: ``(newpos, how many, the first one)``.
 
         A plain request is one whose hooks would say nothing (:data:`PASS`) and whose answer
         frames like the first one's. Stop before anything else, and before an unfinished
-        request: the general path takes it from there. The base skims nothing.
+        request: the general path takes it from there. With ``untaken`` (a protocol that sets
+        :attr:`skims_fields`), rules test the requests' fields: a request joins the run only
+        when ``untaken(its fields)`` is true, the fields :meth:`peek` would give. The base
+        skims nothing.
         """
         return pos, 0, None
 

@@ -72,16 +72,28 @@ class RequestSide(Relay):
             while pos < count:
                 if exchange is None and not framer.passive:
                     head, peeked = (peeked if pos == 0 else None), None
-                    if not single and session.passes_everything():
-                        # Nothing to pick: the plain requests ahead pass as one run.
-                        newpos, run, first = self.skim(flow.state, buf, pos, count)
+                    wants_fields = session.wants_fields()
+                    untaken = None
+                    if wants_fields and self.skims_fields and not single:
+                        untaken = session.untaken_test()
+                    if untaken is not None or (
+                        not (single or wants_fields) and session.passes_everything()
+                    ):
+                        # Nothing to pick: the plain requests ahead (that no rule takes) pass as
+                        # one run.
+                        if untaken is None:
+                            newpos, run, first = self.skim(flow.state, buf, pos, count)
+                        else:
+                            newpos, run, first = self.skim(
+                                flow.state, buf, pos, count, untaken=untaken
+                            )
                         if run:
                             self._open_run(flow, first, run)
                             session.count_picks(run)
                             pos = newpos
                             continue
                     fields = None
-                    if session.wants_fields():
+                    if wants_fields:
                         # A rule decides on what the request holds: look before the pick.
                         fields = (
                             head if head is not None else self.peek(flow.state, buf, pos, count)

@@ -253,7 +253,7 @@ class SMTP(FramedProtocol):
     rule_fields = {
         "command": Field(
             "The command's verb: EHLO, MAIL, RCPT, DATA ...; a message's data after DATA is "
-            "<data>, a client's TLS handshake <tls>",
+            "``<data>``, a client's TLS handshake ``<tls>``",
             ignore_case=True,
         ),
     }

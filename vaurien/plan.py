@@ -58,12 +58,10 @@ class ActiveRule:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class RunningScenario:
-    """A scenario in force: its steps' mixes, made once when it starts, and the options given
-    with it."""
+    """A scenario in force, with its steps' mixes, made once when it starts."""
 
     scenario: Scenario
     mixes: tuple[Mix, ...]
-    options: Mapping[str, Mapping[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -150,7 +148,7 @@ class Chaos:
     (``proxy.plan``), answers the picks and counts them per rule and per step.
 
     The proxy provides ``config``, ``protocol``, ``make_mix(spec, options)``, and the counters a
-    scenario reads (``total_sessions``, ``stats_bytes()``).
+    scenario reads (``total_sessions``, ``bytes_relayed()``).
     """
 
     def __init__(self, proxy: Any, loop: Any) -> None:
@@ -174,7 +172,7 @@ class Chaos:
 
     def set_behavior(self, mix: Mix) -> None:
         """Put ``mix`` in force as the proxy's own mix; a running scenario ends."""
-        self._put(Plan(mix, self.proxy.plan.rules), "behavior set")
+        self.proxy.plan = Plan(mix, self.proxy.plan.rules)
 
     def set_rules(self, rules: Sequence[Rule], imports: bool = True) -> None:
         """Put ``rules`` in force, in their order, in place of the rules there were.
@@ -185,7 +183,7 @@ class Chaos:
         naming the rule.
         """
         active = self._activate(number_rules(list(rules)), imports)
-        self._put(dataclasses.replace(self.proxy.plan, rules=active), "rules set")
+        self.proxy.plan = dataclasses.replace(self.proxy.plan, rules=active)
 
     def set_scenario(
         self,
@@ -210,23 +208,17 @@ class Chaos:
                 mixes.append(self.proxy.make_mix(spec, options))
             except VaurienError as e:
                 raise SpecError(f"scenario step {number} {step.text!r}: {e}") from None
-        running = RunningScenario(scenario, tuple(mixes), options)
+        running = RunningScenario(scenario, tuple(mixes))
         plan = self.proxy.plan
         position = begin(scenario, self.read)
-        self._put(Plan(plan.behavior, plan.rules, running, position), "scenario started")
+        self.proxy.plan = plan = Plan(plan.behavior, plan.rules, running, position)
+        self._log_step(plan)
 
     def end_scenario(self) -> None:
         """End the running scenario: the proxy's own mix is back."""
         plan = self.proxy.plan
         if plan.running is not None:
-            self._put(Plan(plan.behavior, plan.rules), "scenario ended")
-
-    def _put(self, plan: Plan, what: str) -> None:
-        self.proxy.plan = plan
-        if plan.running is not None:
-            self._log_step(plan)
-        else:
-            log.debug("%s: %s", self.proxy.name, what)
+            self.proxy.plan = Plan(plan.behavior, plan.rules)
 
     @property
     def _behaviors(self) -> Any:
@@ -316,7 +308,7 @@ class Chaos:
             now = self._loop.now()
             when, total = self._bytes
             if now - when >= BYTES_READ_INTERVAL:
-                total = self.proxy.stats_bytes()
+                total = self.proxy.bytes_relayed()
                 self._bytes = (now, total)
             return total
         raise ValueError(measure)

@@ -275,7 +275,7 @@ class Proxy:
             self._refusal_logged_at = now
             self._refusals_unlogged = 0
 
-    def stats_bytes(self) -> int:
+    def bytes_relayed(self) -> int:
         """Bytes relayed both ways since the start, by open sessions included."""
         active = self.sessions
         return (

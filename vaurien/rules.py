@@ -158,7 +158,7 @@ class Rule:
         terms = parse_match(match, label)
         try:
             if isinstance(behavior, str):
-                behavior = _spec(behavior)
+                behavior = spec_or_name(behavior)
             if not isinstance(behavior, BehaviorMix):
                 raise SpecError(f"the behavior must be a spec such as 50:error, got {behavior!r}")
         except SpecError as e:
@@ -185,7 +185,7 @@ class Rule:
         return f"{self.name}: {self.match} => {self.behavior}" + (f" {options}" if options else "")
 
 
-def _spec(text: str) -> BehaviorMix:
+def spec_or_name(text: str) -> BehaviorMix:
     """A behavior spec, or a lone behavior name (every request to it)."""
     text = text.strip()
     if text and ":" not in text and "," not in text:
@@ -291,10 +291,6 @@ class Matcher:
     client: Callable[[str], Any] | None
     tests: tuple[tuple[str, Callable[[str], Any]], ...]
     globs: Mapping[str, tuple[str, int, int]] = dataclasses.field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.rule.name
 
     def holds(self, fields: Mapping[str, str] | None) -> bool:
         """Whether the request whose fields are ``fields`` matches (its client aside). A

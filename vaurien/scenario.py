@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from vaurien.errors import SpecError
 from vaurien.mix import BehaviorMix
+from vaurien.rules import spec_or_name
 
 #: What a step's length counts.
 TIME, PICKS, CONNECTIONS, BYTES = "time", "picks", "connections", "bytes"
@@ -109,13 +110,8 @@ def _step(item: str, label: str, last: bool) -> Step:
         spec = rest
         if not spec:
             raise SpecError(f"{label}: missing the behavior spec after {first!r}")
-    text = spec.replace(" ", "")
     try:
-        behavior = (
-            BehaviorMix.single(text)
-            if ":" not in text and "," not in text
-            else BehaviorMix.parse(text)
-        )
+        behavior = spec_or_name(spec.replace(" ", ""))
     except SpecError as e:
         raise SpecError(f"{label}: {e}") from None
     return Step(length, measure, behavior, " ".join(item.split()))

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vaurien.errors import OptionError, SpecError, VaurienError
-from vaurien.mix import Mix, read_spec
+from vaurien.mix import BehaviorMix, Mix, read_spec
 from vaurien.rules import Matcher, Rule, compile_rule, number_rules, prefilter
 from vaurien.scenario import (
     BYTES,
@@ -194,12 +194,7 @@ class Chaos:
         """Start ``scenario`` from its first step (a running one ends). ``options`` map behavior
         names to option values that replace the configured ones in every step."""
         behaviors = self._behaviors
-        specs = []
-        for number, step in enumerate(scenario.steps, 1):
-            try:
-                specs.append(read_spec(step.behavior, behaviors, imports=imports))
-            except VaurienError as e:
-                raise SpecError(f"scenario step {number} {step.text!r}: {e}") from None
+        specs = step_specs(scenario, behaviors, imports)
         names = [name for spec in specs for name in spec.names]
         options = checked_options(options or {}, list(dict.fromkeys(names)), behaviors)
         mixes = []
@@ -229,11 +224,10 @@ class Chaos:
         fields = self._protocol.rule_fields
         for rule in rules:
             matcher = compile_rule(rule, fields, self.proxy.config.protocol)
+            spec, options = rule_parts(rule, self._behaviors, imports)
             try:
-                spec = read_spec(rule.behavior, self._behaviors, imports=imports)
-                options = checked_options(rule.options, spec.names, self._behaviors)
                 mix = self.proxy.make_mix(spec, options)
-            except VaurienError as e:
+            except VaurienError as e:  # a plugin that cannot be made with these options
                 raise SpecError(f"rule {rule.name!r}: {e}") from None
             active.append(ActiveRule(matcher, mix))
         return tuple(active)
@@ -404,3 +398,27 @@ def checked_options(
             except OptionError as e:
                 raise SpecError(f"{owner}.{e}") from None
     return checked
+
+
+def rule_parts(
+    rule: Rule, behaviors: Any, imports: bool = True
+) -> tuple[BehaviorMix, dict[str, dict[str, Any]]]:
+    """The mix of ``rule`` with its names registered in ``behaviors`` (with ``imports``, dotted
+    paths are imported), and its options checked; errors name the rule."""
+    try:
+        spec = read_spec(rule.behavior, behaviors, imports=imports)
+        return spec, checked_options(rule.options, spec.names, behaviors)
+    except VaurienError as e:
+        raise SpecError(f"rule {rule.name!r}: {e}") from None
+
+
+def step_specs(scenario: Scenario, behaviors: Any, imports: bool = True) -> list[BehaviorMix]:
+    """The mix of each step of ``scenario`` with its names registered in ``behaviors``; errors
+    name the step."""
+    specs = []
+    for number, step in enumerate(scenario.steps, 1):
+        try:
+            specs.append(read_spec(step.behavior, behaviors, imports=imports))
+        except VaurienError as e:
+            raise SpecError(f"scenario step {number} {step.text!r}: {e}") from None
+    return specs

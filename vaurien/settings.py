@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from vaurien.behaviors import Behavior
-from vaurien.errors import ConfigError, OptionError, VaurienError
+from vaurien.errors import ConfigError, OptionError
 from vaurien.mix import BehaviorMix, read_spec
 from vaurien.network import Address
 from vaurien.options import Option, Range, at_least, between
-from vaurien.plan import checked_options
+from vaurien.plan import rule_parts, step_specs
 from vaurien.protocols import Protocol
 from vaurien.registry import Registry
 from vaurien.rules import Rule, compile_rule, number_rules
@@ -341,14 +341,11 @@ class ProxyConfig:
         normalized["rules"] = self._checked_rules(normalized["protocol"], behaviors, protocols)
         scenario = normalized.get("scenario")
         if scenario is not None:
-            steps = []
-            for number, step in enumerate(scenario.steps, 1):
-                try:
-                    spec = read_spec(step.behavior, behaviors)
-                except VaurienError as e:
-                    raise ConfigError(f"scenario step {number} {step.text!r}: {e}") from None
-                steps.append(dataclasses.replace(step, behavior=spec))
-            normalized["scenario"] = dataclasses.replace(scenario, steps=tuple(steps))
+            steps = tuple(
+                dataclasses.replace(step, behavior=spec)
+                for step, spec in zip(scenario.steps, step_specs(scenario, behaviors), strict=True)
+            )
+            normalized["scenario"] = dataclasses.replace(scenario, steps=steps)
         for name, value in normalized.items():
             object.__setattr__(self, name, value)
 
@@ -361,11 +358,7 @@ class ProxyConfig:
         checked = []
         for rule in number_rules(list(self.rules)):
             compile_rule(rule, fields, protocol)
-            try:
-                spec = read_spec(rule.behavior, behaviors)
-                options = checked_options(rule.options, spec.names, behaviors)
-            except VaurienError as e:
-                raise ConfigError(f"rule {rule.name!r}: {e}") from None
+            spec, options = rule_parts(rule, behaviors)
             checked.append(dataclasses.replace(rule, behavior=spec, options=options))
         return tuple(checked)
 

@@ -208,8 +208,9 @@ class Session:
     def untaken_test(self) -> Callable[[Mapping[str, str]], bool] | None:
         """When rules decide on what the requests hold, and every request they do not take
         would get the dummy: the test that tells, from a request's fields, that no rule takes
-        it, so that a protocol may frame a run of such requests without a pick each (and count
-        them with :meth:`count_picks`). None otherwise."""
+        it (``untaken(fields)``; ``untaken.rejected(field, value)`` tells it from one field,
+        when it can), so that a protocol may frame a run of such requests without a pick each
+        (and count them with :meth:`count_picks`). None otherwise."""
         plan = self.proxy.plan
         if self._per_connection or not plan.needs_fields:
             return None
@@ -218,7 +219,7 @@ class Session:
         if not view.wants_fields:
             return None
         mix = chaos.run_mix(self, plan)
-        return view.untaken if mix is not None and mix.only_dummy else None
+        return view if mix is not None and mix.only_dummy else None
 
     def count_picks(self, count: int) -> None:
         """Count ``count`` picks of the dummy made without :meth:`pick`."""

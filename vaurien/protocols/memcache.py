@@ -331,6 +331,7 @@ class Memcache(FramedProtocol):
     ) -> tuple[int, int, Any]:
         first = None
         count = 0
+        passing: dict[bytes, bool] = {}  # command name -> whether the name alone lets it pass
         while pos < end:
             eol = data.find(b"\n", pos, min(end, pos + MAX_LINE))
             if eol < 0 or data[pos] == 0x80:
@@ -344,8 +345,12 @@ class Memcache(FramedProtocol):
             command = Command(words)
             if first is not None and command.listing is not first.listing:
                 break  # its answer frames otherwise: the run ends here
-            if untaken is not None and not untaken(_command_fields(words)):
-                break  # a rule takes it: it gets a pick of its own
+            if untaken is not None:
+                passes = passing.get(name)
+                if passes is None:
+                    passes = passing[name] = untaken.rejected("command", name.decode("latin-1"))
+                if not passes and not untaken(_command_fields(words)):
+                    break  # a rule takes it: it gets a pick of its own
             at = eol + 1
             where = STORAGE.get(name)
             if where is not None:

@@ -524,6 +524,7 @@ class Redis(FramedProtocol):
         first = None
         count = 0
         array, bulk = _ARRAY.match, _BULK.match
+        passing: dict[bytes, bool] = {}  # command name -> whether the name alone lets it pass
         while pos < end:
             match = array(data, pos, end)
             if match is None:
@@ -531,7 +532,7 @@ class Redis(FramedProtocol):
             argc = int(match[1])
             at = match.end()
             name = None
-            spans = []  # where the first arguments are, for the rules' test
+            spans = None  # where the first arguments are, when the rules must see them
             for index in range(argc):
                 match = bulk(data, at, end)
                 if match is None:
@@ -543,11 +544,18 @@ class Redis(FramedProtocol):
                     name = bytes(data[start : at - 2]).lower()
                     if name in _NOTED:
                         break
-                if untaken is not None and len(spans) == index < 4 and size <= PEEKED_ARG:
+                    if untaken is not None:
+                        passes = passing.get(name)
+                        if passes is None:
+                            passes = passing[name] = untaken.rejected(
+                                "command", name.decode("latin-1")
+                            )
+                        spans = None if passes else []
+                if spans is not None and len(spans) == index < 4 and size <= PEEKED_ARG:
                     spans.append((start, at - 2))  # as peek sees them
             else:
                 if at <= end and argc <= MAX_COUNT:
-                    if untaken is not None and not untaken(
+                    if spans is not None and not untaken(
                         _command_fields([bytes(data[a:b]) for a, b in spans])
                     ):
                         break  # a rule takes it: it gets a pick of its own

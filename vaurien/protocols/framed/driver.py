@@ -140,8 +140,9 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
         frames like the first one's. Stop before anything else, and before an unfinished
         request: the general path takes it from there. With ``untaken`` (a protocol that sets
         :attr:`skims_fields`), rules test the requests' fields: a request joins the run only
-        when ``untaken(its fields)`` is true, the fields :meth:`peek` would give. The base
-        skims nothing.
+        when ``untaken(its fields)`` is true, the fields :meth:`peek` would give, or when
+        ``untaken.rejected(field, value)`` is true for a field cheap to read (no rule takes a
+        request with that value). The base skims nothing.
         """
         return pos, 0, None
 

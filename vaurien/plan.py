@@ -253,7 +253,9 @@ class Chaos:
     def mix_for(self, session: Any, plan: Plan, fields: Mapping[str, str] | None) -> Mix:
         """The mix to pick from for a request of ``session`` whose fields are ``fields`` (None:
         unknown), counted for the rule or the step that supplies it."""
-        view = self.view(session, plan)
+        view = session.rule_view
+        if view is None or view.key is not plan.rules:
+            view = self.view(session, plan)
         rules = view.rules
         if fields is not None and view.wants_fields and view.filtered(fields):
             rules = view.always  # no rule on the request's fields takes it

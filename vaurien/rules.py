@@ -245,16 +245,22 @@ def _test(term: Term, field: Field, label: str) -> Callable[[str], Any]:
         raise SpecError(f"{label}: {term.field}: empty alternative in {pattern!r}")
     if term.field == CLIENT:
         return _client_test(alternatives, label)
+    try:
+        return _glob_test(alternatives, field.ignore_case)
+    except re.error as e:  # a character class fnmatch passes on as it is
+        raise SpecError(f"{label}: {term.field}: bad pattern {pattern!r}: {e}") from None
+
+
+def _glob_test(alternatives: Sequence[str], ignore_case: bool) -> Callable[[str], Any]:
+    """The test of a value against globs: a set lookup when none has a wildcard."""
+    alternatives = list(dict.fromkeys(alternatives))
     if not any(_GLOB & set(alternative) for alternative in alternatives):
-        if field.ignore_case:
+        if ignore_case:
             lowered = frozenset(alternative.lower() for alternative in alternatives)
             return lambda value: value.lower() in lowered
         return frozenset(alternatives).__contains__
     regex = "|".join(fnmatch.translate(alternative) for alternative in alternatives)
-    try:
-        return re.compile(regex, flags).match
-    except re.error as e:  # a character class fnmatch passes on as it is
-        raise SpecError(f"{label}: {term.field}: bad pattern {pattern!r}: {e}") from None
+    return re.compile(regex, re.IGNORECASE if ignore_case else 0).match
 
 
 def _client_test(alternatives: list[str], label: str) -> Callable[[str], bool]:
@@ -284,13 +290,14 @@ def _client_test(alternatives: list[str], label: str) -> Callable[[str], bool]:
 class Matcher:
     """A rule compiled for one protocol: ``client`` tests the client's address (None: any
     client), ``tests`` the request's other fields, ``(field, test)`` each. ``globs`` holds, by
-    field, the regular expression of the field's first glob term, its flags, and the field's
-    place among those the protocol declares (what :func:`prefilter` joins and sorts)."""
+    field, the alternatives of the field's first glob term, whether its case is ignored, and
+    the field's place among those the protocol declares (what :func:`prefilter` joins and
+    sorts)."""
 
     rule: Rule
     client: Callable[[str], Any] | None
     tests: tuple[tuple[str, Callable[[str], Any]], ...]
-    globs: Mapping[str, tuple[str, int, int]] = dataclasses.field(default_factory=dict)
+    globs: Mapping[str, tuple[tuple[str, ...], bool, int]] = dataclasses.field(default_factory=dict)
 
     def holds(self, fields: Mapping[str, str] | None) -> bool:
         """Whether the request whose fields are ``fields`` matches (its client aside). A
@@ -310,7 +317,7 @@ def compile_rule(rule: Rule, declared: Mapping[str, Field], protocol: str) -> Ma
     label = f"rule {rule.name!r}"
     client = None
     tests = []
-    globs: dict[str, tuple[str, int, int]] = {}
+    globs: dict[str, tuple[tuple[str, ...], bool, int]] = {}
     places = {name: place for place, name in enumerate(declared)}
     for term in rule.terms:
         field = declared_field(term.field, declared)
@@ -327,9 +334,8 @@ def compile_rule(rule: Rule, declared: Mapping[str, Field], protocol: str) -> Ma
         else:
             tests.append((term.field, test))
             if not term.pattern.startswith("~") and term.field not in globs:
-                regex = "|".join(fnmatch.translate(each) for each in term.pattern.split(","))
                 place = places.get(term.field, places.get(f"{term.field.partition('.')[0]}.NAME"))
-                globs[term.field] = (regex, re.IGNORECASE if field.ignore_case else 0, place or 0)
+                globs[term.field] = (tuple(term.pattern.split(",")), field.ignore_case, place or 0)
     return Matcher(rule, client, tuple(tests), globs)
 
 
@@ -348,10 +354,10 @@ def prefilter(matchers: Sequence[Matcher]) -> tuple[tuple[str, Callable[[str], A
     common = set(testing[0].globs).intersection(*(matcher.globs for matcher in testing[1:]))
     tests = []
     for field in sorted(common, key=lambda field: (testing[0].globs[field][2], field)):
-        flags = {matcher.globs[field][1] for matcher in testing}
-        if len(flags) == 1:
-            regex = "|".join(f"(?:{matcher.globs[field][0]})" for matcher in testing)
-            tests.append((field, re.compile(regex, flags.pop()).match))
+        cases = {matcher.globs[field][1] for matcher in testing}
+        if len(cases) == 1:
+            alternatives = [each for matcher in testing for each in matcher.globs[field][0]]
+            tests.append((field, _glob_test(alternatives, cases.pop())))
     return tuple(tests)
 
 

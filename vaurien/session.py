@@ -184,7 +184,12 @@ class Session:
         """Whether a rule in force decides on what a request holds (a protocol then passes
         its fields to :meth:`pick`), not only on the client."""
         plan = self.proxy.plan
-        return plan.needs_fields and self.proxy.chaos.view(self, plan).wants_fields
+        if not plan.needs_fields:
+            return False
+        view = self.rule_view
+        if view is None or view.key is not plan.rules:
+            view = self.proxy.chaos.view(self, plan)
+        return view.wants_fields
 
     def passes_everything(self) -> bool:
         """Whether every pick would be the dummy now (no chaos): a protocol may then frame a

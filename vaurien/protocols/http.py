@@ -367,10 +367,15 @@ class HeadFields:
         self._headers: dict[str, str] | None = None
 
     def get(self, name: str) -> str | None:
-        if name == "path" or name == "method":
+        if name == "method":
             if self._method is None:
-                self._request_line()
-            return self._path if name == "path" else self._method
+                raw = self.raw
+                self._method = raw[: max(raw.find(b" ", 0, raw.find(b"\n")), 0)].decode("latin-1")
+            return self._method
+        if name == "path":
+            if self._path is None:
+                self._path = self._target_path()
+            return self._path
         headers = self._headers
         if headers is None:
             headers = self._headers = _headers(self.raw)
@@ -378,21 +383,20 @@ class HeadFields:
             return headers.get("host")
         return headers.get(name[7:]) if name.startswith("header.") else None
 
-    def _request_line(self) -> None:
+    def _target_path(self) -> str:
         raw = self.raw
         eol = raw.find(b"\n")
         space = raw.find(b" ", 0, eol)
         stop = raw.find(b" ", space + 1, eol)
         if stop < 0:  # no version: the target ends the line
             stop = eol - 1 if raw[eol - 1 : eol] == b"\r" else eol
-        self._method = raw[: max(space, 0)].decode("latin-1")
         start = space + 1
         if raw[start : start + 1] not in (b"/", b"*"):  # absolute form (to a proxy): its path
             after = raw.find(b"://", start, stop)
             slash = raw.find(b"/", after + 3, stop) if after >= 0 else -1
             start = slash if slash >= 0 else stop
         query = raw.find(b"?", start, stop)
-        self._path = raw[start : query if query >= 0 else stop].decode("latin-1") or "/"
+        return raw[start : query if query >= 0 else stop].decode("latin-1") or "/"
 
 
 def _headers(raw: bytes) -> dict[str, str]:
@@ -610,6 +614,7 @@ class HTTP(FramedProtocol):
     def __init__(self) -> None:
         super().__init__()
         self._parser = HeadParser()
+        self._peeked: dict[bytes, HeadFields] = {}  # equal heads are read once, as parsed ones
 
     def request_framer(self) -> RequestFramer:
         return RequestFramer(self._parser)
@@ -623,7 +628,13 @@ class HTTP(FramedProtocol):
         stop = _head_end(data, pos, end)
         if stop < 0:
             return None if end - pos <= MAX_HEAD else NO_FIELDS
-        return HeadFields(bytes(data[pos:stop]))
+        raw = bytes(data[pos:stop])
+        fields = self._peeked.get(raw)
+        if fields is None:
+            fields = HeadFields(raw)
+            if len(raw) <= CACHED_HEAD:
+                _remember(self._peeked, raw, fields)
+        return fields
 
     def error_reply(self, state: Any, request: Any, answered: bool, forwarded: bool) -> ErrorReply:
         status = self.proxy.random.choice(ERROR_STATUSES)

@@ -55,6 +55,16 @@ GIB = 1 << 30
 PINNED = frozenset({0})  # the CPU of the pinned round trips, as `taskset -c 0`
 HTTP_MIX = "10:error,10:delay"  # the mix of the protocols group's HTTP row (delays of 0 s)
 UNREACHED_RATE = "100000000"  # KiB/s: a bandwidth cap far above what loopback moves
+#: Ten rules that no request of the HTTP rows matches: what looking at each request costs.
+TEN_RULES = tuple(
+    arg
+    for i in range(10)
+    for arg in ("--rule", f"path=/api/{i}/* method=POST,PUT header.x-chaos=on => 100:error")
+)
+#: Ten rules that no command of redis-benchmark's GET/SET matches.
+TEN_REDIS_RULES = tuple(
+    arg for i in range(10) for arg in ("--rule", f"command=hset,del key=user:{i}:* => 100:error")
+)
 REDIS_PIPELINED_SCALE = 8  # pipelined redis runs make this many times --redis-requests
 CLIENTS = 32  # connections of redis-benchmark (-c) and of the memcache load
 PIPELINE = 16  # requests written at once by pipelined clients (redis-benchmark -P)
@@ -593,13 +603,18 @@ class Bench:
                 memory.note(str(e))
 
     def http(self) -> None:
-        """wrk keep-alive requests per second on a small static file served by nginx."""
+        """wrk keep-alive requests per second on a small static file served by nginx: through
+        the tcp protocol, the http protocol, and the http protocol with ten rules to look at."""
         nginx_port = self.nginx()
         proxies = {
             key: self.proxy_or_note(
-                nginx_port, (key,), name=f"vaurien-{protocol}", protocol=protocol
+                nginx_port, (key,), *options, name=f"vaurien-{key}", protocol=protocol
             )
-            for key, protocol in (("http_tcp", "tcp"), ("http_http", "http"))
+            for key, protocol, options in (
+                ("http_tcp", "tcp", ()),
+                ("http_http", "http", ()),
+                ("http_rules", "http", TEN_RULES),
+            )
         }
         comparison = Comparison(self.wrk_rate, nginx_port, proxies)
         for _ in self.repeats():
@@ -690,7 +705,10 @@ class Bench:
         """
         comparisons: list[Comparison] = []
         for keys, start in (
-            (("redis", "redis_p16", "redis_tcp", "redis_p16_tcp"), self._redis_comparisons),
+            (
+                ("redis", "redis_p16", "redis_tcp", "redis_p16_tcp", "redis_p16_rules"),
+                self._redis_comparisons,
+            ),
             (("memcache", "memcache_tcp"), self._memcache_comparisons),
             (("http_mix",), self._http_mix_comparisons),
         ):
@@ -719,6 +737,13 @@ class Bench:
             backend, ("redis", "redis_p16"), name="vaurien-redis", protocol="redis"
         )
         tcp = self.proxy_or_note(backend, ("redis_tcp", "redis_p16_tcp"), name="vaurien-redis-tcp")
+        rules = self.proxy_or_note(
+            backend,
+            ("redis_p16_rules",),
+            *TEN_REDIS_RULES,
+            name="vaurien-redis-rules",
+            protocol="redis",
+        )
         return [
             Comparison(
                 partial(self.redis_benchmark, pipeline=1),
@@ -728,7 +753,7 @@ class Bench:
             Comparison(
                 partial(self.redis_benchmark, pipeline=PIPELINE),
                 backend,
-                {"redis_p16": redis, "redis_p16_tcp": tcp},
+                {"redis_p16": redis, "redis_p16_tcp": tcp, "redis_p16_rules": rules},
             ),
         ]
 

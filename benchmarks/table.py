@@ -119,11 +119,13 @@ def make_rows(concurrent: int, rounds: int, growth: Sequence[int] = GROWTH) -> d
         Row("memory", "proxy memory per open connection", "KiB", Target(16, False, False)),
         Row("http_tcp", "HTTP keep-alive, --protocol tcp", "req/s", at_least(0.55)),
         Row("http_http", "HTTP keep-alive, --protocol http", "req/s", at_least(0.45)),
+        Row("http_rules", "HTTP keep-alive, http, 10 rules none matching", "req/s"),
         Row("bulk_delay", "bulk, one way, delay 0 s", "Gbit/s", at_least(0.45)),
         Row("redis", "redis GET/SET, --protocol redis", "req/s", at_least(0.50)),
         Row("redis_p16", "redis GET/SET -P 16, --protocol redis", "req/s", at_least(0.40)),
         Row("redis_tcp", "redis GET/SET, --protocol tcp", "req/s"),
         Row("redis_p16_tcp", "redis GET/SET -P 16, --protocol tcp", "req/s"),
+        Row("redis_p16_rules", "redis GET/SET -P 16, redis, 10 rules none matching", "req/s"),
         Row("memcache", "memcache set/get -P 16, --protocol memcache", "req/s", at_least(0.45)),
         Row("memcache_tcp", "memcache set/get -P 16, --protocol tcp", "req/s"),
         Row("http_mix", "HTTP 10:error,10:delay, --protocol http", "req/s", at_least(0.40)),
@@ -172,12 +174,13 @@ GROUP_ROWS = {
     "rtt": ("rtt_p50", "rtt_p99", "rtt_pinned_p50", "rtt_pinned_p99"),
     "connect": ("connect_p50", "connect_p99"),
     "concurrent": ("concurrent", "memory"),
-    "http": ("http_tcp", "http_http"),
+    "http": ("http_tcp", "http_http", "http_rules"),
     "protocols": (
         "redis",
         "redis_p16",
         "redis_tcp",
         "redis_p16_tcp",
+        "redis_p16_rules",
         "memcache",
         "memcache_tcp",
         "http_mix",
@@ -202,6 +205,8 @@ CLOSE_RATIOS = (
     ("memcache", "redis_p16", 0.20),
     ("bulk_api", "bulk", 0.10),  # a proxy made through the Toxiproxy API runs the same path
     ("rtt_api_pinned_p50", "rtt_pinned_p50", 0.10),
+    ("http_rules", "http_http", 0.05),  # matching costs little: issue 14
+    ("redis_p16_rules", "redis_p16", 0.05),
 )
 #: Units of times, for which lower is better (for the others, rates, higher is).
 TIMES = frozenset({"us", "s"})

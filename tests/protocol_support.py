@@ -83,6 +83,30 @@ def same_under_any_split(framer_factory, data: bytes, points, requests=None, aft
     assert boundaries(ends) == boundaries(whole_ends)
 
 
+def peeks(
+    protocol: Any, state: Any, request: bytes, names: Sequence[str], after: bytes = b""
+) -> dict[str, Any]:
+    """The fields ``names`` that ``protocol.peek`` gives for ``request`` (followed by ``after``,
+    what comes next in the stream), None for those it lacks. It also checks, for every prefix of
+    the request, at an offset in a larger buffer, what the driver relies on: None while the
+    fields are not all there, then the same fields as for the whole request."""
+    data = b"xx" + request + after
+
+    def values(end: int) -> dict[str, Any] | None:
+        fields = protocol.peek(state, data, 2, end)
+        return None if fields is None else {name: fields.get(name) for name in names}
+
+    whole = values(len(data))
+    assert whole is not None, request
+    seen = False
+    for end in range(3, len(data)):
+        found = values(end)
+        assert found is None or found == whole, (request, end, found)
+        assert found is not None or not seen, (request, end)
+        seen = found is not None
+    return whole
+
+
 class ErrorOnCalls(BaseBehavior):
     """A behavior for the tests: the requests numbered in ``calls`` (from 1) get the
     protocol's error (or, with ``verb = abort``, are aborted); the others pass. Named by dotted

@@ -174,3 +174,40 @@ def test_the_token_comes_from_the_flag_or_the_environment(echo_backend, start_pr
         assert not guarded.proxy.enabled
     finally:
         guarded.stop()
+
+
+def test_set_get_and_clear_rules(controlled):
+    result = ctl(
+        controlled, "set-rules", "cut: client=10.0.0.0/8 => 100:reset", "client=::1 => hang"
+    )
+    assert (result.returncode, result.stdout) == (0, "2 rule(s) in force\n"), result.stderr
+    result = ctl(controlled, "get-rules")
+    assert result.stdout == "cut: client=10.0.0.0/8 => reset\nrule2: client=::1 => hang\n"
+    assert ctl(controlled, "clear-rules").stdout == "No more rules\n"
+    assert ctl(controlled, "get-rules").stdout == "no rules\n"
+
+
+def test_a_refused_rule_is_one_line(controlled):
+    result = ctl(controlled, "set-rules", "x: path=/a => error")
+    assert result.returncode == 1
+    assert one_error_line(result) == (
+        "vaurienctl: error: the proxy refused: rule 'x': unknown field 'path' for the tcp "
+        "protocol (known: client)"
+    )
+
+
+def test_set_get_and_end_a_scenario(controlled):
+    result = ctl(
+        controlled, "set-scenario", "3req 100:dummy; 1m 100:delay", "--option", "delay.sleep=0"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == 'Scenario started: "3req 100:dummy; 1m 100:delay"\n'
+    assert ctl(controlled, "get-scenario").stdout == (
+        "step 1 of 2 (dummy), 3 req left: 3req 100:dummy; 1m 100:delay\n"
+    )
+    assert controlled.thread.call(controlled.proxy.chaos.scenario)["step"] == 1
+    assert ctl(controlled, "end-scenario").stdout == "Scenario ended\n"
+    assert ctl(controlled, "get-scenario").stdout == "no scenario\n"
+    result = ctl(controlled, "set-scenario", "10s 100:delay", "--option", "sleep=1")
+    assert result.returncode == 2
+    assert "expected BEHAVIOR.KEY=VALUE, got 'sleep=1'" in result.stderr

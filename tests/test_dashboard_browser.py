@@ -329,8 +329,7 @@ def test_a_screenshot_of_the_page_under_traffic_for_the_docs(page, site):
     client.set_behavior("15:delay,10:error", sleep=0.05)
     with Traffic(site, threads=3):
         wait_until(
-            lambda: page.execute_script("return (state.history.get('default') || []).length")
-            >= 15,
+            lambda: page.execute_script("return (state.history.get('default') || []).length") >= 15,
             what="fifteen seconds of charts",
         )
         wait_until(lambda: len(page.find_elements(By.CSS_SELECTOR, "#faults li")) >= 8)

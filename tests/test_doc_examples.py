@@ -20,10 +20,10 @@ import subprocess
 import sys
 import time
 import unittest
-from unittest import mock
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -603,6 +603,100 @@ def test_scenario_one_connection_in_ten_is_reset(echo_backend, start_proxy, monk
     assert 1 <= outcomes.count(0) <= 15, outcomes
 
 
+# -- rules and scenarios --------------------------------------------------------------------------
+
+
+def rules_of(config) -> list[tuple[str, str, str, dict]]:
+    return [
+        (rule.name, rule.match, str(rule.behavior), dict(rule.options)) for rule in config.rules
+    ]
+
+
+def test_rules_run_console(monkeypatch, http_server, start_proxy):
+    payments, sessions, writes, clients = transcript("rules-run.console")
+    config = load(payments, monkeypatch)
+    assert rules_of(config) == [
+        ("rule1", "method=POST path=/api/payments/*", "50:error,50:dummy", {})
+    ]
+    config = load(sessions, monkeypatch)
+    assert rules_of(config) == [
+        ("sessions", "command=get key=session:*", "delay", {"delay": {"sleep": 0.5}})
+    ]
+    config = load(writes, monkeypatch)
+    assert (config.protocol, rules_of(config)) == (
+        "mysql",
+        [("writes", "statement=INSERT,UPDATE", "error", {})],
+    )
+    config = load(clients, monkeypatch)
+    assert [(rule.name, rule.match) for rule in config.rules] == [
+        ("rule1", "client=10.1.2.3"),
+        ("rule2", "client=10.0.0.0/8"),
+    ]
+    requests = pytest.importorskip("requests")
+    config = replace(load(payments, monkeypatch), proxy="127.0.0.1:0", backend=http_server.address)
+    proxy = start_proxy(config=config)
+    root = "http://{}:{}".format(*proxy.address)
+    posts = [requests.post(f"{root}/api/payments/1", timeout=10).status_code for _ in range(40)]
+    gets = [requests.get(f"{root}/api/payments/1", timeout=10).status_code for _ in range(20)]
+    assert 5 <= sum(status >= 500 for status in posts) <= 35, posts  # about half
+    assert set(posts) - {500, 501, 502, 503} == {404}  # the test backend has no such page
+    assert set(gets) == {404}  # the rule is on POSTs
+
+
+def test_rules_ini(monkeypatch, http_server, start_proxy):
+    monkeypatch.chdir(ROOT)
+    config, _ = cli.parse_config(["--config", "docs/examples/rules.ini"])
+    assert rules_of(config) == [
+        ("health", "path=/health,/ready", "dummy", {}),
+        (
+            "payments",
+            "method=POST path=/api/payments/*",
+            "50:error,50:dummy",
+            {"error": {"warmup": 3}},
+        ),
+        ("debug-search", "path=~^/search header.x-debug=*", "delay", {"delay": {"sleep": 2.0}}),
+    ]
+    assert str(config.scenario) == "30s 100:dummy; 10s 50:error; 100:dummy"
+    requests = pytest.importorskip("requests")
+    config = replace(config, proxy="127.0.0.1:0", backend=http_server.address, scenario=None)
+    proxy = start_proxy(config=config)
+    root = "http://{}:{}".format(*proxy.address)
+    assert (
+        requests.get(f"{root}/search", headers={"X-Debug": "1"}, timeout=10).elapsed.total_seconds()
+        >= 2
+    )
+    assert requests.get(f"{root}/health", timeout=10).status_code == 404  # untouched
+    assert proxy.call(proxy.proxy.stats)["rules"] == {"debug-search": 1, "health": 1}
+
+
+def test_rules_errors_console(capsys):
+    commands = transcript("rules-errors.console")
+    assert len(commands) == 3
+    for command in commands:
+        check_error(command, capsys)
+
+
+def test_scenario_run_console(monkeypatch, redis_server, start_proxy):
+    looping, hang, by_bytes = transcript("scenario-run.console")
+    config = load(looping, monkeypatch)
+    assert str(config.scenario) == "30s 100:dummy; 10s 50:error; 100req 100:delay; repeat"
+    config = load(by_bytes, monkeypatch)
+    assert (str(config.scenario), config.seed) == ("10MiB 100:dummy; 100:reset", 42)
+    config = replace(load(hang, monkeypatch), proxy="127.0.0.1:0", backend=redis_server.address)
+    proxy = start_proxy(config=config)
+    with proxy.connect(timeout=0.5) as client, client.makefile("rb") as replies:
+        for _ in range(100):
+            client.sendall(b"PING\r\n")
+            assert replies.readline() == b"+PONG\r\n"
+        client.sendall(b"PING\r\n")  # the 101st command hangs
+        with pytest.raises(TimeoutError):
+            replies.readline()
+
+
+def test_rules_fixture_example():
+    run_example_tests("rules_fixture_test.py", 2)
+
+
 # -- the control API, the client, vaurienctl and the test helpers ------------------------------
 
 
@@ -746,12 +840,18 @@ def run_api_transcript(name: str, tmp_path: Path, capsys) -> None:
         "api-vaurienctl.console",
         "api-enabled.console",
         "api-token.console",
+        "api-rules.console",
     ],
 )
 def test_api_transcripts(name, tmp_path, capsys):
     if name == "api-stats.console":
         pytest.importorskip("prometheus_client")
-    if name in ("api-vaurienctl.console", "api-enabled.console", "api-token.console"):
+    if name in (
+        "api-vaurienctl.console",
+        "api-enabled.console",
+        "api-token.console",
+        "api-rules.console",
+    ):
         pytest.importorskip("requests")
     run_api_transcript(name, tmp_path, capsys)
 
@@ -770,13 +870,18 @@ def test_functional_test_example(monkeypatch):
 
 
 def test_fixture_example():
+    run_example_tests("fixture_test.py", 2)
+
+
+def run_example_tests(name: str, count: int) -> None:
+    """Run the tests of ``docs/examples/NAME`` with pytest, as a user would: all must pass."""
     pytest.importorskip("vaurien.pytest_plugin", reason="the fixture is not in this tree (issue 4)")
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     installed = importlib.metadata.entry_points(group="pytest11")
     if not any(entry.value.startswith("vaurien.") for entry in installed):
         argv += ["-p", "vaurien.pytest_plugin"]  # a checkout that is not installed
     result = subprocess.run(
-        [*argv, str(EXAMPLES_DIR / "fixture_test.py")],
+        [*argv, str(EXAMPLES_DIR / name)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -785,7 +890,7 @@ def test_fixture_example():
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    assert f"{count} passed" in result.stdout
 
 
 def test_performance_console(monkeypatch):
@@ -999,6 +1104,12 @@ EXAMPLES = {
     "api-enabled.console": ["test_api_transcripts"],
     "api-token.console": ["test_api_transcripts"],
     "functional_test.py": ["test_functional_test_example"],
+    "rules-run.console": ["test_rules_run_console"],
+    "rules.ini": ["test_rules_ini"],
+    "rules-errors.console": ["test_rules_errors_console"],
+    "scenario-run.console": ["test_scenario_run_console"],
+    "api-rules.console": ["test_api_transcripts"],
+    "rules_fixture_test.py": ["test_rules_fixture_example"],
     "fixture_test.py": ["test_fixture_example"],
     "performance-run.console": ["test_performance_console"],
     "performance-results.txt": ["test_performance_results"],

@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vaurien.endpoint",),
     ("vaurien.chain",),
     ("vaurien.mix",),
+    ("vaurien.rules", "vaurien.scenario", "vaurien.plan"),  # what picks from which mix
     ("vaurien.behaviors.base", "vaurien.protocols.base", "vaurien.handlers.base"),
     ("vaurien.behaviors.adapter",),
     ("vaurien.behaviors", "vaurien.protocols"),  # the registries

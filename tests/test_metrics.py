@@ -368,3 +368,36 @@ def test_metrics_without_prometheus_client_is_a_501_in_json(controlled, monkeypa
     [error] = response.json()["errors"]
     assert error["name"] == "metrics"
     assert "pip install 'vaurien[prometheus]'" in error["description"]
+
+
+def test_picks_per_rule_and_per_step_are_metrics(echo_backend, start_proxy):
+    from vaurien.rules import Rule
+
+    thread = start_proxy(
+        echo_backend.address,
+        rules=(Rule.parse("local: client=127.0.0.0/8 => 100:dummy"),),
+        scenario="3req 100:dummy; 100:dummy",
+    )
+
+    def one_session():
+        with thread.connect() as client:
+            client.sendall(b"ping")
+            assert recv_exactly(client, 4) == b"ping"
+        wait_until(lambda: thread.call(thread.proxy.stats)["active_connections"] == 0)
+        stats = thread.call(thread.proxy.stats)
+        return stats, stats["events_to_backend"] + stats["events_to_client"]  # a pick each
+
+    stats, picks = one_session()
+    assert (stats["rules"], stats["steps"]) == ({"local": picks}, {})
+    thread.call(thread.proxy.chaos.set_rules, [])
+    stats, total = one_session()
+    assert (stats["rules"], stats["steps"]) == ({"local": picks}, {"1": 3, "2": total - picks - 3})
+    names = {metric.statsd_name(label) for metric, label, _ in samples(stats)}
+    assert {"rule.local", "scenario.step.1", "scenario.step.2"} <= names
+    controlled = ControlledProxy(thread)
+    try:
+        text = requests.get(controlled.url + "/metrics", timeout=10).text
+    finally:
+        controlled.stop()
+    assert f'vaurien_rule_picks_total{{rule="local"}} {picks}.0' in text
+    assert 'vaurien_scenario_step_picks_total{step="1"} 3.0' in text

@@ -126,3 +126,28 @@ def test_a_named_proxy_is_driven_by_its_name(vaurien_proxy, echo_backend):
     with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
         sock.sendall(b"ping")
         assert sock.recv(10) == b""
+
+
+def test_the_fixture_takes_rules_and_a_scenario(vaurien_proxy, echo_backend):
+    proxy = vaurien_proxy(
+        echo_backend.address,
+        rules=["far: client=10.0.0.0/8 => 100:reset"],
+        scenario="1req 100:dummy; 100:blackout",
+    )
+    assert [rule["name"] for rule in proxy.client.get_rules()] == ["far"]
+    assert proxy.client.get_scenario()["step"] == 1
+    with proxy.rules(["here: client=127.0.0.0/8 => 100:dummy"]):
+        assert [rule["name"] for rule in proxy.client.get_rules()] == ["here"]
+    assert [rule["name"] for rule in proxy.client.get_rules()] == ["far"]
+
+
+def test_a_scenario_for_a_block(vaurien_proxy, echo_backend):
+    proxy = vaurien_proxy(echo_backend.address)
+    with proxy.scenario("2req 100:dummy; 100:blackout"):
+        with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+            sock.sendall(b"ping")
+            assert recv_exactly(sock, 4) == b"ping"  # two picks: there and back
+            sock.sendall(b"ping")
+            assert sock.recv(10) == b""  # then the blackout
+        assert proxy.client.get_scenario()["step"] == 2
+    assert proxy.client.get_scenario() == {"scenario": None}

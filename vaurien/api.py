@@ -12,7 +12,14 @@ in and out, compatible with Vaurien 1.x::
     PUT  /backend           {"backend": "localhost:8889"} -> {"status": "ok"}
     GET  /enabled           {"enabled": true}: whether the proxy listens
     PUT  /enabled           {"enabled": false} -> {"status": "ok"}: takes it down (or up)
-    GET  /stats             connections, bytes and events each way, behaviors applied, fds
+    GET  /rules             {"rules": [{"name", "match", "behavior", "options"}, ...]}
+    PUT  /rules             {"rules": [...]}: the whole rule set, in order -> {"status": "ok"}
+    DELETE /rules           no more rules
+    GET  /scenario          {"scenario": ..., "step": 2, "left": 4.2, "unit": "s", "loop": 1, ...}
+    PUT  /scenario          {"scenario": "30s 100:dummy; 10s 50:error"} starts it
+    DELETE /scenario        ends it: the behavior mix is back
+    GET  /stats             connections, bytes and events each way, behaviors applied, picks per
+                            rule and per step, fds
     GET  /metrics           the same figures in the Prometheus text format (vaurien.metrics)
 
 Those routes drive the command line's proxy (``default``, unless ``--name`` says otherwise).
@@ -30,8 +37,13 @@ options of the behaviors it names, either flat (``"sleep": 2`` goes to every beh
 that has a ``sleep`` option) or by behavior (``"options": {"delay": {"sleep": 2}}``, what
 ``GET /behavior/options`` returns, so a client can put back exactly what was there). Options not
 given take the values of the command line or the config file. Everything is checked before the
-new mix is put in force, in one step; a proxy's toxics (see :mod:`vaurien.toxiproxy_api`) give
-way to it.
+new mix is put in force, in one step; a running scenario ends, and a proxy's toxics (see
+:mod:`vaurien.toxiproxy_api`) give way to it.
+
+``PUT /rules`` takes the rules in order, each ``{"name": ..., "match": ..., "behavior": ...,
+"options": {"delay": {"sleep": 2}}}`` (``name`` and ``options`` may be left out) or a string in
+the ``--rule`` form; the set is checked whole, then replaces the one in force in one step.
+``PUT /scenario`` takes ``scenario`` and, like ``PUT /behavior``, ``options`` by behavior.
 
 Changes (any method but GET) are refused with a 403 when they carry an ``Origin`` that is not
 the API's own, so that no other web site can make a browser send them; without ``http_token``,
@@ -58,9 +70,11 @@ from gevent.lock import Semaphore
 from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer
 
 from vaurien.dashboard import Dashboard
-from vaurien.errors import OptionError, VaurienError
+from vaurien.errors import OptionError, SpecError, VaurienError
 from vaurien.mix import BehaviorMix, read_spec
 from vaurien.network import Address, listen
+from vaurien.rules import Rule
+from vaurien.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +148,12 @@ class ControlApp:
             "/protocols": {"GET": self.get_protocols},
             "/backend": {"GET": self.get_backend, "PUT": self.put_backend},
             "/enabled": {"GET": self.get_enabled, "PUT": self.put_enabled},
+            "/rules": {"GET": self.get_rules, "PUT": self.put_rules, "DELETE": self.delete_rules},
+            "/scenario": {
+                "GET": self.get_scenario,
+                "PUT": self.put_scenario,
+                "DELETE": self.delete_scenario,
+            },
             "/stats": {"GET": self.get_stats},
             "/metrics": {"GET": self.get_metrics},
         }
@@ -383,9 +403,7 @@ class ControlApp:
 
     def put_backend(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
         """Send new connections to another backend; open ones stay where they are."""
-        for key in body:
-            if key != "backend":
-                raise ApiError(400, key, f'unknown field {key!r} (known: "backend")')
+        _only(body, "backend")
         text = body.get("backend")
         if not isinstance(text, str):
             raise ApiError(400, "backend", f'"backend" must be "HOST:PORT", got {text!r}')
@@ -425,6 +443,58 @@ class ControlApp:
         log.info("control API: %s %s", proxy.name, "enabled" if enabled else "disabled")
         return {"status": "ok"}
 
+    # -- rules and scenarios (vaurien.plan) ------------------------------------------------
+
+    def get_rules(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """The rules in force, in order, with their options."""
+        return {"rules": proxy.chaos.rules()}
+
+    def put_rules(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """Check a whole rule set, then put it in force in place of the one there was."""
+        _only(body, "rules")
+        given = body.get("rules")
+        if not isinstance(given, list):
+            raise ApiError(400, "rules", '"rules" must be a list of rules')
+        try:
+            rules = [_rule(each) for each in given]
+            proxy.chaos.set_rules(rules, imports=False)
+        except VaurienError as e:
+            raise ApiError(400, "rules", str(e)) from e
+        log.info("control API: %s: %d rule(s) set", proxy.name, len(rules))
+        return {"status": "ok"}
+
+    def delete_rules(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """No more rules: every request gets the behavior mix (or the scenario's step)."""
+        proxy.chaos.set_rules([])
+        log.info("control API: %s: rules removed", proxy.name)
+        return {"status": "ok"}
+
+    def get_scenario(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """The running scenario: its step, what is left of it, its pass."""
+        return proxy.chaos.scenario()
+
+    def put_scenario(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """Start a scenario from its first step, in place of a running one."""
+        _only(body, "scenario", "options")
+        text = body.get("scenario")
+        if not isinstance(text, str):
+            raise ApiError(400, "scenario", '"scenario" must be a string: "30s 100:dummy; ..."')
+        options = body.get("options") or {}
+        if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+            raise ApiError(400, "options", "options must map behavior names to their options")
+        try:
+            proxy.chaos.set_scenario(Scenario.parse(text), options, imports=False)
+        except VaurienError as e:
+            raise ApiError(400, "scenario", str(e)) from e
+        log.info("control API: %s: scenario started: %s", proxy.name, text)
+        return {"status": "ok"}
+
+    def delete_scenario(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """End the running scenario; the behavior mix is back."""
+        proxy.chaos.end_scenario()
+        log.info("control API: %s: scenario ended", proxy.name)
+        return {"status": "ok"}
+
     # -- counters --------------------------------------------------------------------------
 
     def get_stats(self, proxy: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -459,6 +529,32 @@ def describe(proxy: Any) -> dict[str, Any]:
         "behavior": str(proxy.behavior),
         "enabled": proxy.enabled,
     }
+
+
+def _only(body: dict[str, Any], *known: str) -> None:
+    for key in body:
+        if key not in known:
+            expected = ", ".join(f'"{name}"' for name in known)
+            raise ApiError(400, key, f"unknown field {key!r} (known: {expected})")
+
+
+def _rule(given: Any) -> Rule:
+    """A rule of a ``PUT /rules`` body: an object or a string in the ``--rule`` form."""
+    if isinstance(given, str):
+        return Rule.parse(given)
+    if not isinstance(given, dict):
+        raise SpecError(f"a rule must be an object or a string, got {given!r}")
+    unknown = sorted(set(given) - {"name", "match", "behavior", "options"})
+    if unknown:
+        raise SpecError(
+            f"unknown field {unknown[0]!r} in a rule (known: name, match, behavior, options)"
+        )
+    for key in ("match", "behavior"):
+        if key not in given:
+            raise SpecError(f"a rule needs {key!r}: {given!r}")
+    return Rule.create(
+        given.get("name", ""), given["match"], given["behavior"], given.get("options")
+    )
 
 
 def _check(option: Any, value: Any, field: str | None = None) -> Any:

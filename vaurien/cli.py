@@ -7,6 +7,7 @@ command line. Every flag's default is ``None`` so the code knows what the user t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -21,6 +22,7 @@ from vaurien.mix import read_spec
 from vaurien.options import Option
 from vaurien.protocols import Protocol
 from vaurien.registry import Registry
+from vaurien.rules import Rule
 from vaurien.server import Server
 from vaurien.serving import serve_until_signal
 from vaurien.settings import SETTINGS, ProxyConfig, ServerConfig, Setting, logging_level
@@ -141,7 +143,24 @@ def base_parser(add_help: bool = False) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     for setting in SETTINGS:
         _add_setting(parser, setting)
+    parser.add_argument(  # rules (vaurien.rules): repeatable, so not a Setting
+        "--rule",
+        action="append",
+        type=_rule,
+        metavar="RULE",
+        help="A rule, MATCH => SPEC: the requests that MATCH (FIELD=PATTERN terms, all of "
+        "which must hold) get the mix SPEC, the first matching rule winning; repeat it for "
+        "more rules, which replace those of the config file. Example: "
+        "'method=POST path=/api/payments/* => 50:error'.",
+    )
     return parser
+
+
+def _rule(text: str) -> Rule:
+    try:
+        return Rule.parse(text)
+    except VaurienError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser(behaviors: Registry, protocols: Registry) -> argparse.ArgumentParser:
@@ -179,15 +198,25 @@ def parse_server_config(
     plugin_options: dict[tuple[str, str], dict[str, Any]] = {}
     sections: list[config_file.ProxySection] = []
     path = ""
+    file_rules: list[tuple[Rule, tuple[str, ...]]] = []
     if first.config:
         loaded = config_file.load(first.config)
         path, sections = loaded.path, loaded.proxies
         values.update(loaded.settings)
         plugin_options = config_file.apply_plugins(loaded, registries)
+        file_rules = loaded.rules
+    rules = [rule for rule, targets in file_rules if not targets]
+    if first.rule is not None:
+        rules = first.rule  # the command line's rules replace the file's
     # Plugins named by dotted path must be registered before their flags can be parsed.
     spec = first.behavior if first.behavior is not None else values.get("behavior")
     if spec is not None:
         read_spec(spec, behaviors)
+    scenario = first.scenario if first.scenario is not None else values.get("scenario")
+    steps = scenario.steps if scenario is not None else ()
+    for each in [*(rule.behavior for rule in rules), *(step.behavior for step in steps)]:
+        with contextlib.suppress(VaurienError):  # ProxyConfig says which rule or step is wrong
+            read_spec(each, behaviors)
     protocols.resolve(first.protocol or values.get("protocol") or "tcp")
 
     args = build_parser(behaviors, protocols).parse_args(argv)
@@ -207,11 +236,20 @@ def parse_server_config(
         proxies.append(
             ProxyConfig(
                 plugin_options=plugin_options,
+                rules=tuple(rules),
                 behaviors=behaviors.copy(),
                 protocols=protocols.copy(),
                 **values,
             )
         )
+    named = {section.name for section in sections}
+    for rule, targets in file_rules:
+        for target in targets:
+            if target not in named and target != values.get("name", "default"):
+                raise ConfigError(
+                    f"{path}: [rule:{rule.name}] proxies: no proxy named {target!r} "
+                    f"(known: {', '.join([values.get('name', 'default'), *named])})"
+                )
     for section in sections:
         if section.name in {config.name for config in proxies}:
             raise VaurienError(
@@ -228,8 +266,11 @@ def parse_server_config(
                 except VaurienError as e:
                     raise ConfigError(f"{where} {key}: {e}") from None
         options = config_file.proxy_options(path, section, registries)
+        section_rules = tuple(rule for rule, targets in file_rules if section.name in targets)
         try:
-            proxies.append(server.proxy_config(section.name, options, **section.settings))
+            proxies.append(
+                server.proxy_config(section.name, options, rules=section_rules, **section.settings)
+            )
         except VaurienError as e:
             raise ConfigError(f"{where} {e}") from None
     return dataclasses.replace(server, proxies=tuple(proxies)), args

@@ -8,6 +8,10 @@
     with client.with_behavior("blackout"):
         ...                                 # every call through the proxy fails here
     # the previous behavior, with its options, is back
+    with client.with_rules(["method=POST path=/api/payments/* => 100:error"]):
+        ...                                 # only those requests fail
+    with client.scenario("5s 100:dummy; 5s 100:error"):
+        ...                                 # 5 seconds of calm, then errors
 
     cache = Client(proxy="cache")           # the proxy named cache of the same process
     guarded = Client(token="...")           # an API started with --http-token
@@ -18,7 +22,7 @@ Install it with ``pip install 'vaurien[client]'``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import requests
@@ -124,6 +128,64 @@ class Client:
                 "PUT", "/behavior", {"name": previous["behavior"], "options": previous["options"]}
             )
 
+    # -- rules -------------------------------------------------------------------------------
+
+    def get_rules(self) -> list[dict[str, Any]]:
+        """The rules in force, in order: ``name``, ``match``, ``behavior`` and ``options`` each."""
+        return self._call("GET", "/rules")["rules"]
+
+    def set_rules(self, rules: Sequence[str | dict[str, Any]]) -> None:
+        """Put ``rules`` in force, in order, in place of those there were: each a string in
+        the ``--rule`` form (``"method=POST path=/pay/* => 50:error"``) or a dict with
+        ``match``, ``behavior`` and optionally ``name`` and ``options``."""
+        if isinstance(rules, (str, dict)):
+            rules = [rules]
+        self._call("PUT", "/rules", {"rules": list(rules)})
+
+    def clear_rules(self) -> None:
+        """Remove every rule."""
+        self._call("DELETE", "/rules")
+
+    @contextlib.contextmanager
+    def with_rules(self, rules: Sequence[str | dict[str, Any]]) -> Iterator[None]:
+        """Put ``rules`` in force for the ``with`` block, then put back those there were."""
+        previous = self.get_rules()
+        self.set_rules(rules)
+        try:
+            yield
+        finally:
+            self.set_rules(previous)
+
+    # -- scenarios ---------------------------------------------------------------------------
+
+    def get_scenario(self) -> dict[str, Any]:
+        """The running scenario (``scenario`` None when there is none): ``step`` (from 1),
+        ``steps``, ``behavior``, what is ``left`` of the step in ``unit``, ``loop``."""
+        return self._call("GET", "/scenario")
+
+    def set_scenario(self, scenario: str, /, **options: Any) -> None:
+        """Start ``scenario`` (``"30s 100:dummy; 10s 50:error; repeat"``) from its first
+        step. ``options`` map behavior names to option values for every step
+        (``delay={"sleep": 2}``)."""
+        payload: dict[str, Any] = {"scenario": scenario}
+        if options:
+            payload["options"] = options
+        self._call("PUT", "/scenario", payload)
+
+    def end_scenario(self) -> None:
+        """End the running scenario: the proxy's behavior mix is back."""
+        self._call("DELETE", "/scenario")
+
+    @contextlib.contextmanager
+    def scenario(self, scenario: str, /, **options: Any) -> Iterator[None]:
+        """Run ``scenario`` for the ``with`` block, then end it (also when the block raises):
+        the proxy's behavior mix is back."""
+        self.set_scenario(scenario, **options)
+        try:
+            yield
+        finally:
+            self.end_scenario()
+
     # -- the backend -----------------------------------------------------------------------
 
     def get_backend(self) -> str:
@@ -147,7 +209,8 @@ class Client:
     # -- counters --------------------------------------------------------------------------
 
     def get_stats(self) -> dict[str, Any]:
-        """The proxy's counters: connections, bytes and events each way, behaviors applied."""
+        """The proxy's counters: connections, bytes and events each way, behaviors applied,
+        picks per rule (``rules``) and per scenario step (``steps``)."""
         return self._call("GET", "/stats")
 
     # -- the process's proxies -------------------------------------------------------------

@@ -19,8 +19,8 @@ optional ``callable = dotted.path`` that registers a class under ``NAME``. ``${V
 by the environment variable ``VAR`` (``$$`` is a literal ``$``).
 
 ``[proxy:NAME]`` adds a proxy called ``NAME``. It holds the per-proxy settings (``proxy`` and
-``backend``, required, then ``protocol``, ``behavior``, ``timeout`` ...) and the plugin options
-of that proxy, keyed ``KIND.PLUGIN.OPTION``::
+``backend``, required, then ``protocol``, ``behavior``, ``scenario``, ``timeout`` ...) and the
+plugin options of that proxy, keyed ``KIND.PLUGIN.OPTION``::
 
     [proxy:cache]
     proxy = localhost:8001
@@ -28,6 +28,10 @@ of that proxy, keyed ``KIND.PLUGIN.OPTION``::
     protocol = redis
     behavior = 20:delay
     behavior.delay.sleep = 0.5
+
+``[rule:NAME]`` holds a rule (:mod:`vaurien.rules`): ``match =``, ``behavior =`` and its
+behaviors' options as ``BEHAVIOR.OPTION = VALUE``, the rules in file order. A rule is for the
+proxy of ``[vaurien]``; ``proxies = cache, api`` gives it to the proxies so named instead.
 """
 
 from __future__ import annotations
@@ -45,10 +49,14 @@ from vaurien.mix import BehaviorMix
 from vaurien.options import Option
 from vaurien.protocols import Protocol
 from vaurien.registry import Registry
+from vaurien.rules import Rule, option_key
 from vaurien.settings import PER_PROXY, SETTING_SECTIONS, SETTINGS, proxy_name
 
 MAIN_SECTION = "vaurien"
 PROXY_SECTION = "proxy"
+RULE_SECTION = "rule"
+#: The key of a ``[rule:NAME]`` section naming the proxies it is for.
+RULE_PROXIES = "proxies"
 PLUGIN_SECTIONS = {
     "behavior": "behavior",
     "handler": "behavior",
@@ -92,6 +100,9 @@ class ConfigFile:
     settings: dict[str, Any]
     plugins: list[tuple[str, str, str, dict[str, str]]]  # (section, kind, name, raw values)
     proxies: list[ProxySection] = dataclasses.field(default_factory=list)
+    #: ``[rule:NAME]`` sections in file order, with the names of the proxies each is for (empty:
+    #: the proxy of ``[vaurien]``).
+    rules: list[tuple[Rule, tuple[str, ...]]] = dataclasses.field(default_factory=list)
 
 
 def load(path: str) -> ConfigFile:
@@ -108,6 +119,7 @@ def load(path: str) -> ConfigFile:
     settings: dict[str, Any] = {}
     plugins: list[tuple[str, str, str, dict[str, str]]] = []
     proxies: list[ProxySection] = []
+    rules: list[tuple[Rule, tuple[str, ...]]] = []
     try:
         for section in parser.sections():
             values = dict(parser.items(section))
@@ -118,16 +130,19 @@ def load(path: str) -> ConfigFile:
             if colon and prefix == PROXY_SECTION:
                 proxies.append(_proxy_section(section, name, values))
                 continue
+            if colon and prefix == RULE_SECTION and name:
+                rules.append(_rule_section(section, name, values))
+                continue
             if not colon or prefix not in PLUGIN_SECTIONS or not name:
                 expected = ", ".join(f"[{name}]" for name in SETTING_SECTIONS)
                 raise ConfigError(
                     f"[{section}]: unknown section (expected {expected}, [proxy:NAME], "
-                    f"[behavior:NAME], [handler:NAME] or [protocol:NAME])"
+                    f"[behavior:NAME], [handler:NAME], [protocol:NAME] or [rule:NAME])"
                 )
             plugins.append((section, PLUGIN_SECTIONS[prefix], name, values))
     except VaurienError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return ConfigFile(path, settings, plugins, proxies)
+    return ConfigFile(path, settings, plugins, proxies, rules)
 
 
 def _proxy_section(section: str, name: str, values: dict[str, str]) -> ProxySection:
@@ -177,6 +192,29 @@ def proxy_options(
         except VaurienError as e:
             raise ConfigError(f"{path}: [{proxy.section}] {key}: {e}") from None
     return options
+
+
+def _rule_section(section: str, name: str, values: dict[str, str]) -> tuple[Rule, tuple[str, ...]]:
+    """A ``[rule:NAME]`` section: ``match``, ``behavior``, ``BEHAVIOR.OPTION`` keys, and the
+    proxies it is for (``proxies``)."""
+    targets = tuple(
+        target.strip() for target in values.pop(RULE_PROXIES, "").split(",") if target.strip()
+    )
+    match = values.pop("match", None)
+    behavior = values.pop("behavior", None)
+    for key, value in (("match", match), ("behavior", behavior)):
+        if value is None:
+            raise ConfigError(f"[{section}] has no {key!r} key (a rule needs match and behavior)")
+    options: dict[str, dict[str, str]] = {}
+    for key, text in values.items():
+        found = option_key(key, f"[{section}]")
+        if found is None:
+            raise ConfigError(
+                f"[{section}] unknown key {key!r} "
+                "(known: match, behavior, proxies, BEHAVIOR.OPTION)"
+            )
+        options.setdefault(found[0], {})[found[1]] = text
+    return Rule.create(name, match, behavior, options), targets
 
 
 def _settings_section(section: str, values: dict[str, str]) -> dict[str, Any]:
@@ -248,6 +286,13 @@ _SAMPLE_HEADER = """\
 #     protocol = redis
 #     behavior = 20:delay
 #     behavior.delay.sleep = 0.5
+#
+# [rule:NAME] sections, tried in file order, give the requests they match their own mix (for
+# the proxy of [vaurien], or for those named by proxies = NAME, NAME):
+#     [rule:payments]
+#     match = method=POST path=/api/payments/*
+#     behavior = 50:error
+#     error.warmup = 3
 #
 # Generated by vaurien.config.render_sample(); the test suite checks that they agree.
 """

@@ -14,7 +14,7 @@ call (and what it would cost to prepare it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 #: The attribute that marks a no-op hook (the framed driver reads it too).
@@ -53,9 +53,15 @@ class SessionLike(Protocol):
     def reset(self) -> None:
         """End the session with a TCP RST on both connections."""
 
-    def pick(self, to_backend: bool | None = None) -> BehaviorLike:
+    def pick(
+        self, to_backend: bool | None = None, fields: Mapping[str, str] | None = None
+    ) -> BehaviorLike:
         """The behavior for the next event (going ``to_backend``, when given), counted in the
-        stats."""
+        stats; ``fields`` is what the request holds, for the rules in force."""
+
+    def wants_fields(self) -> bool:
+        """Whether a rule in force decides on what a request holds: a protocol that picks for
+        its requests then passes their fields to :meth:`pick`."""
 
 
 class EndpointLike(Protocol):

@@ -9,6 +9,8 @@
     vaurienctl list-proxies
     vaurienctl --proxy cache disable                     # and enable
     VAURIEN_HTTP_TOKEN=... vaurienctl set-behavior dummy   # an API started with --http-token
+    vaurienctl set-rules 'method=POST path=/api/payments/* => 50:error'
+    vaurienctl set-scenario '30s 100:dummy; 10s 50:error; repeat'
 
 Exit status: 0 when done, 1 when the proxy cannot be reached or refuses, 2 for a usage error.
 """
@@ -39,6 +41,14 @@ def _option(text: str) -> tuple[str, str]:
     if key in ("name", "options"):
         raise argparse.ArgumentTypeError(f"{key!r} is a field of the API, not a behavior option")
     return key, value
+
+
+def _behavior_option(text: str) -> tuple[str, str, str]:
+    key, value = _option(text)
+    behavior, dot, option = key.partition(".")
+    if not dot or not behavior or not option:
+        raise argparse.ArgumentTypeError(f"expected BEHAVIOR.KEY=VALUE, got {text!r}")
+    return behavior, option, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +91,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("disable", help="Take the proxy down: connections closed and refused.")
     commands.add_parser("enable", help="Put the proxy up again.")
+    commands.add_parser("get-rules", help="Show the rules in force, in order.")
+    rules = commands.add_parser(
+        "set-rules", help="Put rules in force, in place of those there were."
+    )
+    rules.add_argument(
+        "rules", nargs="+", metavar="RULE", help="a rule, 'MATCH => SPEC'; several in their order"
+    )
+    commands.add_parser("clear-rules", help="Remove every rule.")
+    commands.add_parser("get-scenario", help="Show the running scenario and where it is.")
+    scenario = commands.add_parser("set-scenario", help="Start a scenario from its first step.")
+    scenario.add_argument("scenario", help="steps, such as '30s 100:dummy; 10s 50:error; repeat'")
+    scenario.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=_behavior_option,
+        metavar="BEHAVIOR.KEY=VALUE",
+        help="an option of a behavior of the scenario; repeat for several",
+    )
+    commands.add_parser("end-scenario", help="End the running scenario.")
     commands.add_parser("get-backend", help="Show where new connections go.")
     backend = commands.add_parser("set-backend", help="Send new connections elsewhere.")
     backend.add_argument("address", metavar="ADDR", help="HOST:PORT of the new backend")
@@ -120,10 +150,44 @@ def run(client: Any, args: argparse.Namespace) -> str:
     if args.command in ("enable", "disable"):
         client.set_enabled(args.command == "enable")
         return f"Proxy {args.command}d"
+    if args.command == "get-rules":
+        rules = client.get_rules()
+        return "\n".join(f"{r['name']}: {r['match']} => {r['behavior']}" for r in rules) or (
+            "no rules"
+        )
+    if args.command == "set-rules":
+        client.set_rules(args.rules)
+        return f"{len(args.rules)} rule(s) in force"
+    if args.command == "clear-rules":
+        client.clear_rules()
+        return "No more rules"
+    if args.command == "get-scenario":
+        return describe_scenario(client.get_scenario())
+    if args.command == "set-scenario":
+        options: dict[str, dict[str, str]] = {}
+        for behavior, option, value in args.option:
+            options.setdefault(behavior, {})[option] = value
+        client.set_scenario(args.scenario, **options)
+        return f'Scenario started: "{args.scenario}"'
+    if args.command == "end-scenario":
+        client.end_scenario()
+        return "Scenario ended"
     if args.command == "get-backend":
         return client.get_backend()
     client.set_backend(args.address)
     return f'Backend changed to "{args.address}"'
+
+
+def describe_scenario(status: dict[str, Any]) -> str:
+    """One line about the running scenario, from ``GET /scenario``."""
+    if status.get("scenario") is None:
+        return "no scenario"
+    where = f"step {status['step']} of {status['steps']} ({status['behavior']})"
+    if status["done"]:
+        return f"{where}, for good: the scenario ran through"
+    left = "" if status["left"] is None else f", {status['left']} {status['unit']} left"
+    loop = f", pass {status['loop']}" if status["repeat"] else ""
+    return f"{where}{left}{loop}: {status['scenario']}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

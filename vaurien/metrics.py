@@ -39,9 +39,9 @@ class Metric:
 
     A figure with a ``label`` has one value per label value: ``direction`` takes the values of
     :data:`DIRECTIONS`, each with its own key in the stats (``{direction}`` in ``stat``);
-    ``behavior`` reads a mapping of behavior names to counts. ``{direction}`` or ``{behavior}``
-    in ``statsd`` stands for the label's value; in Prometheus it is a label. A counter's
-    Prometheus samples end in ``_total``.
+    ``behavior``, ``rule`` and ``step`` read a mapping of names to counts. ``{direction}``,
+    ``{behavior}`` ... in ``statsd`` stands for the label's value; in Prometheus it is a label.
+    A counter's Prometheus samples end in ``_total``.
     """
 
     stat: str
@@ -121,6 +121,23 @@ METRICS: tuple[Metric, ...] = (
         "Events handled by each behavior: the one picked for the event, or dummy when the "
         "pick acts only in the other direction.",
         label="behavior",
+    ),
+    Metric(
+        "rules",
+        COUNTER,
+        "rule.{rule}",
+        "vaurien_rule_picks",
+        "Picks each rule supplied the mix of: the requests (or events) it matched.",
+        label="rule",
+    ),
+    Metric(
+        "steps",
+        COUNTER,
+        "scenario.step.{step}",
+        "vaurien_scenario_step_picks",
+        "Picks each step of the scenario (by number, from 1) supplied the mix of; a new "
+        "scenario counts on from what the steps of its number counted.",
+        label="step",
     ),
     Metric(
         "open_fds",

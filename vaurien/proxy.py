@@ -33,6 +33,7 @@ from vaurien.network import (
     listen,
     open_fds,
 )
+from vaurien.plan import Chaos, Plan
 from vaurien.session import Session
 from vaurien.settings import ProxyConfig
 from vaurien.tls import TLSSetup
@@ -94,29 +95,49 @@ class Proxy:
         self._bound: Address | None = None  # where it listened last: it listens there again
         self._probing: gevent.Greenlet | None = None  # waits for an unreachable backend
         self._stopped = gevent.event.Event()
-        #: The toxics (Toxiproxy's API); while there are some, they are the mix in force.
+        #: The toxics (Toxiproxy's API); while there are some, they are the proxy's mix.
         self.toxics = ProxyToxics(self.random.random)
-        self.mix: Mix
-        self._behavior_mix: Mix  # the mix in force when there are no toxics
-        self.set_behavior(config.behavior)
+        self._behavior_mix: Mix  # the proxy's mix when it has no toxics
+        # Rules and scenarios (vaurien.plan): the plan in force, swapped whole by ``chaos``.
+        self.plan: Plan
+        self.chaos = Chaos(self, self._loop)
+        self._behavior_mix = self.make_mix(config.behavior)
+        self.chaos.start(self._behavior_mix, config.rules, config.scenario)
 
     # -- the behavior mix ------------------------------------------------------------------
 
     @property
+    def mix(self) -> Mix:
+        """The proxy's own mix (``--behavior``; a running scenario's step takes its place)."""
+        return self.plan.behavior
+
+    @property
     def behavior(self) -> BehaviorMix:
-        """The spec of the mix in force."""
+        """The spec of the proxy's own mix."""
         return self.mix.spec
 
     def set_behavior(
         self, spec: BehaviorMix | str, options: Mapping[str, Mapping[str, Any]] | None = None
     ) -> None:
-        """Put a new mix in force for every following event, on new and open connections.
+        """Put a new mix in force for every following event, on new and open connections; a
+        running scenario ends.
 
         ``options`` maps behavior names to option values that replace the configured ones
         (those from the command line or the config file). Everything is checked before the
         swap, which is one assignment: two calls never blend. The proxy's toxics, if any, are
         removed: the mix takes their place.
         """
+        mix = self.make_mix(spec, options)
+        if self.toxics.toxics:
+            self.toxics.replace(())
+        self._behavior_mix = mix
+        self.chaos.set_behavior(mix)
+
+    def make_mix(
+        self, spec: BehaviorMix | str, options: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> Mix:
+        """A mix of this proxy's behaviors for ``spec``, with the configured option values and
+        ``options`` (behavior name -> values) over them."""
         config = self.config
         spec = read_spec(spec, config.behaviors)
         options = options or {}
@@ -124,7 +145,7 @@ class Proxy:
             name: {**config.options_for("behavior", name), **options.get(name, {})}
             for name in spec.names
         }
-        self.mix = self._behavior_mix = Mix.create(
+        return Mix.create(
             spec,
             config.behaviors,
             values,
@@ -132,23 +153,22 @@ class Proxy:
             random=self.random.random,
             proxy=self,
         )
-        if self.toxics.toxics:
-            self.toxics.replace(())
 
     def set_toxics(self, toxics: Sequence[Toxic]) -> None:
         """Put ``toxics`` (made by :func:`~vaurien.toxics.make_toxic` for this proxy) in force
-        in place of the mix, on new and open connections; none puts the mix back."""
+        in place of the mix, on new and open connections; none puts the mix back. Rules and a
+        running scenario stay in force."""
         self.toxics.replace(toxics)
-        if not toxics:
-            self.mix = self._behavior_mix
-            return
-        self.mix = Mix.of(
-            TOXICS_SPEC,
-            self.toxics,
-            self._behavior_mix.dummy,
-            duplex=self.protocol.duplex,
-            random=self.random.random,
-        )
+        mix = self._behavior_mix
+        if toxics:
+            mix = Mix.of(
+                TOXICS_SPEC,
+                self.toxics,
+                mix.dummy,
+                duplex=self.protocol.duplex,
+                random=self.random.random,
+            )
+        self.chaos.replace_behavior(mix)
 
     def reset(self) -> None:
         """Back to how the configuration made it: listening, the configured mix, no toxics
@@ -373,6 +393,10 @@ class Proxy:
         log.info("  backend:  %s (connect timeout %gs)", self.backend, config.timeout)
         log.info("  protocol: %s", config.protocol)
         log.info("  behavior: %s (picked per %s)", self.mix.spec, config.scope)
+        for rule in config.rules:
+            log.info("  rule:     %s", rule)
+        if config.scenario is not None:
+            log.info("  scenario: %s", config.scenario)
         log.info("  sessions: %s; random seed %d", idle, self.seed)
         for line in self.tls.describe() if self.tls is not None else ():
             log.info("  tls:      %s", line)
@@ -508,9 +532,18 @@ class Proxy:
             self._refusal_logged_at = now
             self._refusals_unlogged = 0
 
+    def bytes_relayed(self) -> int:
+        """Bytes relayed both ways since the start, by open sessions included."""
+        active = self.sessions
+        return (
+            self.bytes_to_backend
+            + self.bytes_to_client
+            + sum(s.bytes_to_backend + s.bytes_to_client for s in active)
+        )
+
     def stats(self) -> dict[str, Any]:
         """Counters: sessions, bytes and events each way, how often each behavior was applied,
-        and resources.
+        how many picks each rule and each scenario step supplied, and resources.
 
         ``live_sessions`` counts every client being served, those still connecting to the
         backend included; ``open_fds`` is the process's open file descriptors (``None`` where
@@ -528,4 +561,5 @@ class Proxy:
             "events_to_backend": self.events["to_backend"],
             "events_to_client": self.events["to_client"],
             "behaviors": dict(self.applied),
+            **self.chaos.stats(),
         }

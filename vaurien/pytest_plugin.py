@@ -7,6 +7,10 @@ Installed with Vaurien (the ``pytest11`` entry point), nothing to configure::
         app = make_app(redis_host=proxy.host, redis_port=proxy.port)
         with proxy.client.with_behavior("blackout"):
             assert app.get("/").status_code == 503
+        with proxy.rules(["command=get key=session:* => 100:error"]):
+            assert app.get("/login").status_code == 503
+        with proxy.scenario("2req 100:dummy; 100:error"):
+            ...
 
 Each call starts a proxy with its control API, both on free loopback ports, in a child process;
 everything started is stopped when the test ends.
@@ -15,7 +19,7 @@ everything started is stopped when the test ends.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -52,14 +56,15 @@ def command_line(**options: Any) -> list[str]:
 @pytest.fixture
 def vaurien_proxy() -> Iterator[Callable[..., Any]]:
     """Factory: ``vaurien_proxy(backend="host:port", protocol="tcp", behavior="100:dummy",
-    name=None, **options)`` starts a proxy and returns its handle (a
+    name=None, rules=(), **options)`` starts a proxy and returns its handle (a
     :class:`vaurien.util.ProxyProcess`).
 
     The handle has ``host``, ``port``, ``address`` (``host:port``), ``client`` (a
     :class:`vaurien.Client` of its control API, driving the proxy by its ``name`` when it has
-    one), ``pid`` and ``output()`` (the proxy's log).
-    ``options`` become command-line flags (see :func:`command_line`). A proxy that dies during
-    the test fails it, with its log.
+    one), ``scenario(...)`` and ``rules(...)`` (context managers), ``pid`` and ``output()``
+    (the proxy's log). ``rules`` are ``--rule`` values, in order; ``options`` become
+    command-line flags (see :func:`command_line`: ``scenario="10req 100:dummy; 100:error"`` is
+    ``--scenario ...``). A proxy that dies during the test fails it, with its log.
     """
     from vaurien.network import Address
     from vaurien.util import ProxyProcess, ProxyStartError
@@ -71,10 +76,13 @@ def vaurien_proxy() -> Iterator[Callable[..., Any]]:
         protocol: str = "tcp",
         behavior: str = "100:dummy",
         name: str | None = None,
+        rules: Sequence[str] = (),
         **options: Any,
     ) -> ProxyProcess:
         target = Address(*backend) if isinstance(backend, tuple) else Address.parse(backend)
         flags = ["--behavior", behavior, *command_line(**options)]
+        for rule in rules:
+            flags += ["--rule", rule]
         for attempt in range(1, PORT_ATTEMPTS + 1):
             process = ProxyProcess(
                 proxy_host=HOST,

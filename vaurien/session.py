@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gevent
@@ -80,11 +81,14 @@ class Session:
         self.states: dict[Any, Any] = {}
         self._per_connection = proxy.config.scope == "connection"
         self._picks = not protocol.picks_itself  # else the protocol picks per message
-        # --scope connection: the mix the pick was made from, and the pick.
+        # --scope connection: the plan the pick was made under, its mix, and the pick.
+        self._plan: Any = None
         self._mix: Any = None
         self._picked: Any = None
+        #: The rules that may take this session's requests (vaurien.plan.SessionRules).
+        self.rule_view: Any = None
         # Events run one at a time when a plugin may read the other side within its event.
-        self._event_lock = Semaphore() if proxy.mix.exclusive else None
+        self._event_lock = Semaphore() if proxy.plan.exclusive else None
         self._debug = log.isEnabledFor(logging.DEBUG)
 
     def __repr__(self) -> str:
@@ -117,7 +121,7 @@ class Session:
         inline = (
             self._protocol.relay is not None
             and self.proxy.tls is None
-            and not self.proxy.mix.exclusive
+            and not self.proxy.plan.exclusive
         )
         for source, dest, to_backend in (
             (self.client, self.backend, True),
@@ -226,42 +230,100 @@ class Session:
 
     # -- the pick ----------------------------------------------------------------------------
 
-    def pick(self, to_backend: bool | None = None) -> BehaviorLike:
+    @property
+    def client_host(self) -> str:
+        """The client's address, without its port (what rules on ``client`` test)."""
+        address = self.peer.address
+        return str(address[0]) if isinstance(address, tuple) else str(address)
+
+    def pick(
+        self, to_backend: bool | None = None, fields: Mapping[str, str] | None = None
+    ) -> BehaviorLike:
         """The behavior for the next event, counted in the proxy's stats.
 
-        Drawn from the mix in force for each event, or under ``--scope connection`` at the
-        first event and kept for the connection's life (both directions share it) while the
-        mix in force is the same object: a new mix makes the next event pick again. With
+        Drawn for each event, or under ``--scope connection`` at the first event and kept for
+        the connection's life (both directions share it) while the proxy's plan is the same
+        object: a new mix, rule set or scenario step makes the next event pick again. The mix
+        drawn from is the first rule's that takes the request (``fields``: what it holds, as
+        the protocol's ``peek`` says; None when the protocol tells nothing), else the running
+        scenario's step's, else the proxy's own (:class:`vaurien.plan.Plan`). With
         ``to_backend``, the event's direction, a behavior whose ``direction`` is the other one
         gets the dummy in its place (:meth:`Mix.for_event <vaurien.mix.Mix.for_event>`);
         without it, the pick itself (a protocol picking for a request, whose ``to_client``
         behavior acts on the answer).
         """
-        mix = self.proxy.mix
+        plan = self.proxy.plan
         if self._per_connection:
-            if self._mix is not mix:
-                self._mix, self._picked = mix, mix.pick()
-            behavior = self._picked
+            if self._plan is not plan:
+                self._pick_for_connection(plan, fields)
+            mix, behavior = self._mix, self._picked
         else:
+            mix = plan.mix if plan.direct else self.proxy.chaos.mix_for(self, plan, fields)
             behavior = mix.pick()
         if to_backend is not None:
             behavior = mix.for_event(to_backend, behavior)
         self.proxy.applied[behavior.name] += 1
         return behavior
 
+    def _pick_for_connection(self, plan: Any, fields: Mapping[str, str] | None) -> None:
+        mix = plan.mix if plan.direct else self.proxy.chaos.mix_for(self, plan, fields)
+        # The pick may have moved a scenario to its next step: that plan is the one picked under.
+        self._plan, self._mix, self._picked = self.proxy.plan, mix, mix.pick()
+
+    def wants_fields(self) -> bool:
+        """Whether a rule in force decides on what a request holds (a protocol then passes
+        its fields to :meth:`pick`), not only on the client."""
+        plan = self.proxy.plan
+        if not plan.needs_fields:
+            return False
+        view = self.rule_view
+        if view is None or view.key is not plan.rules:
+            view = self.proxy.chaos.view(self, plan)
+        return view.wants_fields
+
     def passes_everything(self) -> bool:
         """Whether every pick would be the dummy now (no chaos): a protocol may then frame a
         run of messages without picking for each, and count them with :meth:`count_picks`."""
-        mix = self.proxy.mix
+        plan = self.proxy.plan
+        if plan.direct:
+            mix = plan.mix
+        else:
+            chaos = self.proxy.chaos
+            if chaos.view(self, plan).wants_fields:
+                return False  # a request's fields decide
+            mix = chaos.run_mix(self, plan)
+            if mix is None:  # the scenario's step counts every pick
+                return False
         if self._per_connection:
-            if self._mix is not mix:
-                self._mix, self._picked = mix, mix.pick()
-            return self._picked is mix.dummy
+            if self._plan is not self.proxy.plan:
+                self._pick_for_connection(self.proxy.plan, None)
+            return self._picked is self._mix.dummy
         return mix.only_dummy
+
+    def untaken_test(self) -> Callable[[Mapping[str, str]], bool] | None:
+        """When rules decide on what the requests hold, and every request they do not take
+        would get the dummy: the test that tells, from a request's fields, that no rule takes
+        it (``untaken(fields)``; ``untaken.rejected(field, value)`` tells it from one field,
+        when it can), so that a protocol may frame a run of such requests without a pick each
+        (and count them with :meth:`count_picks`). None otherwise."""
+        plan = self.proxy.plan
+        if self._per_connection or not plan.needs_fields:
+            return None
+        chaos = self.proxy.chaos
+        view = chaos.view(self, plan)
+        if not view.wants_fields:
+            return None
+        mix = chaos.run_mix(self, plan)
+        return view if mix is not None and mix.only_dummy else None
 
     def count_picks(self, count: int) -> None:
         """Count ``count`` picks of the dummy made without :meth:`pick`."""
-        self.proxy.applied[self.proxy.mix.dummy.name] += count
+        plan = self.proxy.plan
+        if self._per_connection or plan.direct:
+            mix = self._mix if self._per_connection else plan.mix
+            self.proxy.applied[mix.dummy.name] += count
+        else:
+            self.proxy.chaos.count_run(self, count)
 
     # -- the pumps ---------------------------------------------------------------------------
 
@@ -307,7 +369,7 @@ class Session:
         one at a time, for this session's turn: return the lock to release after the event."""
         while True:
             source.wait_readable()
-            if not self.proxy.mix.exclusive:
+            if not self.proxy.plan.exclusive:
                 return None
             lock = self._event_lock
             if lock is None:  # a new mix made this session's events exclusive
@@ -429,9 +491,10 @@ class Relay:
         """Pick for the event; true when the behavior changes nothing and the protocol may
         move the bytes itself. Otherwise the direction goes to a pump, which runs the event."""
         session = self.session
-        mix = session.proxy.mix
-        if not mix.exclusive:
+        plan = session.proxy.plan
+        if not plan.exclusive:
             behavior = session.pick(self.to_backend)
+            mix = plan.mix  # a rule's mix, or the next step's, has a dummy of its own: a pump
             if behavior is mix.dummy and mix.quiet_dummy:
                 self.source.behavior = behavior
                 return True

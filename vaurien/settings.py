@@ -21,8 +21,11 @@ from vaurien.errors import ConfigError, OptionError
 from vaurien.mix import BehaviorMix, read_spec
 from vaurien.network import Address
 from vaurien.options import Option, Range, at_least, between
+from vaurien.plan import rule_parts, step_specs
 from vaurien.protocols import Protocol
 from vaurien.registry import Registry
+from vaurien.rules import Rule, compile_rule, number_rules
+from vaurien.scenario import Scenario
 
 # The converters of settings whose text has its own words in errors (``Option.parse`` shows a
 # converter's ConfigError as it is).
@@ -211,6 +214,16 @@ SETTINGS: tuple[Setting, ...] = (
         "When a behavior is picked from the mix: for each event (event), or once per "
         "connection, both directions sharing the pick for the connection's life (connection).",
         "SCOPE",
+        per_proxy=True,
+    ),
+    _setting(
+        "scenario",
+        Scenario.parse,
+        None,
+        "Steps of behavior mixes over time, LENGTH SPEC; LENGTH SPEC; ...[; repeat]: a length "
+        "is a time (500ms, 30s, 2m), picks (100req), new connections (5conn) or bytes relayed "
+        "(512KiB, 10MiB). Each step's mix takes the place of behavior while it lasts.",
+        "STEPS",
         per_proxy=True,
     ),
     _setting(
@@ -456,6 +469,7 @@ class ProxyConfig:
     protocol: str = _default("protocol")
     behavior: BehaviorMix = _default("behavior")
     scope: str = _default("scope")
+    scenario: Scenario | None = _default("scenario")
     timeout: float = _default("timeout")
     stay_connected: bool = _default("stay_connected")
     tcp_keepalive: bool = _default("tcp_keepalive")
@@ -487,6 +501,7 @@ class ProxyConfig:
     plugin_options: Mapping[tuple[str, str], Mapping[str, Any]] = dataclasses.field(
         default_factory=dict
     )
+    rules: tuple[Rule, ...] = ()
     behaviors: Registry = None  # type: ignore[assignment]  # set in __post_init__
     protocols: Registry = None  # type: ignore[assignment]
 
@@ -508,8 +523,29 @@ class ProxyConfig:
         normalized["behaviors"], normalized["protocols"] = behaviors, protocols
         normalized["protocol"] = protocols.resolve(normalized["protocol"])
         normalized["behavior"] = read_spec(normalized["behavior"], behaviors)
+        normalized["rules"] = self._checked_rules(normalized["protocol"], behaviors, protocols)
+        scenario = normalized.get("scenario")
+        if scenario is not None:
+            steps = tuple(
+                dataclasses.replace(step, behavior=spec)
+                for step, spec in zip(scenario.steps, step_specs(scenario, behaviors), strict=True)
+            )
+            normalized["scenario"] = dataclasses.replace(scenario, steps=steps)
         for name, value in normalized.items():
             object.__setattr__(self, name, value)
+
+    def _checked_rules(
+        self, protocol: str, behaviors: Registry, protocols: Registry
+    ) -> tuple[Rule, ...]:
+        """The rules, named, their fields checked against the protocol's, their specs
+        resolved and their options checked."""
+        fields = getattr(protocols.get(protocol), "rule_fields", {})
+        checked = []
+        for rule in number_rules(list(self.rules)):
+            compile_rule(rule, fields, protocol)
+            spec, options = rule_parts(rule, behaviors)
+            checked.append(dataclasses.replace(rule, behavior=spec, options=options))
+        return tuple(checked)
 
     def options_for(self, kind: str, name: str) -> Mapping[str, Any]:
         """The option values the user set for plugin ``name`` of ``kind``."""
@@ -518,7 +554,7 @@ class ProxyConfig:
 
 #: The settings that say which proxy it is: a named proxy never takes them from ``[vaurien]``
 #: or the command line (the others, ``timeout`` and the like, it inherits from there).
-IDENTITY = frozenset({"name", "proxy", "backend", "protocol", "behavior", "seed"})
+IDENTITY = frozenset({"name", "proxy", "backend", "protocol", "behavior", "scenario", "seed"})
 #: The settings a ``[proxy:NAME]`` section may hold (its name is in its header).
 PER_PROXY = tuple(s for s in SETTINGS if s.per_proxy and s.name != "name")
 

@@ -137,6 +137,16 @@ class ProxyProcess:
 
         return Client(_connect_host(self.http_host), self.http_port, proxy=self.name)
 
+    def scenario(self, scenario: str, /, **options: Any) -> Any:
+        """``with proxy.scenario("5s 100:dummy; 5s 100:error"): ...``: the scenario runs for
+        the block (:meth:`vaurien.Client.scenario`)."""
+        return self.client.scenario(scenario, **options)
+
+    def rules(self, rules: Sequence[Any]) -> Any:
+        """``with proxy.rules(["path=/pay/* => 100:error"]): ...``: the rules are in force for
+        the block (:meth:`vaurien.Client.with_rules`)."""
+        return self.client.with_rules(rules)
+
     def _endpoints(self) -> list[tuple[str, int]]:
         endpoints = [(_connect_host(self.host), self.port)]
         if self.http:

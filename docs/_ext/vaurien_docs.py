@@ -9,6 +9,8 @@ Directives (each takes ``:heading:``, the underline character of the sections it
     The ``[vaurien]`` keys of the config file, from :data:`vaurien.settings.SETTINGS`.
 ``.. vaurien-events::``
     What one event is under each protocol.
+``.. vaurien-rule-fields::``
+    The fields rules can match under each protocol, from the protocols' ``rule_fields``.
 ``.. vaurien-metrics::``
     Every figure of ``GET /stats`` with its statsd and Prometheus names, from
     :data:`vaurien.metrics.METRICS`.
@@ -38,7 +40,7 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
-from vaurien import cli, config, metrics, settings, toxics
+from vaurien import cli, config, metrics, rules, settings, toxics
 from vaurien.behaviors import Behavior
 from vaurien.protocols import Protocol
 from vaurien.registry import Registry
@@ -276,6 +278,27 @@ def events_reference(protocols: Registry) -> str:
     return "\n".join(list_table(["Protocol", "One event"], rows, "15 85"))
 
 
+def rule_fields_reference(protocols: Registry) -> str:
+    """The fields rules can match: ``client``, which every protocol has, then each protocol's
+    own, in the order it declares them."""
+    only_client = [name for name in protocols.names() if not _rule_fields(protocols, name)]
+    every = "every protocol" + (
+        f" (the only one of {', '.join(only_client)})" if only_client else ""
+    )
+    rows = [[every, f"``{rules.CLIENT}``", "kept", rules.CLIENT_FIELD.description]]
+    for name in protocols.names():
+        for field_name, field in _rule_fields(protocols, name).items():
+            case = "ignored" if field.ignore_case else "kept"
+            rows.append(
+                [f":ref:`{name} <protocol-{name}>`", f"``{field_name}``", case, field.description]
+            )
+    return "\n".join(list_table(["Protocol", "Field", "Case", "What it holds"], rows, "14 16 8 62"))
+
+
+def _rule_fields(protocols: Registry, name: str) -> dict[str, rules.Field]:
+    return getattr(protocols.get(name), "rule_fields", {})
+
+
 def behaviors_reference(behaviors: Registry, protocols: Registry, underline: str = "-") -> str:
     """One section per behavior."""
     lines: list[str] = []
@@ -327,6 +350,10 @@ def problems(behaviors: Registry, protocols: Registry) -> list[str]:
         for attribute in ("event_unit", "error_form"):
             if not isinstance(getattr(cls, attribute, None), str) or not getattr(cls, attribute):
                 found.append(f"protocol {name!r} ({cls.__qualname__}) has no {attribute}")
+    for name in protocols.builtin_names():
+        for field_name, field in _rule_fields(protocols, name).items():
+            if not isinstance(field, rules.Field) or not field.description.strip():
+                found.append(f"protocol {name!r}: rule field {field_name!r} has no description")
     for name in behaviors.builtin_names():
         cls = behaviors.get(name)
         template = getattr(cls, "client_sees", None)
@@ -360,7 +387,7 @@ class _Generated(SphinxDirective):
         for registry in (behaviors, protocols):
             for name in registry.names():
                 self.env.note_dependency(inspect.getfile(registry.get(name)))
-        for module in (cli, config, metrics, settings, toxics):
+        for module in (cli, config, metrics, rules, settings, toxics):
             self.env.note_dependency(inspect.getfile(module))
         text = self.generate(behaviors, protocols)
         return self.parse_text_to_nodes(text, allow_section_headings=True)
@@ -389,6 +416,13 @@ class EventsDirective(_Generated):
 
     def generate(self, behaviors: Registry, protocols: Registry) -> str:
         return events_reference(protocols)
+
+
+class RuleFieldsDirective(_Generated):
+    """``.. vaurien-rule-fields::``"""
+
+    def generate(self, behaviors: Registry, protocols: Registry) -> str:
+        return rule_fields_reference(protocols)
 
 
 class MetricsDirective(_Generated):
@@ -424,6 +458,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("vaurien-cli", CliDirective)
     app.add_directive("vaurien-settings", SettingsDirective)
     app.add_directive("vaurien-events", EventsDirective)
+    app.add_directive("vaurien-rule-fields", RuleFieldsDirective)
     app.add_directive("vaurien-metrics", MetricsDirective)
     app.add_directive("vaurien-toxics", ToxicsDirective)
     app.add_directive("vaurien-behaviors", BehaviorsDirective)

@@ -99,6 +99,13 @@ class Lines(FramedProtocol):
             return PARTIAL
         return None
 
+    def peek(self, state, data, pos, end):
+        eol = data.find(b"\n", pos, end)
+        if eol < 0:
+            return None
+        words = bytes(data[pos:eol]).split()
+        return {"word": words[0].decode()} if words else {}
+
 
 class CountingEndpoint(Endpoint):
     """An endpoint that counts the writes the driver makes (one per batch)."""
@@ -115,15 +122,18 @@ class CountingEndpoint(Endpoint):
 class Harness:
     """A session of the toy protocol: ``client`` and ``backend`` are the far ends (what the
     application and the server hold); the proxy's endpoints are ``session.client`` and
-    ``session.backend``. ``picks`` lists the behaviors the next requests get (then dummy)."""
+    ``session.backend``. ``picks`` lists the behaviors the next requests get (then dummy). With
+    ``fields``, the session wants the requests' fields (as when a rule tests them):
+    ``picked_fields`` lists what each pick got."""
 
-    def __init__(self, *picks):
+    def __init__(self, *picks, fields=False):
         self.dummy = _behavior("dummy")
         self.proxy = types.SimpleNamespace(
             random=random.Random(1),
-            mix=types.SimpleNamespace(exclusive=False, dummy=self.dummy),
+            plan=types.SimpleNamespace(exclusive=False),
             backend=None,
         )
+        self.picked_fields = []
         self.protocol = Lines()
         self.protocol.settings = {"buffer": 65536, "reuse_socket": False}
         self.protocol.proxy = self.proxy
@@ -140,8 +150,9 @@ class Harness:
             close=self._close,
             reset=self._close,
             pick=self._pick,
-            passes_everything=lambda: not self.picks,
+            passes_everything=lambda: not self.picks and not fields,
             count_picks=lambda count: None,
+            wants_fields=lambda: fields,
         )
         self.session.client = CountingEndpoint(client_side, "client", self.session)
         self.session.backend = CountingEndpoint(backend_side, "backend", self.session)
@@ -151,7 +162,8 @@ class Harness:
     def flow(self):
         return self.session.state
 
-    def _pick(self, to_backend=None):
+    def _pick(self, to_backend=None, fields=None):
+        self.picked_fields.append(fields)
         return self.picks.pop(0) if self.picks else self.dummy
 
     def _close(self):
@@ -208,8 +220,8 @@ def nothing_waits(sock: socket.socket) -> bool:
 def harness():
     made = []
 
-    def make(*picks):
-        made.append(Harness(*picks))
+    def make(*picks, **options):
+        made.append(Harness(*picks, **options))
         return made[-1]
 
     yield make
@@ -229,6 +241,33 @@ def test_pipelined_requests_and_their_answers_pass_in_one_write_each(harness):
     assert received(h.client, answers)
     assert h.session.client.writes == 1
     assert not h.flow.queue
+
+
+def test_when_rules_test_fields_each_request_is_picked_with_its_own(harness):
+    h = harness(fields=True)
+    h.requests(b"GET a\nPUT b\n")
+    assert received(h.backend, b"GET a\nPUT b\n")
+    assert h.session.backend.writes == 1  # still one batch
+    assert h.picked_fields == [{"word": "GET"}, {"word": "PUT"}]
+
+
+def test_a_request_whose_head_is_cut_is_picked_once_its_head_is_in(harness):
+    h = harness(fields=True)
+    rest = gevent.spawn(h.client.sendall, b"T x\n")  # runs once the proxy waits for it
+    h.requests(b"one\nGE")
+    assert received(h.backend, b"one\nGET x\n")
+    assert rest.dead
+    assert h.picked_fields == [{"word": "one"}, {"word": "GET"}]
+    assert not h.session.client.has_pending
+
+
+def test_a_head_the_client_never_finishes_is_picked_without_fields(harness):
+    h = harness(fields=True)
+    h.client.sendall(b"GET a\nunfinished")
+    h.client.shutdown(socket.SHUT_WR)
+    h.request_event()
+    assert received(h.backend, b"GET a\nunfinished")
+    assert h.picked_fields == [{"word": "GET"}, {}]
 
 
 def test_an_error_splits_the_batch_and_answers_in_its_turn(harness):

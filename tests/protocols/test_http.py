@@ -11,7 +11,7 @@ import h11
 import pytest
 import requests
 
-from protocol_support import read_responses, run
+from protocol_support import peeks, read_responses, run
 from support import RecordingServer, recv_exactly, wait_until
 from vaurien.errors import ProtocolError
 from vaurien.protocols.http.framing import HeadParser, RequestFramer, ResponseFramer
@@ -483,3 +483,27 @@ def test_a_to_client_bandwidth_slows_downloads_and_keeps_them_whole(http_server,
     chunked = session.get(url(proxy.address, "/chunked?chunks=20&size=1000")).content
     assert chunked == http_server.pattern(20000)
     assert session.post(url(proxy.address, "/echo"), data=b"up fast").content == b"up fast"
+
+
+# -- what rules see ------------------------------------------------------------------------------
+
+HTTP_NAMES = ("method", "path", "host", "header.x-test", "header.content-length")
+
+
+@pytest.mark.parametrize(
+    "request_, fields",
+    [
+        (
+            b"POST /api/pay?x=1 HTTP/1.1\r\nHost: shop\r\nX-Test: a\r\nx-test: b\r\n"
+            b"Content-Length: 3\r\n\r\nabc",
+            ("POST", "/api/pay", "shop", "a, b", "3"),
+        ),
+        (b"\r\nGET / HTTP/1.0\n\n", ("GET", "/", None, None, None)),
+        (b"GET http://h:1/p/q?z HTTP/1.1\r\nHost: h:1\r\n\r\n", ("GET", "/p/q", "h:1", None, None)),
+        (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", ("OPTIONS", "*", "h", None, None)),
+    ],
+)
+def test_rules_see_the_request_line_and_the_headers(request_, fields):
+    from vaurien.protocols.http import HTTP
+
+    assert tuple(peeks(HTTP(), None, request_, HTTP_NAMES).values()) == fields

@@ -572,3 +572,25 @@ def test_bandwidth_paces_one_stream(h2_backend, start_proxy):
     assert bytes(answers[1].body) == body
     assert took >= 0.4, took  # 128 KiB at 256 KiB/s, less the first burst
     client.close()
+
+
+def test_rules_see_a_streams_method_path_authority_and_headers():
+    from vaurien.protocols.http2.session import StreamFields
+
+    fields = StreamFields(
+        [
+            (b":method", b"POST"),
+            (b":path", b"/vaurien.test.Echo/Reverse?x=1"),
+            (b":authority", b"svc:50051"),
+            (b"te", b"trailers"),
+            (b"x-tag", b"a"),
+            (b"x-tag", b"b"),
+        ]
+    )
+    assert [fields.get(name) for name in ("method", "path", "host", "header.x-tag")] == [
+        "POST",
+        "/vaurien.test.Echo/Reverse",
+        "svc:50051",
+        "a, b",
+    ]
+    assert fields.get("header.absent") is None and fields.get("nothing") is None

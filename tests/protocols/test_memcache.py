@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError, MemcacheUnexpectedCloseError
 
-from protocol_support import run
+from protocol_support import peeks, run
 from support import recv_exactly, wait_until
 from vaurien.errors import ProtocolError
 from vaurien.protocols.memcache import AnswerFramer, Command, CommandFramer
@@ -326,3 +326,22 @@ def test_the_binary_protocol_ends_the_session_with_one_line(memcached_server, st
     client = connect(proxy)
     assert client.version()  # still serving
     client.close()
+
+
+# -- what rules see ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_, fields",
+    [
+        (b"get a b c\r\n", ("get", "a")),
+        (b"set cart:1 0 0 5 noreply\r\nhello\r\n", ("set", "cart:1")),
+        (b"gat 60 k1 k2\r\n", ("gat", "k1")),
+        (b"mg key v\r\n", ("mg", "key")),
+        (b"stats items\r\n", ("stats", None)),
+    ],
+)
+def test_rules_see_the_command_and_its_first_key(request_, fields):
+    from vaurien.protocols.memcache import Memcache
+
+    assert tuple(peeks(Memcache(), None, request_, ("command", "key")).values()) == fields

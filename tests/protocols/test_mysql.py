@@ -9,7 +9,7 @@ import pymysql
 import pytest
 from pymysql.constants.CLIENT import MULTI_STATEMENTS
 
-from protocol_support import run
+from protocol_support import peeks, run
 from support import wait_until
 from vaurien.errors import ProtocolError
 from vaurien.protocols.mysql import (
@@ -409,3 +409,39 @@ def test_a_backend_that_is_not_mysql_ends_the_session_with_one_line(
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
     with socket.create_connection(proxy.address, timeout=10):
         pass
+
+
+# -- what rules see ------------------------------------------------------------------------------
+
+MYSQL_NAMES = ("command", "sql", "statement")
+
+
+@pytest.mark.parametrize(
+    "request_, fields",
+    [
+        (
+            packet(0, b"\x03INSERT INTO t VALUES (1)"),
+            ("query", "INSERT INTO t VALUES (1)", "INSERT"),
+        ),
+        (packet(0, b"\x16 select ?"), ("prepare", " select ?", "SELECT")),
+        (packet(0, b"\x17\x01\x00\x00\x00"), ("execute", None, None)),
+        (packet(0, b"\x0e"), ("ping", None, None)),
+        (packet(0, b"\x03SELECT " + b"x" * 5000), ("query", "SELECT " + "x" * 4089, "SELECT")),
+    ],
+    ids=["query", "prepare", "execute", "ping", "long query"],
+)
+def test_rules_see_the_command_and_its_sql(request_, fields):
+    from vaurien.protocols.mysql import MySQL
+
+    found = peeks(MySQL(), conversation(), request_, MYSQL_NAMES)
+    assert tuple(found.values()) == fields
+
+
+def test_rules_see_the_sql_past_query_attributes():
+    from vaurien.protocols.mysql import CLIENT_QUERY_ATTRIBUTES, MySQL
+
+    talk = conversation(CAPS | CLIENT_QUERY_ATTRIBUTES)
+    found = peeks(MySQL(), talk, packet(0, b"\x03\x00\x01UPDATE t"), MYSQL_NAMES)
+    assert found == {"command": "query", "sql": "UPDATE t", "statement": "UPDATE"}
+    with_values = packet(0, b"\x03\x01\x01\x00\x01\xfe\x00\x01a\x01zUPDATE t")
+    assert peeks(MySQL(), talk, with_values, MYSQL_NAMES)["sql"] is None

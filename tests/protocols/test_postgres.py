@@ -423,3 +423,32 @@ def test_a_backend_that_is_not_postgres_ends_the_session_with_one_line(
     wait_until(lambda: proxy.call(proxy.proxy.stats)["active_connections"] == 0)
     with socket.create_connection(proxy.address, timeout=10):
         pass  # still serving
+
+
+# -- what rules see ------------------------------------------------------------------------------
+
+
+def message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", 4 + len(body)) + body
+
+
+def test_rules_see_the_sql_of_queries_and_of_the_statements_batches_bind():
+    from protocol_support import peeks
+    from vaurien.protocols.postgres import Postgres
+    from vaurien.protocols.postgres.messages import Conversation
+
+    talk = Conversation()
+    names = ("sql", "statement")
+    query = message(b"Q", b"  insert into t values (1)\x00")
+    assert peeks(Postgres(), talk, query, names) == {
+        "sql": "  insert into t values (1)",
+        "statement": "INSERT",
+    }
+    parse = message(b"P", b"s1\x00UPDATE t SET a = $1\x00\x00\x00")
+    assert peeks(Postgres(), talk, parse + message(b"S", b""), names)["statement"] == "UPDATE"
+    talk.statements[b"s1"] = "UPDATE t SET a = $1"  # what the framer keeps of that Parse
+    bind = message(b"B", b"\x00s1\x00\x00\x00\x00\x00\x00\x00")
+    assert peeks(Postgres(), talk, bind, names)["sql"] == "UPDATE t SET a = $1"
+    unknown = message(b"B", b"\x00s2\x00\x00\x00\x00\x00\x00\x00")
+    assert peeks(Postgres(), talk, unknown, names) == {"sql": None, "statement": None}
+    assert peeks(Postgres(), talk, message(b"X", b""), names) == {"sql": None, "statement": None}

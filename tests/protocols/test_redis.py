@@ -11,7 +11,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol_support import cut, run
+from protocol_support import cut, peeks, run
 from support import recv_exactly, wait_until
 from vaurien.errors import ProtocolError
 from vaurien.protocols.redis import CommandFramer, ReplyFramer
@@ -570,3 +570,26 @@ def test_an_ended_session_and_its_state_are_freed_without_the_garbage_collector(
         wait_until(lambda: all(ref() is None for ref in refs), timeout=5)
     finally:
         gc.enable()
+
+
+# -- what rules see ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_, fields",
+    [
+        (command(b"GET", b"session:1"), ("get", "session:1")),
+        (command(b"set", b"k", b"v" * 5000), ("set", "k")),  # the value is not waited for
+        (command(b"PING"), ("ping", None)),
+        (b"GET inline:key\r\n", ("get", "inline:key")),
+        (command(b"EVAL", b"return 1", b"1", b"first", b"arg"), ("eval", "first")),
+        (command(b"EVALSHA", b"abc", b"0", b"arg"), ("evalsha", None)),
+        (command(b"OBJECT", b"ENCODING", b"key"), ("object", "key")),
+        (command(b"SET", b"k" * 2000, b"v"), ("set", None)),  # a key too long to be looked at
+    ],
+    ids=["get", "set", "ping", "inline", "eval", "evalsha", "object", "long key"],
+)
+def test_rules_see_the_command_and_its_first_key(request_, fields):
+    from vaurien.protocols.redis import Redis
+
+    assert tuple(peeks(Redis(), None, request_, ("command", "key")).values()) == fields

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from protocol_support import run
+from protocol_support import peeks, run
 from servers import unavailable
 from support import free_port, wait_until
 from vaurien.errors import ProtocolError
@@ -348,3 +348,20 @@ def test_implicit_tls_terminated_on_both_sides_gets_per_command_errors(tls_files
         assert len(handler.messages) == 1 and b"over TLS" in handler.messages[0]
     finally:
         controller.stop()
+
+
+# -- what rules see ------------------------------------------------------------------------------
+
+
+def test_rules_see_the_verb_the_mail_data_and_a_tls_start():
+    from vaurien.protocols.smtp import SMTP, SMTPState
+
+    state = SMTPState()
+    SMTP().framers(state)
+    assert peeks(SMTP(), state, b"rcpt TO:<b@example.org>\r\n", ("command",)) == {"command": "RCPT"}
+    state.commands.feed(b"EHLO x\r\n", 0, 8)  # the session has started: no TLS start now
+    state.commands.expect_data()
+    assert peeks(SMTP(), state, b"Subject: hi\r\n", ("command",)) == {"command": "<data>"}
+    fresh = SMTPState()
+    SMTP().framers(fresh)
+    assert peeks(SMTP(), fresh, b"\x16\x03\x01", ("command",)) == {"command": "<tls>"}

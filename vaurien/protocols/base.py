@@ -6,6 +6,7 @@ import socket
 from typing import Any
 
 from vaurien.contract import BehaviorLike, EndpointLike, SessionLike
+from vaurien.rules import Field
 
 #: How much one read takes when a protocol has no ``buffer`` option.
 DEFAULT_BUFFER = 65536
@@ -55,6 +56,11 @@ class BaseProtocol:
     #: For the reference docs: what :meth:`send_error` does, as a client sees it, in one or two
     #: sentences. Vaurien's own protocols must set both; the docs build checks.
     error_form: str | None = None
+    #: The request fields rules can match (see :mod:`vaurien.rules`), besides ``client``, which
+    #: every protocol has. A name ending in ``.NAME`` declares a family (``header.NAME``). A
+    #: protocol that declares fields says what each request holds: the framed driver asks
+    #: ``peek``, a protocol that picks itself passes them to ``session.pick``.
+    rule_fields: dict[str, Field] = {}
 
     def __init__(self) -> None:
         self.settings: dict[str, Any] = {}

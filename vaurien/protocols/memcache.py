@@ -18,6 +18,7 @@ from vaurien.protocols.framed import (
     LineReader,
     RequestVerdict,
 )
+from vaurien.rules import NO_FIELDS, Field
 
 MAX_LINE = 8192  # bytes in a command or answer line (memcached allows 2048 for most)
 MAX_VALUE = 1 << 40  # bytes in one data block
@@ -30,6 +31,13 @@ LISTS = frozenset((b"get", b"gets", b"gat", b"gats", b"stats"))
 LIST_ENDS = (b"END", b"RESET", b"OK", b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR", b"EN", b"BUSY")
 #: Meta commands (they take the q flag).
 META = frozenset((b"mg", b"ms", b"md", b"ma", b"mn", b"me"))
+#: Commands that name no key.
+KEYLESS = frozenset(
+    (b"stats", b"version", b"flush_all", b"verbosity", b"quit", b"watch", b"lru_crawler", b"mn")
+    + (b"shutdown", b"cache_memlimit", b"slabs", b"lru", b"misbehave", b"debugtime")
+)
+#: Commands whose first key comes after an expiration time.
+KEY_SECOND = frozenset((b"gat", b"gats"))
 #: What the proxy sends after a quiet meta command: its answer marks where that command's ends.
 SENTINEL = b"mn\r\n"
 
@@ -293,11 +301,23 @@ class Memcache(FramedProtocol):
         "does, and its answer is replaced). A ``noreply`` command is dropped without a word."
     )
 
+    skims_fields = True
+    rule_fields = {
+        "command": Field("The command's name: get, set, delete, mg ...", ignore_case=True),
+        "key": Field("The command's first key"),
+    }
+
     def request_framer(self) -> CommandFramer:
         return CommandFramer()
 
     def answer_framer(self) -> AnswerFramer:
         return AnswerFramer()
+
+    def peek(self, state: Any, data: Any, pos: int, end: int) -> dict[str, str] | None:
+        eol = data.find(b"\n", pos, min(end, pos + MAX_LINE))
+        if eol < 0:
+            return None if end - pos < MAX_LINE and data[pos] != 0x80 else NO_FIELDS
+        return _command_fields(bytes(data[pos:eol]).split())
 
     def error_reply(
         self, state: Any, command: Command, answered: bool, forwarded: bool
@@ -306,9 +326,12 @@ class Memcache(FramedProtocol):
             return None  # noreply: the client reads no answer
         return _ERROR
 
-    def skim(self, state: Any, data: Any, pos: int, end: int) -> tuple[int, int, Any]:
+    def skim(
+        self, state: Any, data: Any, pos: int, end: int, untaken: Any = None
+    ) -> tuple[int, int, Any]:
         first = None
         count = 0
+        passing: dict[bytes, bool] = {}  # command name -> whether the name alone lets it pass
         while pos < end:
             eol = data.find(b"\n", pos, min(end, pos + MAX_LINE))
             if eol < 0 or data[pos] == 0x80:
@@ -322,6 +345,12 @@ class Memcache(FramedProtocol):
             command = Command(words)
             if first is not None and command.listing is not first.listing:
                 break  # its answer frames otherwise: the run ends here
+            if untaken is not None:
+                passes = passing.get(name)
+                if passes is None:
+                    passes = passing[name] = untaken.rejected("command", name.decode("latin-1"))
+                if not passes and not untaken(_command_fields(words)):
+                    break  # a rule takes it: it gets a pick of its own
             at = eol + 1
             where = STORAGE.get(name)
             if where is not None:
@@ -370,6 +399,18 @@ class Memcache(FramedProtocol):
         if command is not None and command.quiet and answer.first != b"MN":
             return PARTIAL  # the quiet command's own answer; the MN comes next
         return None
+
+
+def _command_fields(words: list[bytes]) -> dict[str, str]:
+    """The fields of a command from the words of its line."""
+    if not words:
+        return {}
+    name = words[0].lower()
+    fields = {"command": name.decode("latin-1")}
+    where = 0 if name in KEYLESS else 2 if name in KEY_SECOND else 1
+    if 0 < where < len(words):
+        fields["key"] = words[where].decode("utf-8", "replace")
+    return fields
 
 
 #: First words of answers that the fast path leaves to the general one.

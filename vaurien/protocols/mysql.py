@@ -15,6 +15,7 @@ from vaurien.protocols.framed import (
     FramedProtocol,
     RequestVerdict,
 )
+from vaurien.rules import Field, statement_type
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ CLIENT_SSL = 0x800
 CLIENT_DEPRECATE_EOF = 0x01000000
 CLIENT_OPTIONAL_RESULTSET_METADATA = 0x02000000
 CLIENT_ZSTD_COMPRESSION = 0x04000000
+CLIENT_QUERY_ATTRIBUTES = 0x08000000
 MARIADB_CLIENT_CACHE_METADATA = 1 << 4  # in MariaDB's extended capabilities
 #: Client capabilities that change the framing beyond what the proxy follows: after the
 #: authentication, such a session is a plain stream.
@@ -59,6 +61,49 @@ COM_STMT_FETCH = 0x1C
 COM_BINLOG_DUMP_GTID = 0x1E
 COM_QUERY = 0x03
 COM_STMT_BULK_EXECUTE = 0xFA  # MariaDB
+#: What rules call each command (the ``command`` field).
+COMMAND_NAMES = dict(
+    enumerate(
+        (
+            "sleep",
+            "quit",
+            "init_db",
+            "query",
+            "field_list",
+            "create_db",
+            "drop_db",
+            "refresh",
+            "shutdown",
+            "statistics",
+            "process_info",
+            "connect",
+            "process_kill",
+            "debug",
+            "ping",
+            "time",
+            "delayed_insert",
+            "change_user",
+            "binlog_dump",
+            "table_dump",
+            "connect_out",
+            "register_slave",
+            "prepare",
+            "execute",
+            "send_long_data",
+            "close",
+            "reset",
+            "set_option",
+            "fetch",
+            "daemon",
+            "binlog_dump_gtid",
+            "reset_connection",
+        )
+    )
+)
+COMMAND_NAMES[COM_STMT_BULK_EXECUTE] = "bulk_execute"
+#: Commands that carry SQL text.
+WITH_SQL = frozenset((COM_QUERY, COM_STMT_PREPARE))
+SQL_PEEK = 4096  # bytes of a command's SQL text the rules see
 #: Commands answered with result sets (or OK, ERR, LOCAL INFILE).
 RESULTS = frozenset((COM_QUERY, COM_STMT_EXECUTE, COM_PROCESS_INFO, COM_STMT_BULK_EXECUTE))
 #: Commands the server never answers.
@@ -500,11 +545,55 @@ class MySQL(FramedProtocol):
         "(COM_STMT_CLOSE, COM_QUIT) are dropped silently."
     )
 
+    rule_fields = {
+        "command": Field(
+            "The command: query, prepare, execute, ping, init_db, quit ...", ignore_case=True
+        ),
+        "sql": Field(
+            "The SQL text of a query or a prepare (its first 4096 bytes); a prepared "
+            "statement's execute carries none"
+        ),
+        "statement": Field(
+            "The SQL's first keyword, upper-cased: SELECT, INSERT, UPDATE, BEGIN ...",
+            ignore_case=True,
+        ),
+    }
+
     def new_session_state(self, session: Any) -> Conversation:
         return Conversation()
 
     def framers(self, state: Conversation) -> tuple[CommandFramer, ResultFramer]:
         return CommandFramer(state), ResultFramer(state)
+
+    def peek(self, state: Conversation, data: Any, pos: int, end: int) -> dict[str, str] | None:
+        if end - pos < 5:
+            return None
+        length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+        code = data[pos + 4]
+        fields = {"command": COMMAND_NAMES.get(code, f"0x{code:02x}")}
+        if code not in WITH_SQL:
+            return fields
+        stop = pos + 4 + min(length, 1 + SQL_PEEK)
+        if end < stop:
+            return None
+        start = pos + 5
+        if code == COM_QUERY and (state.client_caps or 0) & state.server_caps & (
+            CLIENT_QUERY_ATTRIBUTES
+        ):
+            # Query attributes come first: a parameter count and a parameter set count.
+            payload = bytes(data[start:stop])
+            try:
+                count, at = _lenenc(payload, 0)
+                _, at = _lenenc(payload, at)
+            except ProtocolError:
+                return fields
+            if count:  # the attributes' values come before the text: it is not looked for
+                return fields
+            start += at
+        sql = bytes(data[start:stop]).decode("utf-8", "replace")
+        fields["sql"] = sql
+        fields["statement"] = statement_type(sql)
+        return fields
 
     def error_reply(
         self, state: Conversation, command: Any, answered: bool, forwarded: bool

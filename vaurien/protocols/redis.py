@@ -17,6 +17,7 @@ from vaurien.protocols.framed import (
     LineReader,
     RequestVerdict,
 )
+from vaurien.rules import NO_FIELDS, Field
 
 MAX_LINE = 64 * 1024  # bytes; Redis's own limit for an inline command
 MAX_COUNT = 1 << 31  # elements in one array
@@ -49,6 +50,14 @@ _LINE, _DATA, _CRLF, _CHUNK = range(4)
 _ARRAY = re.compile(rb"\*([1-9][0-9]{0,9})\r\n")
 _BULK = re.compile(rb"\$(0|[1-9][0-9]{0,12})\r\n")
 _NULL_OR_BULK = re.compile(rb"\$(-1|0|[1-9][0-9]{0,12})\r\n")
+
+#: Where the first key is among a command's arguments, for the commands whose first argument is
+#: not it: after the subcommand, or (None) after numkeys, when there is a key.
+KEY_AT: dict[str, int | None] = {
+    **dict.fromkeys(("object", "memory", "xinfo"), 2),
+    **dict.fromkeys(("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"), None),
+}
+PEEKED_ARG = 1024  # bytes; a longer argument before the key leaves the key unknown
 
 
 def _integer(text: bytes, what: str) -> int:
@@ -450,6 +459,16 @@ class Redis(FramedProtocol):
         "reply to (CLIENT REPLY OFF or SKIP) is dropped silently."
     )
 
+    skims_fields = True
+    rule_fields = {
+        "command": Field("The command's name: get, set, hgetall ...", ignore_case=True),
+        "key": Field(
+            "The command's first key: its first argument for most commands (EVAL, EVALSHA and "
+            "FCALL: the first key after numkeys; OBJECT, MEMORY and XINFO: the argument after "
+            "the subcommand)"
+        ),
+    }
+
     def request_framer(self) -> CommandFramer:
         return CommandFramer()
 
@@ -459,6 +478,36 @@ class Redis(FramedProtocol):
     def new_session_state(self, session: Any) -> RedisState:
         return RedisState()
 
+    def peek(self, state: RedisState, data: Any, pos: int, end: int) -> dict[str, str] | None:
+        if data[pos] != 42:  # "*": an inline command, one line
+            eol = data.find(b"\n", pos, end)
+            if eol < 0:
+                return None if end - pos <= MAX_LINE else NO_FIELDS
+            return _command_fields([bytes(word) for word in data[pos:eol].split()[:4]])
+        match = _ARRAY.match(data, pos, end)
+        if match is None:
+            return None if data.find(b"\n", pos, min(end, pos + 16)) < 0 else NO_FIELDS
+        argc = int(match[1])
+        at = match.end()
+        args: list[bytes] = []
+        wanted = min(argc, 2)  # the name, then up to where its first key is
+        while len(args) < wanted:
+            match = _BULK.match(data, at, end)
+            if match is None:
+                return None if data.find(b"\n", at, min(end, at + 20)) < 0 else NO_FIELDS
+            start = match.end()
+            size = int(match[1])
+            if size > PEEKED_ARG:
+                break  # a long argument: what comes after it is not looked at
+            at = start + size + 2
+            if at > end:
+                return None
+            args.append(bytes(data[start : start + size]))
+            if len(args) == 1:
+                where = KEY_AT.get(args[0].decode("latin-1").lower(), 1)
+                wanted = min(argc, 4 if where is None else where + 1)
+        return _command_fields(args)
+
     def error_reply(
         self, state: RedisState, command: Command, answered: bool, forwarded: bool
     ) -> ErrorReply | None:
@@ -467,12 +516,15 @@ class Redis(FramedProtocol):
         name = command.name.decode("ascii", "replace")[:32] or "command"
         return ErrorReply(f"-ERR {name} failed (error injected by vaurien)\r\n".encode())
 
-    def skim(self, state: RedisState, data: Any, pos: int, end: int) -> tuple[int, int, Any]:
+    def skim(
+        self, state: RedisState, data: Any, pos: int, end: int, untaken: Any = None
+    ) -> tuple[int, int, Any]:
         if state.replies_off or state.skip_next:
             return pos, 0, None
         first = None
         count = 0
         array, bulk = _ARRAY.match, _BULK.match
+        passing: dict[bytes, bool] = {}  # command name -> whether the name alone lets it pass
         while pos < end:
             match = array(data, pos, end)
             if match is None:
@@ -480,18 +532,33 @@ class Redis(FramedProtocol):
             argc = int(match[1])
             at = match.end()
             name = None
+            spans = None  # where the first arguments are, when the rules must see them
             for index in range(argc):
                 match = bulk(data, at, end)
                 if match is None:
                     break
                 start = match.end()
-                at = start + int(match[1]) + 2
+                size = int(match[1])
+                at = start + size + 2
                 if index == 0:
                     name = bytes(data[start : at - 2]).lower()
                     if name in _NOTED:
                         break
+                    if untaken is not None:
+                        passes = passing.get(name)
+                        if passes is None:
+                            passes = passing[name] = untaken.rejected(
+                                "command", name.decode("latin-1")
+                            )
+                        spans = None if passes else []
+                if spans is not None and len(spans) == index < 4 and size <= PEEKED_ARG:
+                    spans.append((start, at - 2))  # as peek sees them
             else:
                 if at <= end and argc <= MAX_COUNT:
+                    if spans is not None and not untaken(
+                        _command_fields([bytes(data[a:b]) for a, b in spans])
+                    ):
+                        break  # a rule takes it: it gets a pick of its own
                     if first is None:
                         first = Command([name], argc)
                     count += 1
@@ -549,6 +616,20 @@ class Redis(FramedProtocol):
         if command.name == b"reset":
             state.pubsub = state.replies_off = state.skip_next = False
         return None
+
+
+def _command_fields(args: list[bytes]) -> dict[str, str]:
+    """The fields of a command from its first arguments (its name first)."""
+    if not args:
+        return {}
+    name = args[0].decode("latin-1").lower()
+    where = KEY_AT.get(name, 1)
+    if where is None:  # numkeys, then the keys
+        where = 3 if len(args) > 2 and args[2].isdigit() and int(args[2]) > 0 else 0
+    fields = {"command": name}
+    if 0 < where < len(args):
+        fields["key"] = args[where].decode("utf-8", "replace")
+    return fields
 
 
 #: Commands whose name matters to the session (the others are framed in runs).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+from collections.abc import Mapping
 from typing import Any
 
 from vaurien.errors import ProtocolError
@@ -15,6 +17,7 @@ from vaurien.protocols.framed import (
     LineReader,
     RequestVerdict,
 )
+from vaurien.rules import NO_FIELDS, Field
 
 MAX_LINE = 65536  # bytes in a command line (long AUTH lines included) or a reply line
 MAX_CHUNK = 1 << 40  # bytes in one BDAT chunk
@@ -95,6 +98,18 @@ class CommandFramer:
     def expect_data(self) -> None:
         """The server accepted DATA: the next message is mail data."""
         self._data = True
+
+    def peek(self, data: Any, pos: int, end: int) -> Mapping[str, str] | None:
+        """The fields of the message that starts at ``data[pos]`` (see ``SMTP.peek``)."""
+        if self._data or self._in_data:
+            return _DATA_FIELDS
+        if not self._started and data[pos] == TLS_HANDSHAKE:
+            return _TLS_FIELDS
+        eol = data.find(b"\n", pos, end)
+        if eol < 0:
+            return None if end - pos <= MAX_LINE else NO_FIELDS
+        words = data[pos:eol].split(None, 1)
+        return {"command": bytes(words[0]).upper().decode("latin-1")} if words else {}
 
     def feed(self, data: Any, pos: int, end: int) -> tuple[int, Any]:
         if not self._started:
@@ -237,6 +252,14 @@ class SMTP(FramedProtocol):
         "an error on the mail data also ends the connection, so the server drops the message."
     )
 
+    rule_fields = {
+        "command": Field(
+            "The command's verb: EHLO, MAIL, RCPT, DATA ...; a message's data after DATA is "
+            "``<data>``, a client's TLS handshake ``<tls>``",
+            ignore_case=True,
+        ),
+    }
+
     def request_framer(self) -> CommandFramer:
         return CommandFramer()
 
@@ -245,6 +268,9 @@ class SMTP(FramedProtocol):
 
     def new_session_state(self, session: Any) -> SMTPState:
         return SMTPState()
+
+    def peek(self, state: SMTPState, data: Any, pos: int, end: int) -> Mapping[str, str] | None:
+        return state.commands.peek(data, pos, end)
 
     def framers(self, state: SMTPState) -> tuple[CommandFramer, ReplyFramer]:
         state.commands = CommandFramer()
@@ -283,6 +309,8 @@ class SMTP(FramedProtocol):
         return None
 
 
+_DATA_FIELDS = types.MappingProxyType({"command": MailData.name.decode()})
+_TLS_FIELDS = types.MappingProxyType({"command": TLSStart.name.decode()})
 _ERROR = ErrorReply(b"451 4.3.0 Error injected by vaurien, try again later\r\n")
 _ERROR_AND_CLOSE = ErrorReply(_ERROR.data, close=True)
 _TLS = RequestVerdict(answered=False, stream=True)

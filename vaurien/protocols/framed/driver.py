@@ -22,6 +22,7 @@ backend, collected for a behavior that moves them itself (``protocol.read``), or
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from vaurien.endpoint import MemoryEndpoint
@@ -39,6 +40,7 @@ from vaurien.protocols.framed.exchange import (
 )
 from vaurien.protocols.framed.requests import RequestSide
 from vaurien.protocols.framed.state import FramedState
+from vaurien.rules import NO_FIELDS
 
 READY = Phase.READY
 
@@ -113,13 +115,35 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
         """An answer message is complete. None means :data:`COMPLETE`."""
         return None
 
-    def skim(self, state: Any, data: Any, pos: int, end: int) -> tuple[int, int, Any]:
+    #: The most bytes of a request the driver gathers for :meth:`peek`; beyond, the request's
+    #: fields are unknown and only rules on the client alone may take it.
+    peek_limit = 65536
+
+    def peek(self, state: Any, data: Any, pos: int, end: int) -> Mapping[str, str] | None:
+        """The fields of the request that starts at ``data[pos]`` (``data[pos:end]`` is what is
+        there so far), for the rules in force: a mapping of the names in ``rule_fields``
+        (``header.host`` for a family) to text; None while more bytes are needed. It frames
+        nothing: the framer reads the same bytes next. The driver asks only when a rule tests
+        more than the client, before the request's pick. The base knows no fields."""
+        return NO_FIELDS
+
+    #: Whether :meth:`skim` takes ``untaken``, so that runs of requests pass untouched while
+    #: rules test the requests' fields.
+    skims_fields = False
+
+    def skim(
+        self, state: Any, data: Any, pos: int, end: int, untaken: Any = None
+    ) -> tuple[int, int, Any]:
         """Frame the plain requests at the start of ``data[pos:end]`` in one go, for when
         every request passes untouched: ``(newpos, how many, the first one)``.
 
         A plain request is one whose hooks would say nothing (:data:`PASS`) and whose answer
         frames like the first one's. Stop before anything else, and before an unfinished
-        request: the general path takes it from there. The base skims nothing.
+        request: the general path takes it from there. With ``untaken`` (a protocol that sets
+        :attr:`skims_fields`), rules test the requests' fields: a request joins the run only
+        when ``untaken(its fields)`` is true, the fields :meth:`peek` would give, or when
+        ``untaken.rejected(field, value)`` is true for a field cheap to read (no rule takes a
+        request with that value). The base skims nothing.
         """
         return pos, 0, None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from vaurien.protocols.framed.exchange import (
@@ -17,6 +18,7 @@ from vaurien.protocols.framed.exchange import (
 )
 from vaurien.protocols.framed.framing import HOLD
 from vaurien.protocols.framed.state import FramedState, Relay
+from vaurien.rules import NO_FIELDS
 
 READING, HELD, AWAITING, READY = Phase.READING, Phase.HELD, Phase.AWAITING, Phase.READY
 
@@ -54,6 +56,7 @@ class RequestSide(Relay):
         else:
             write = dest.write
         single = nested or collected is not None
+        peeked = None  # the fields of the request at the start of the next read
         while True:
             if collected is not None:
                 buf, view, count = self._read(source, limit - len(collected))
@@ -65,18 +68,41 @@ class RequestSide(Relay):
                 return
             pos = out = 0
             done = None
+            awaiting = False
             while pos < count:
                 if exchange is None and not framer.passive:
-                    if not single and session.passes_everything():
-                        # Nothing to pick: the plain requests ahead pass as one run.
-                        newpos, run, first = self.skim(flow.state, buf, pos, count)
+                    head, peeked = (peeked if pos == 0 else None), None
+                    wants_fields = session.wants_fields()
+                    untaken = None
+                    if wants_fields and self.skims_fields and not single:
+                        untaken = session.untaken_test()
+                    if untaken is not None or (
+                        not (single or wants_fields) and session.passes_everything()
+                    ):
+                        # Nothing to pick: the plain requests ahead (that no rule takes) pass as
+                        # one run.
+                        if untaken is None:
+                            newpos, run, first = self.skim(flow.state, buf, pos, count)
+                        else:
+                            newpos, run, first = self.skim(
+                                flow.state, buf, pos, count, untaken=untaken
+                            )
                         if run:
                             self._open_run(flow, first, run)
                             session.count_picks(run)
                             pos = newpos
                             continue
+                    fields = None
+                    if wants_fields:
+                        # A rule decides on what the request holds: look before the pick.
+                        fields = (
+                            head if head is not None else self.peek(flow.state, buf, pos, count)
+                        )
+                        if fields is None:
+                            awaiting = True  # its head is not all here: wait for the rest
+                            break
                     # A new request: its pick decides whether it rides along in the batch.
-                    behavior = session.pick()
+                    behavior = session.pick(fields=fields)
                     hooks = self._hooks_of(behavior)
                     if behavior.sits_out is True:
                         exchange = self._open(flow, behavior, FORWARD)
@@ -142,14 +168,33 @@ class RequestSide(Relay):
                     continue  # a behavior reads the whole request: read on
                 flow.current = exchange
                 return
-            # Stopped after a request (or a handshake message): what follows waits.
+            # Stopped after a request (or a handshake message, or before a request whose head
+            # is not all here): what follows waits.
             if out < pos:
                 write(view[out:pos])
             if pos < count:
                 source.unread(buf[pos:count])
             if done is not None:
                 self._after_request(flow, done, source, dest)
-            return
+            if not awaiting:
+                return
+            dest.drain()
+            peeked = self._peek_more(flow, source)
+
+    def _peek_more(self, flow: FramedState, source: Any) -> Mapping[str, str]:
+        """Read on until the request pushed back on ``source`` can be peeked, push it all back,
+        and return its fields: unknown (:data:`~vaurien.rules.NO_FIELDS`) when the client ends
+        its stream or the request grows past ``peek_limit`` first."""
+        data = bytearray(source.recv(self.peek_limit))
+        fields = None
+        while fields is None and len(data) < self.peek_limit:
+            more = source.recv(self.buffer_size)
+            if not more:
+                break
+            data += more
+            fields = self.peek(flow.state, data, 0, len(data))
+        source.unread(data)
+        return fields if fields is not None else NO_FIELDS
 
     def _request_behavior(self, flow: FramedState, source: Any, dest: Any, behavior: Any) -> None:
         """The event of a request whose behavior acts on it: run the behavior's hook, then,
@@ -257,7 +302,7 @@ class RequestSide(Relay):
         # session's events run one at a time (the answer could not come meanwhile; clients wait
         # for it anyway, the gate only guards against those that do not).
         gate = flow.gate
-        while gate.phase is not READY and not flow.session.closed and not self.proxy.mix.exclusive:
+        while gate.phase is not READY and not flow.session.closed and not self.proxy.plan.exclusive:
             flow.wait()
         flow.gate = None
 

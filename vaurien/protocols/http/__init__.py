@@ -15,13 +15,19 @@ from vaurien.protocols.framed import (
     RequestVerdict,
 )
 from vaurien.protocols.http.framing import (
+    CACHED_HEAD,
+    MAX_HEAD,
+    HeadFields,
     HeadParser,
     Request,
     RequestFramer,
     RequestHead,
     ResponseFramer,
     ResponseHead,
+    head_end,
+    remember,
 )
+from vaurien.rules import NO_FIELDS, Field
 
 #: Statuses the error behavior answers with.
 ERROR_STATUSES = (500, 501, 502, 503)
@@ -64,6 +70,13 @@ class HTTP(FramedProtocol):
         "``inject`` it does, and its response is replaced)."
     )
     tcp_keep_alive = False
+    rule_fields = {
+        "method": Field("The request's method: GET, POST ...", ignore_case=True),
+        "path": Field("The request's target up to its query string: /api/payments/42"),
+        "host": Field("The request's Host header", ignore_case=True),
+        "header.NAME": Field("The value of the request's header NAME (header.content-type)"),
+    }
+    peek_limit = MAX_HEAD
     options = {
         "overwrite_host_header": (
             "Rewrite each request's Host with the backend's address",
@@ -82,12 +95,27 @@ class HTTP(FramedProtocol):
     def __init__(self) -> None:
         super().__init__()
         self._parser = HeadParser()
+        self._peeked: dict[bytes, HeadFields] = {}  # equal heads are read once, as parsed ones
 
     def request_framer(self) -> RequestFramer:
         return RequestFramer(self._parser)
 
     def answer_framer(self) -> ResponseFramer:
         return ResponseFramer(self._parser)
+
+    def peek(self, state: Any, data: Any, pos: int, end: int) -> HeadFields | None:
+        while pos < end and data[pos] in (13, 10):  # blank lines before a request
+            pos += 1
+        stop = head_end(data, pos, end)
+        if stop < 0:
+            return None if end - pos <= MAX_HEAD else NO_FIELDS
+        raw = bytes(data[pos:stop])
+        fields = self._peeked.get(raw)
+        if fields is None:
+            fields = HeadFields(raw)
+            if len(raw) <= CACHED_HEAD:
+                remember(self._peeked, raw, fields)
+        return fields
 
     def error_reply(self, state: Any, request: Any, answered: bool, forwarded: bool) -> ErrorReply:
         status = self.proxy.random.choice(ERROR_STATUSES)

@@ -221,7 +221,7 @@ class HeadParser:
             raise ProtocolError(f"not an HTTP request head: {raw[:60]!r}")
         head = RequestHead(raw, held, Request(event, raw))
         if not held and len(raw) <= CACHED_HEAD:
-            _remember(self._requests, raw, head)
+            remember(self._requests, raw, head)
         return head
 
     def response(self, raw: bytes) -> Response:
@@ -248,11 +248,11 @@ class HeadParser:
             raise ProtocolError(f"not an HTTP response head: {raw[:60]!r}")
         info = Response(event, raw)
         if len(raw) <= CACHED_HEAD:
-            _remember(self._responses, raw, info)
+            remember(self._responses, raw, info)
         return info
 
 
-def _remember(cache: dict[bytes, Any], key: bytes, value: Any) -> None:
+def remember(cache: dict[bytes, Any], key: bytes, value: Any) -> None:
     if len(cache) >= CACHE_SIZE:
         del cache[next(iter(cache))]  # the oldest
     cache[key] = value
@@ -281,7 +281,7 @@ class _Message:
             crlf = data.find(b"\n\r\n", pos, end)
             if crlf >= 0 and data.find(b"\n\n", pos, crlf) < 0:  # the usual case
                 return crlf + 3, bytes(data[pos : crlf + 3]), 0
-            stop = _head_end(data, pos, end)
+            stop = head_end(data, pos, end)
             if stop >= 0:
                 return stop, bytes(data[pos:stop]), 0
             if end - pos > MAX_HEAD:
@@ -291,7 +291,7 @@ class _Message:
         held = len(head)
         scan = max(0, held - 3)
         head += data[pos:end]
-        stop = _head_end(head, scan, len(head))
+        stop = head_end(head, scan, len(head))
         if stop < 0:
             if len(head) > MAX_HEAD:
                 raise ProtocolError(f"HTTP head longer than {MAX_HEAD} bytes")
@@ -323,13 +323,70 @@ class _Message:
             self._left = length
 
 
-def _head_end(data: Any, pos: int, end: int) -> int:
+def head_end(data: Any, pos: int, end: int) -> int:
     """The position just after the blank line that ends a head in ``data[pos:end]``, or -1."""
     crlf = data.find(b"\n\r\n", pos, end)
     lf = data.find(b"\n\n", pos, crlf if crlf >= 0 else end)
     if lf >= 0:
         return lf + 2
     return crlf + 3 if crlf >= 0 else -1
+
+
+class HeadFields:
+    """What rules match in a request's head: ``method``, ``path`` (the target up to its query),
+    ``host`` and ``header.NAME``, each read from the head when a rule first asks."""
+
+    __slots__ = ("raw", "_method", "_path", "_headers")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._method: str | None = None
+        self._path: str | None = None
+        self._headers: dict[str, str] | None = None
+
+    def get(self, name: str) -> str | None:
+        if name == "method":
+            if self._method is None:
+                raw = self.raw
+                self._method = raw[: max(raw.find(b" ", 0, raw.find(b"\n")), 0)].decode("latin-1")
+            return self._method
+        if name == "path":
+            if self._path is None:
+                self._path = self._target_path()
+            return self._path
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = _headers(self.raw)
+        if name == "host":
+            return headers.get("host")
+        return headers.get(name[7:]) if name.startswith("header.") else None
+
+    def _target_path(self) -> str:
+        raw = self.raw
+        eol = raw.find(b"\n")
+        space = raw.find(b" ", 0, eol)
+        stop = raw.find(b" ", space + 1, eol)
+        if stop < 0:  # no version: the target ends the line
+            stop = eol - 1 if raw[eol - 1 : eol] == b"\r" else eol
+        start = space + 1
+        if raw[start : start + 1] not in (b"/", b"*"):  # absolute form (to a proxy): its path
+            after = raw.find(b"://", start, stop)
+            slash = raw.find(b"/", after + 3, stop) if after >= 0 else -1
+            start = slash if slash >= 0 else stop
+        query = raw.find(b"?", start, stop)
+        return raw[start : query if query >= 0 else stop].decode("latin-1") or "/"
+
+
+def _headers(raw: bytes) -> dict[str, str]:
+    """A head's headers by lowercase name; repeated ones joined with ``", "``."""
+    headers: dict[str, str] = {}
+    for line in raw.decode("latin-1").splitlines()[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            name = name.strip().lower()
+            value = value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 class _Chunks:

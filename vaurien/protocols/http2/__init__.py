@@ -15,6 +15,7 @@ from vaurien.errors import ConfigError
 from vaurien.protocols import Protocol
 from vaurien.protocols.base import BaseProtocol
 from vaurien.protocols.framed import BUFFER_OPTION, REUSE_SOCKET_OPTION
+from vaurien.rules import Field
 
 #: gRPC status codes by name (https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
 GRPC_CODES = {
@@ -142,6 +143,14 @@ class HTTP2(BaseProtocol):
         "http_status": ("Status of the error answer to other requests", http_error, 503),
         "buffer": BUFFER_OPTION,
         "reuse_socket": REUSE_SOCKET_OPTION,
+    }
+    rule_fields = {
+        "method": Field("The stream's :method: GET, POST ...", ignore_case=True),
+        "path": Field(
+            "The stream's :path up to its query string; for a gRPC call, /package.Service/Method"
+        ),
+        "host": Field("The stream's :authority", ignore_case=True),
+        "header.NAME": Field("The value of the request's header NAME (header.content-type)"),
     }
     event_unit = (
         "One stream: a request and its response, a gRPC call. Frames of the connection itself "

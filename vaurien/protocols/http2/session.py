@@ -42,6 +42,36 @@ class Hooks:
         self.any = self.before or self.between or self.after
 
 
+class StreamFields:
+    """What rules match in a stream's request headers: ``method``, ``path`` (``:path`` up to
+    its query), ``host`` (``:authority``) and ``header.NAME``."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self, head: list[Any]) -> None:
+        self._head = head
+
+    def get(self, name: str) -> str | None:
+        if name == "method":
+            wanted = b":method"
+        elif name == "path":
+            value = self.get_header(b":path")
+            return value.partition("?")[0] if value is not None else None
+        elif name == "host":
+            wanted = b":authority"
+        elif name.startswith("header."):
+            wanted = name[7:].encode("latin-1")
+        else:
+            return None
+        return self.get_header(wanted)
+
+    def get_header(self, wanted: bytes) -> str | None:
+        """The value of header ``wanted`` (lowercase, as HTTP/2 has them); repeated ones
+        joined with ``", "``."""
+        values = [value for name, value in self._head if name == wanted]
+        return b", ".join(values).decode("latin-1") if values else None
+
+
 class StreamSide:
     """One side of one stream, as a behavior sees it in place of an endpoint.
 
@@ -189,7 +219,9 @@ class Connection:
     # -- picks ---------------------------------------------------------------------------------
 
     def _on_request(self, stream: Stream) -> None:
-        behavior = self.session.pick()
+        session = self.session
+        fields = StreamFields(stream.request.head) if session.wants_fields() else None
+        behavior = session.pick(fields=fields)
         stream.behavior = behavior
         hooks = self.protocol.hooks_of(behavior)
         if not hooks.any:

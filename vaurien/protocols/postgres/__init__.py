@@ -21,7 +21,14 @@ from vaurien.protocols.framed import (
     FramedProtocol,
     RequestVerdict,
 )
-from vaurien.protocols.postgres.framing import AnswerFramer, RequestFramer, framers
+from vaurien.protocols.postgres.framing import (
+    CAPTURES,
+    AnswerFramer,
+    RequestFramer,
+    framers,
+    split_name,
+    sql_text,
+)
 from vaurien.protocols.postgres.messages import (
     ADMIN_SHUTDOWN,
     CONNECTION_FAILURE,
@@ -33,6 +40,7 @@ from vaurien.protocols.postgres.messages import (
     error_response,
     sqlstate,
 )
+from vaurien.rules import Field, statement_type
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +113,44 @@ class Postgres(FramedProtocol):
         "reuse_socket": REUSE_SOCKET_OPTION,
     }
 
+    rule_fields = {
+        "sql": Field(
+            "The SQL text of a simple Query, or of the statement an extended-protocol batch "
+            "parses or binds (its first 4096 bytes)"
+        ),
+        "statement": Field(
+            "The SQL's first keyword, upper-cased: SELECT, INSERT, UPDATE, BEGIN ...",
+            ignore_case=True,
+        ),
+    }
+
     def new_session_state(self, session: Any) -> Conversation:
         return Conversation()
+
+    def peek(self, state: Conversation, data: Any, pos: int, end: int) -> dict[str, str] | None:
+        if end - pos < 5:
+            return None
+        kind = data[pos]
+        want = CAPTURES.get(kind)
+        if want is None or kind == 0x43:  # no SQL in it (a Close names no new statement)
+            return {}
+        length = int.from_bytes(data[pos + 1 : pos + 5], "big")
+        stop = pos + 5 + min(max(length - 4, 0), want)
+        if end < stop:
+            return None
+        body = bytes(data[pos + 5 : stop])
+        if kind == 0x51:  # Query: the SQL
+            sql: str | None = sql_text(body)
+        else:
+            name, rest = split_name(body)  # Parse: a statement; Bind: a portal
+            if kind == 0x50:
+                sql = sql_text(rest) if name is not None else None
+            else:
+                statement, _ = split_name(rest) if rest is not None else (None, None)
+                sql = state.statements.get(statement) if statement is not None else None
+        if sql is None:
+            return {}
+        return {"sql": sql, "statement": statement_type(sql)}
 
     def framers(self, state: Conversation) -> tuple[RequestFramer, AnswerFramer]:
         return framers(state)

@@ -69,7 +69,7 @@ from vaurien.protocols.postgres.messages import (
     error_code,
 )
 
-__all__ = ["AnswerFramer", "RequestFramer", "framers"]
+__all__ = ["CAPTURES", "AnswerFramer", "RequestFramer", "framers", "split_name", "sql_text"]
 
 SQL_CAPTURE = 4096  # bytes of SQL text kept from a Query or a Parse
 NAME_CAPTURE = 256  # bytes kept of a statement or portal name; a longer one is not followed
@@ -110,8 +110,9 @@ _ANSWER_MIN = {ord("R"): 8, ord("K"): 12}  # an authentication code; a process i
 _BATCH = frozenset(b"PBDECHS")  # the extended protocol's messages, up to Sync
 _COPY_IN = frozenset(b"dcfSH")  # what a client may send in copy-in mode (Sync, Flush ignored)
 _ASYNC = frozenset(b"ANSE")  # what a server may send without being asked
-_CAPTURE = {ord("Q"): SQL_CAPTURE, ord("P"): NAME_CAPTURE + SQL_CAPTURE}
-_CAPTURE.update({ord("B"): 2 * NAME_CAPTURE, ord("C"): 1 + NAME_CAPTURE})
+#: The bytes kept of the body of the messages that name statements or carry SQL, by type.
+CAPTURES = {ord("Q"): SQL_CAPTURE, ord("P"): NAME_CAPTURE + SQL_CAPTURE}
+CAPTURES.update({ord("B"): 2 * NAME_CAPTURE, ord("C"): 1 + NAME_CAPTURE})
 
 _INT32 = struct.Struct("!i")
 _STARTUP_HEADER = struct.Struct("!ii")
@@ -242,7 +243,7 @@ class RequestFramer(_Messages):
         self._copy = -1  # messages of the copy-in stream in progress; -1: none
         self._copy_failed = False
         self._copy_sync = False  # the stream ends with the Sync that comes next
-        self._statements: dict[bytes, str] = {}  # prepared statements' SQL, by name
+        self._statements = conversation.statements  # prepared statements' SQL, by name
 
     @property
     def passive(self) -> bool:
@@ -349,7 +350,7 @@ class RequestFramer(_Messages):
                 if kind < 0:
                     return pos, None
                 self._check(kind, length, _REQUESTS if ready else _REQUESTS_AUTH)
-                self._begin_body(kind, length, _CAPTURE.get(kind, 0) if ready else 0)
+                self._begin_body(kind, length, CAPTURES.get(kind, 0) if ready else 0)
             pos, kind = self._finish(data, pos, end)
             if kind < 0:
                 return pos, None
@@ -396,7 +397,7 @@ class RequestFramer(_Messages):
         if kind in _BATCH:
             return self._batch_message(kind)
         if kind == 0x51:  # Query
-            return Query(self._text(self._capture))
+            return Query(sql_text(self._capture))
         # FunctionCall is answered up to ReadyForQuery; Terminate, and copy messages that come
         # after the server left copy mode, are not answered.
         return Request(chr(kind), expects=kind == 0x46)
@@ -408,9 +409,9 @@ class RequestFramer(_Messages):
         self._last = kind
         capture = self._capture
         if kind == 0x50:  # Parse: statement name, SQL text
-            name, rest = self._split(capture)
+            name, rest = split_name(capture)
             if name is not None:
-                sql = self._text(rest)
+                sql = sql_text(rest)
                 self._statements.pop(name, None)
                 if len(self._statements) >= STATEMENTS:
                     del self._statements[next(iter(self._statements))]
@@ -418,13 +419,13 @@ class RequestFramer(_Messages):
                 if self._sql is None:
                     self._sql = sql
         elif kind == 0x42:  # Bind: portal name, statement name
-            _, rest = self._split(capture)
+            _, rest = split_name(capture)
             if rest is not None and self._sql is None:
-                name, _ = self._split(rest)
+                name, _ = split_name(rest)
                 if name is not None:
                     self._sql = self._statements.get(name)
         elif kind == 0x43 and capture[:1] == b"S":  # Close a statement
-            name, _ = self._split(capture[1:])
+            name, _ = split_name(capture[1:])
             self._statements.pop(name, None)
         elif kind == 0x53:  # Sync
             return self._batch_done(True)
@@ -447,22 +448,22 @@ class RequestFramer(_Messages):
         self.idle = True
         return event
 
-    @staticmethod
-    def _split(data: bytes | bytearray) -> tuple[bytes | None, bytes | bytearray | None]:
-        """A zero-ended name at the start of ``data`` and what follows it; None, None when the
-        name is longer than what was kept."""
-        nul = data.find(b"\x00")
-        if nul < 0 or nul > NAME_CAPTURE:
-            return None, None
-        return bytes(data[:nul]), data[nul + 1 :]
 
-    @staticmethod
-    def _text(data: bytes | bytearray | None) -> str:
-        """SQL text from a zero-ended string (cut short where the capture ended)."""
-        if data is None:
-            return ""
-        nul = data.find(b"\x00")
-        return bytes(data[: nul if nul >= 0 else SQL_CAPTURE]).decode("utf-8", "replace")
+def split_name(data: bytes | bytearray) -> tuple[bytes | None, bytes | bytearray | None]:
+    """A zero-ended name at the start of ``data`` and what follows it; None, None when the name
+    is longer than what is kept of it."""
+    nul = data.find(b"\x00")
+    if nul < 0 or nul > NAME_CAPTURE:
+        return None, None
+    return bytes(data[:nul]), data[nul + 1 :]
+
+
+def sql_text(data: bytes | bytearray | None) -> str:
+    """SQL text from a zero-ended string (cut short where the capture ended)."""
+    if data is None:
+        return ""
+    nul = data.find(b"\x00")
+    return bytes(data[: nul if nul >= 0 else SQL_CAPTURE]).decode("utf-8", "replace")
 
 
 class AnswerFramer(_Messages):

@@ -10,6 +10,7 @@ import re
 import struct
 
 from vaurien.protocols.framed import End
+from vaurien.rules import statement_type
 
 __all__ = [
     "ADMIN_SHUTDOWN",
@@ -54,16 +55,6 @@ CANCEL = "cancel"  # the connection carried a CancelRequest: nothing more comes 
 STREAM = "stream"  # TLS, GSSAPI encryption or replication: bytes the proxy does not frame
 
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}")
-# What may come before a statement's first keyword: blanks, comments, parentheses.
-_LEADING = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|\(|/\*(?:[^*]|\*(?!/))*(?:\*/|$))*")
-_KEYWORD = re.compile(r"[A-Za-z_]+")
-
-
-def statement_type(sql: str) -> str:
-    """The first keyword of ``sql``, upper-cased (``SELECT``, ``INSERT``, ``WITH`` ...), past
-    blanks, comments and opening parentheses; ``""`` when there is none."""
-    match = _KEYWORD.match(sql, _LEADING.match(sql).end())
-    return match.group().upper() if match else ""
 
 
 def sqlstate(text: str) -> str:
@@ -141,7 +132,7 @@ class Conversation:
     ``stream`` why the session became a plain stream.
     """
 
-    __slots__ = ("phase", "negotiating", "copy_in", "status", "stream")
+    __slots__ = ("phase", "negotiating", "copy_in", "status", "stream", "statements")
 
     def __init__(self) -> None:
         self.phase = STARTUP
@@ -149,6 +140,9 @@ class Conversation:
         self.copy_in: str | None = None
         self.status: str | None = None
         self.stream: str | None = None
+        #: The SQL of the prepared statements the client made, by name (the request framer
+        #: keeps it; a batch that binds a statement carries its SQL).
+        self.statements: dict[bytes, str] = {}
 
     @property
     def error_status(self) -> str:

@@ -1,9 +1,11 @@
 """The proxy: a :class:`Proxy` wires a configuration to a listener, a protocol and a mix.
 
 It listens (:mod:`vaurien.network`); for each client it connects to the backend and runs a
-:class:`~vaurien.session.Session`, which picks behaviors from the mix in force
-(:class:`~vaurien.mix.Mix`, swapped whole by :meth:`Proxy.set_behavior`) and hands each event
-to the protocol. The proxy keeps the counters of all its sessions.
+:class:`~vaurien.session.Session`, which picks behaviors by the plan in force
+(:class:`~vaurien.plan.Plan`: the rules, then a scenario's step or the proxy's own
+:class:`~vaurien.mix.Mix`; swapped whole by :meth:`Proxy.set_behavior`, :meth:`Proxy.set_toxics`
+and ``proxy.chaos``) and hands each event to the protocol. The proxy keeps the counters of all
+its sessions.
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ class Proxy:
 
     @property
     def mix(self) -> Mix:
-        """The proxy's own mix (``--behavior``; a running scenario's step takes its place)."""
+        """The proxy's own mix (``--behavior``, or its toxics; a running scenario's step takes
+        its place)."""
         return self.plan.behavior
 
     @property

@@ -12,7 +12,7 @@ from pymysql.constants.CLIENT import MULTI_STATEMENTS
 from protocol_support import peeks, run
 from support import wait_until
 from vaurien.errors import ProtocolError
-from vaurien.protocols.mysql import (
+from vaurien.protocols.mysql.framing import (
     AUTH,
     CLIENT_DEPRECATE_EOF,
     CLIENT_PROTOCOL_41,

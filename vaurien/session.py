@@ -476,7 +476,7 @@ class Relay:
     once waits in its backlog while reading ``source`` pauses. Nothing here ever waits.
     """
 
-    __slots__ = ("session", "source", "dest", "to_backend", "direction", "size", "pick")
+    __slots__ = ("session", "source", "dest", "to_backend", "direction", "size")
 
     def __init__(self, session: Session, source: Endpoint, dest: Endpoint, to_backend: bool):
         self.session = session
@@ -485,9 +485,8 @@ class Relay:
         self.to_backend = to_backend
         self.direction = "to_backend" if to_backend else "to_client"
         self.size = session._protocol.buffer_size  # a read this large may leave more behind
-        self.pick = self._pick  # made once: the protocol calls it for each event
 
-    def _pick(self) -> bool:
+    def pick(self) -> bool:
         """Pick for the event; true when the behavior changes nothing and the protocol may
         move the bytes itself. Otherwise the direction goes to a pump, which runs the event."""
         session = self.session
@@ -509,9 +508,10 @@ class Relay:
         session = self.session
         source = self.source
         relay = session._protocol.relay
+        pick = self.pick  # bound once per wake-up, not kept: a bound method kept is a cycle
         try:
             for _ in range(_MOST_EVENTS):
-                count = relay(source, self.dest, self.pick)
+                count = relay(source, self.dest, pick)
                 if count is None:  # nothing there, or handed to a pump
                     return
                 proxy = session.proxy

@@ -1039,7 +1039,7 @@ def parse_redis_benchmark(output: str) -> dict[str, float]:
     rates = {}
     for line in output.splitlines():
         cells = [cell.strip('"') for cell in line.strip().split(",")]
-        if len(cells) >= 2 and cells[0] != "test" and re.fullmatch(r"[\d.]+", cells[1]):
+        if len(cells) >= 2 and cells[0] != "test" and re.fullmatch(r"[\d.]+(e\+?\d+)?", cells[1]):
             rates[cells[0]] = float(cells[1])
     return rates
 

@@ -154,7 +154,8 @@ def test_redis_benchmark_rates_are_read_from_its_output(redis_server, bench) -> 
     from benchmarks.run import parse_redis_benchmark
 
     argv = ["redis-benchmark", "-h", redis_server.host, "-p", str(redis_server.port)]
-    argv += ["-t", "set,get", "-c", "4", "-n", "1000", "-P", "16", "--csv"]
+    # enough requests that neither test ends within one clock tick (its rate would not be a number)
+    argv += ["-t", "set,get", "-c", "4", "-n", "20000", "-P", "16", "--csv"]
     output = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
     rates = parse_redis_benchmark(output)
     assert set(rates) == {"SET", "GET"}, output

@@ -5,9 +5,10 @@ A rule is a match expression and a behavior mix, written ``MATCH => SPEC``::
     method=POST path=/api/payments/* => 50:error
 
 The match expression is space-separated ``FIELD=PATTERN`` terms, all of which must hold (quote a
-pattern that holds a space: ``sql="INSERT INTO orders*"``). A pattern is a glob (``*``, ``?``,
-``[abc]``) with ``,`` between alternatives (``method=PUT,POST``), or ``~`` and a regular
-expression searched in the value (``path=~^/v[12]/``). Field names are case-insensitive; values
+pattern that holds a space: ``sql="INSERT INTO orders*"``; a backslash is kept as written). A
+pattern is a glob (``*``, ``?``, ``[abc]``) with ``,`` between alternatives
+(``method=PUT,POST``), or ``~`` and a regular expression searched in the value
+(``path=~^/v[12]/``). Field names are case-insensitive; values
 are compared as the protocol declares (a command's name without regard to case, a path as it is).
 ``client`` (every protocol has it) takes addresses and networks: ``client=10.0.0.0/8,::1``.
 

@@ -4,6 +4,7 @@ measured on real connections to real backends."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -614,17 +615,16 @@ def test_metrics_label_each_proxy(vaurien, echo_backend):
     assert 'vaurien_connections_total{proxy="echo"} 1.0' in text
 
 
-def test_toxics_and_the_mix_take_turns_and_reset_brings_back_the_configured_mix(
-    tmp_path, echo_backend
-):
+@contextlib.contextmanager
+def both_apis(tmp_path, ini: str):
+    """A Vaurien started from the config file ``ini`` with its Toxiproxy API and its control
+    API: the server's thread, the Toxiproxy API's URL, and the control API's URL of the proxy
+    named web."""
     from vaurien.api import ControlServer
     from vaurien.cli import parse_server_config
 
     path = tmp_path / "vaurien.ini"
-    path.write_text(
-        f"[proxy:web]\nproxy = 127.0.0.1:0\nbackend = {echo_backend.address}\n"
-        "behavior = 100:delay\nbehavior.delay.sleep = 0.01\n"
-    )
+    path.write_text(ini)
     config, _ = parse_server_config(["--config", str(path)])
 
     def services(server):
@@ -636,6 +636,17 @@ def test_toxics_and_the_mix_take_turns_and_reset_brings_back_the_configured_mix(
     with ServerThread(config, services) as thread:
         toxiproxy = f"http://127.0.0.1:{thread.services[0].address[1]}"
         control = f"http://127.0.0.1:{thread.services[1].address[1]}/proxies/web"
+        yield thread, toxiproxy, control
+
+
+def test_toxics_and_the_mix_take_turns_and_reset_brings_back_the_configured_mix(
+    tmp_path, echo_backend
+):
+    with both_apis(
+        tmp_path,
+        f"[proxy:web]\nproxy = 127.0.0.1:0\nbackend = {echo_backend.address}\n"
+        "behavior = 100:delay\nbehavior.delay.sleep = 0.01\n",
+    ) as (thread, toxiproxy, control):
         assert list(requests.get(toxiproxy + "/proxies", timeout=10).json()) == ["web"]
         toxic = {"type": "latency", "attributes": {"latency": 1}}
         requests.post(toxiproxy + "/proxies/web/toxics", json=toxic, timeout=10)
@@ -718,25 +729,11 @@ def served_from(address, source: str) -> float | None:
 
 
 def test_toxics_take_the_mix_place_while_rules_and_a_scenario_stay(tmp_path, echo_backend):
-    from vaurien.api import ControlServer
-    from vaurien.cli import parse_server_config
-
-    path = tmp_path / "vaurien.ini"
-    path.write_text(
+    with both_apis(
+        tmp_path,
         f"[proxy:web]\nproxy = 127.0.0.1:0\nbackend = {echo_backend.address}\n\n"
-        "[rule:far]\nproxies = web\nmatch = client=127.0.0.2\nbehavior = reset\n"
-    )
-    config, _ = parse_server_config(["--config", str(path)])
-
-    def services(server):
-        return [
-            ToxiproxyServer(server, "127.0.0.1", 0).start(),
-            ControlServer(server, "127.0.0.1", 0).start(),
-        ]
-
-    with ServerThread(config, services) as thread:
-        toxiproxy = f"http://127.0.0.1:{thread.services[0].address[1]}"
-        control = f"http://127.0.0.1:{thread.services[1].address[1]}/proxies/web"
+        "[rule:far]\nproxies = web\nmatch = client=127.0.0.2\nbehavior = reset\n",
+    ) as (thread, toxiproxy, control):
         address = thread.address("web")
         latency = {"type": "latency", "attributes": {"latency": 300}}
         assert requests.post(toxiproxy + "/proxies/web/toxics", json=latency, timeout=10).ok

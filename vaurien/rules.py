@@ -8,8 +8,8 @@ The match expression is space-separated ``FIELD=PATTERN`` terms, all of which mu
 pattern that holds a space: ``sql="INSERT INTO orders*"``; a backslash is kept as written). A
 pattern is a glob (``*``, ``?``, ``[abc]``) with ``,`` between alternatives
 (``method=PUT,POST``), or ``~`` and a regular expression searched in the value
-(``path=~^/v[12]/``). Field names are case-insensitive; values
-are compared as the protocol declares (a command's name without regard to case, a path as it is).
+(``path=~^/v[12]/``). Field names are case-insensitive; values are compared as the protocol
+declares (a command's name without regard to case, a path as it is).
 ``client`` (every protocol has it) takes addresses and networks: ``client=10.0.0.0/8,::1``.
 
 After the spec, ``BEHAVIOR.OPTION=VALUE`` words set options of the rule's behaviors for the

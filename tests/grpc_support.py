@@ -65,3 +65,46 @@ class Calls:
             return e.code()
         assert answer == payload[::-1]
         return grpc.StatusCode.OK
+
+
+class ShopBackend:
+    """A grpcio server on a free port with the two services of the rules page's example:
+    ``shop.Inventory/Get`` (the stock of an item, bytes in and out) and the standard health
+    check's ``grpc.health.v1.Health/Check`` (an empty request; the answer is the serialized
+    ``HealthCheckResponse`` SERVING). ``calls`` counts the calls that reached it, by method."""
+
+    SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+
+    def __init__(self):
+        self.calls = {"Get": 0, "Check": 0}
+        self._lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        self.server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "shop.Inventory", {"Get": grpc.unary_unary_rpc_method_handler(self.get)}
+                ),
+                grpc.method_handlers_generic_handler(
+                    "grpc.health.v1.Health",
+                    {"Check": grpc.unary_unary_rpc_method_handler(self.check)},
+                ),
+            )
+        )
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.address = f"127.0.0.1:{self.port}"
+        self.server.start()
+
+    def _count(self, method: str) -> None:
+        with self._lock:
+            self.calls[method] += 1
+
+    def get(self, request, context):
+        self._count("Get")
+        return b"42 x " + request
+
+    def check(self, request, context):
+        self._count("Check")
+        return self.SERVING
+
+    def close(self) -> None:
+        self.server.stop(0)

@@ -643,6 +643,45 @@ def test_rules_run_console(monkeypatch, http_server, start_proxy):
     assert set(gets) == {404}  # the rule is on POSTs
 
 
+@needs("http2")
+def test_rules_grpc_console(monkeypatch, start_proxy):
+    grpc = pytest.importorskip("grpc")
+    from grpc_support import ShopBackend
+
+    (command,) = transcript("rules-grpc.console")
+    config = load(command, monkeypatch)
+    assert (config.protocol, rules_of(config)) == (
+        "http2",
+        [("get", "path=/shop.Inventory/Get", "20:error,80:dummy", {})],
+    )
+    backend = ShopBackend()
+    try:
+        proxy = start_proxy(
+            config=replace(config, proxy="127.0.0.1:0", backend=backend.address, seed=20240601)
+        )
+        with grpc.insecure_channel("{}:{}".format(*proxy.address)) as channel:
+            get = channel.unary_unary("/shop.Inventory/Get")
+            check = channel.unary_unary("/grpc.health.v1.Health/Check")
+            outcomes = []
+            for number in range(100):
+                try:
+                    assert get(b"item %d" % number, timeout=10) == b"42 x item %d" % number
+                    outcomes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as error:
+                    outcomes.append(error.code())
+                # Every health check passes, on the same connection.
+                assert check(b"", timeout=10) == ShopBackend.SERVING
+    finally:
+        backend.close()
+    failed = outcomes.count(grpc.StatusCode.UNAVAILABLE)
+    assert set(outcomes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+    assert 8 <= failed <= 35, failed  # about 20
+    assert backend.calls == {"Get": 100 - failed, "Check": 100}
+    stats = proxy.call(proxy.proxy.stats)
+    assert stats["rules"] == {"get": 100}
+    assert stats["total_connections"] == 1  # the failed calls left the connection up
+
+
 def test_rules_ini(monkeypatch, http_server, start_proxy):
     monkeypatch.chdir(ROOT)
     config, _ = cli.parse_config(["--config", "docs/examples/rules.ini"])
@@ -667,6 +706,43 @@ def test_rules_ini(monkeypatch, http_server, start_proxy):
     )
     assert requests.get(f"{root}/health", timeout=10).status_code == 404  # untouched
     assert proxy.call(proxy.proxy.stats)["rules"] == {"debug-search": 1, "health": 1}
+
+
+def test_rules_proxies_ini(redis_server):
+    from support import ServerThread
+
+    config, _ = cli.parse_server_config(["--config", str(EXAMPLES_DIR / "rules-proxies.ini")])
+    proxies = {proxy.name: proxy for proxy in config.proxies}
+    assert {name: [rule.name for rule in proxy.rules] for name, proxy in proxies.items()} == {
+        "default": ["payments", "cut-off"],
+        "cache": ["slow-sessions", "cut-off"],
+        "sessions": ["slow-sessions", "cut-off"],
+    }
+    assert proxies["cache"].rules[0].options == {"delay": {"sleep": 0.5}}
+    assert str(proxies["cache"].scenario) == "1000req 100:dummy; 10:error"
+    assert proxies["default"].scenario is None and proxies["sessions"].scenario is None
+    # The two Redis proxies, on free ports in front of a real redis-server.
+    running = replace(
+        config,
+        proxies=tuple(
+            replace(proxies[name], proxy="127.0.0.1:0", backend=redis_server.address)
+            for name in ("cache", "sessions")
+        ),
+    )
+    with ServerThread(running) as thread:
+        for name in ("cache", "sessions"):
+            with thread.connect(name) as client, client.makefile("rb") as answers:
+                client.sendall(b"SET session:1 alice\r\nSET user:1 bob\r\n")
+                assert [answers.readline() for _ in range(2)] == [b"+OK\r\n"] * 2
+                for key, slow in ((b"user:1", False), (b"session:1", True)):
+                    started = time.monotonic()
+                    client.sendall(b"GET %s\r\n" % key)
+                    answers.readline()
+                    assert answers.readline() in (b"bob\r\n", b"alice\r\n")
+                    assert (time.monotonic() - started >= 0.5) is slow, (name, key)
+        stats = thread.call(thread.server.stats)
+    assert stats["cache"]["rules"] == stats["sessions"]["rules"] == {"slow-sessions": 1}
+    assert stats["cache"]["steps"] == {"1": 3}
 
 
 def test_rules_errors_console(capsys):
@@ -1106,6 +1182,8 @@ EXAMPLES = {
     "functional_test.py": ["test_functional_test_example"],
     "rules-run.console": ["test_rules_run_console"],
     "rules.ini": ["test_rules_ini"],
+    "rules-proxies.ini": ["test_rules_proxies_ini"],
+    "rules-grpc.console": ["test_rules_grpc_console"],
     "rules-errors.console": ["test_rules_errors_console"],
     "scenario-run.console": ["test_scenario_run_console"],
     "api-rules.console": ["test_api_transcripts"],

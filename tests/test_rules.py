@@ -73,6 +73,9 @@ def test_unnamed_rules_are_named_by_their_place():
         ("path=~^/v[12]/", {"path": "/v2/x"}, True),
         ("path=~^/v[12]/", {"path": "/x/v2/"}, False),
         ("path=~pay", {"path": "/api/payments"}, True),  # searched anywhere
+        ("path=~^/v\\d+/", {"path": "/v12/x"}, True),  # a backslash is kept as written
+        ("path=~^/v\\d+/", {"path": "/vd/x"}, False),
+        ('"path=~^/a b\\."', {"path": "/a b."}, True),
         ("method=POST path=/a", {"method": "POST", "path": "/b"}, False),  # all must hold
         ("header.x-test=yes", {"header.x-test": "yes"}, True),
         ("header.x-test=yes", {}, False),  # a field the request lacks never matches
@@ -392,6 +395,30 @@ def test_postgres_rules_see_queries_and_prepared_statements(postgres_server, sta
     assert proxy.call(proxy.proxy.stats)["rules"] == {"rule1": 3}
 
 
+def test_postgres_rules_see_the_sql_and_the_statement_type(postgres_server, start_proxy):
+    proxy = start_proxy(
+        postgres_server.address,
+        protocol="postgres",
+        timeout=30,
+        rules=(Rule.parse("orders: statement=delete sql=~\\borders\\b => 100:error"),),
+    )
+    host, port = proxy.address
+    with psycopg.connect(postgres_server.conninfo(host=host, port=port), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS orders (id int)")
+        conn.execute("CREATE TABLE IF NOT EXISTS order_lines (id int)")
+        conn.execute("TRUNCATE orders")
+        conn.execute("INSERT INTO orders VALUES (1), (2)")
+        for prepare in (False, True):  # a simple Query, then Parse/Bind/Execute
+            with pytest.raises(psycopg.errors.AdminShutdown):
+                conn.execute("DELETE FROM orders WHERE id = %s", (1,), prepare=prepare)
+        with pytest.raises(psycopg.errors.AdminShutdown):  # past a comment, in any case
+            conn.execute("/* purge */ delete from orders")
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (2,)
+        assert conn.execute("DELETE FROM order_lines").rowcount == 0  # another table
+        assert conn.execute("SELECT id FROM orders ORDER BY id").fetchall() == [(1,), (2,)]
+    assert proxy.call(proxy.proxy.stats)["rules"] == {"orders": 3}
+
+
 def test_smtp_rules_see_the_verb(smtp_server, start_proxy):
     proxy = start_proxy(
         smtp_server.address,
@@ -418,6 +445,38 @@ def test_tcp_a_client_rule_cuts_one_client_off(echo_backend, start_proxy):
             except ConnectionResetError:
                 assert not served
     assert proxy.call(proxy.proxy.stats)["rules"] == {"cut": 1}
+
+
+@pytest.mark.parametrize("scope", ["event", "connection"])
+def test_tcp_a_client_rule_spares_one_client_and_its_bytes_stay_in_the_inline_relay(
+    echo_backend, start_proxy, scope
+):
+    proxy = start_proxy(
+        echo_backend.address,
+        behavior="100:delay",
+        scope=scope,
+        plugin_options={("behavior", "delay"): {"sleep": 0.3}},
+        rules=(Rule.parse("calm: client=127.0.0.1 => 100:dummy"),),
+    )
+    host, port = proxy.address
+
+    def pumps():
+        return [len(session.greenlets()) for session in proxy.proxy.sessions]
+
+    with socket.create_connection((host, port), timeout=10, source_address=("127.0.0.1", 0)) as c:
+        started = time.monotonic()
+        for _ in range(20):
+            c.sendall(b"hello")
+            assert recv_exactly(c, 5) == b"hello"
+        assert time.monotonic() - started < 0.3 * 2
+        # The rule's dummy changes nothing: the session is relayed from the watchers'
+        # callbacks, without a pump greenlet.
+        assert proxy.call(pumps) == [0]
+    with socket.create_connection((host, port), timeout=10, source_address=("127.0.0.2", 0)) as c:
+        c.sendall(b"hello")
+        assert timed(lambda: recv_exactly(c, 5)) >= 0.3 * 2  # delayed each way
+    stats = proxy.call(proxy.proxy.stats)
+    assert stats["rules"]["calm"] >= 1 and stats["behaviors"]["delay"] >= 1
 
 
 def test_grpc_rules_see_the_method(start_proxy):

@@ -213,3 +213,233 @@ def test_a_server_config_of_one_proxy():
     config, _ = parse_config(["--backend", "127.0.0.1:1", "--timeout", "3"])
     server = ServerConfig.single(config)
     assert server.proxies == (config,) and server.timeout == 3.0 and server.http is False
+
+
+# -- rules and scenarios of named proxies --------------------------------------------------------
+
+RULED = """\
+[vaurien]
+backend = {web}
+proxy = 127.0.0.1:0
+protocol = http
+scenario = 1m 100:error
+
+[proxy:cache]
+proxy = 127.0.0.1:0
+backend = {redis}
+protocol = redis
+scenario = 2req 100:dummy; 100:error
+
+[proxy:sessions]
+proxy = 127.0.0.1:0
+backend = {redis}
+protocol = redis
+
+[rule:slow-sessions]
+proxies = cache, sessions
+match = command=get key=session:*
+behavior = 100:delay
+delay.sleep = 0.3
+
+[rule:pay]
+match = method=POST path=/pay/*
+behavior = error
+
+[rule:far]
+proxies = default, cache
+match = client=10.0.0.0/8
+behavior = reset
+"""
+
+
+def ruled_config(tmp_path, web="127.0.0.1:1", redis="127.0.0.1:2", argv=()):
+    path = write(tmp_path, RULED.format(web=web, redis=redis))
+    config, _ = parse_server_config(["--config", path, *argv])
+    return {proxy.name: proxy for proxy in config.proxies}, config
+
+
+def rule_names(proxy):
+    return [rule.name for rule in proxy.rules]
+
+
+def test_rules_go_to_the_proxies_they_name_and_scenarios_are_per_proxy(tmp_path):
+    proxies, _ = ruled_config(tmp_path)
+    assert {name: rule_names(proxy) for name, proxy in proxies.items()} == {
+        "default": ["pay", "far"],  # no proxies =, or proxies = default
+        "cache": ["slow-sessions", "far"],
+        "sessions": ["slow-sessions"],
+    }
+    assert proxies["cache"].rules[0].options == {"delay": {"sleep": 0.3}}
+    assert str(proxies["default"].scenario) == "1m 100:error"
+    assert str(proxies["cache"].scenario) == "2req 100:dummy; 100:error"
+    assert proxies["sessions"].scenario is None  # never inherited from [vaurien]
+    # --rule replaces the rules of the command line's proxy, and only those.
+    proxies, _ = ruled_config(tmp_path, argv=["--rule", "mine: path=/x => error"])
+    assert rule_names(proxies["default"]) == ["mine"]
+    assert rule_names(proxies["cache"]) == ["slow-sessions", "far"]
+    # --scenario too.
+    proxies, _ = ruled_config(tmp_path, argv=["--scenario", "5req 100:delay"])
+    assert str(proxies["default"].scenario) == "5req 100:delay"
+    assert str(proxies["cache"].scenario) == "2req 100:dummy; 100:error"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "[vaurien]\nbackend = 127.0.0.1:1\n"
+            "[proxy:a]\nproxy = 127.0.0.1:0\nbackend = 127.0.0.1:1\n"
+            "[rule:r]\nproxies = a, b\nmatch = client=::1\nbehavior = error\n",
+            "[rule:r] proxies: no proxy named 'b' (known: default, a)",
+        ),
+        (
+            "[proxy:a]\nproxy = 127.0.0.1:0\nbackend = 127.0.0.1:1\n"
+            "[rule:r]\nproxies = default\nmatch = client=::1\nbehavior = error\n",
+            "[rule:r] proxies: no proxy named 'default' (known: a)",
+        ),
+        (
+            "[proxy:a]\nproxy = 127.0.0.1:0\nbackend = 127.0.0.1:1\n"
+            "[rule:r]\nmatch = client=::1\nbehavior = error\n",
+            "[rule:r] is for the proxy of [vaurien], which has no backend: name the proxies it "
+            "is for with proxies = NAME, NAME (known: a)",
+        ),
+        (
+            "[proxy:a]\nproxy = 127.0.0.1:0\nbackend = 127.0.0.1:1\nprotocol = redis\n"
+            "[rule:r]\nproxies = a\nmatch = path=/x\nbehavior = error\n",
+            "[proxy:a] rule 'r': unknown field 'path' for the redis protocol (known: client, "
+            "command, key)",
+        ),
+        (
+            "[proxy:a]\nproxy = 127.0.0.1:0\nbackend = 127.0.0.1:1\nscenario = 10x 100:error\n",
+            "[proxy:a] scenario: scenario step 1 '10x 100:error': unknown unit 'x'",
+        ),
+        (
+            "[proxy:a]\nproxy = 127.0.0.1:0\nbackend = 127.0.0.1:1\nscenario = 10s 100:eror\n",
+            "[proxy:a] scenario step 1 '10s 100:eror': unknown behavior 'eror'",
+        ),
+    ],
+)
+def test_a_rule_for_no_proxy_or_a_bad_scenario_is_one_line(tmp_path, capsys, text, message):
+    path = write(tmp_path, text)
+    assert main(["--config", path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vaurien: error: {path}: ") and message in err, err
+    assert err.count("\n") == 1
+
+
+def resp(sock, command: bytes) -> bytes:
+    """One inline redis command and its one-line answer."""
+    sock.sendall(command + b"\r\n")
+    answer = b""
+    while not answer.endswith(b"\r\n"):
+        chunk = sock.recv(1)
+        assert chunk, answer
+        answer += chunk
+    if answer.startswith(b"$") and answer != b"$-1\r\n":
+        answer += recv_exactly(sock, int(answer[1:-2]) + 2)
+    return answer
+
+
+def timed_resp(sock, command: bytes) -> tuple[bytes, float]:
+    started = time.monotonic()
+    answer = resp(sock, command)
+    return answer, time.monotonic() - started
+
+
+@pytest.fixture
+def ruled(tmp_path, http_server, redis_server):
+    _, config = ruled_config(tmp_path, web=http_server.address, redis=redis_server.address)
+
+    def services(server):
+        return [ControlServer(server, "127.0.0.1", 0).start()]
+
+    with ServerThread(config, services) as thread:
+        thread.url = f"http://127.0.0.1:{thread.services[0].address[1]}"
+        yield thread
+
+
+INJECTED = b"-ERR ping failed (error injected by vaurien)\r\n"
+
+
+def test_named_proxies_run_their_rules_and_scenarios(ruled):
+    with ruled.connect("sessions") as client:
+        assert resp(client, b"SET session:1 alice") == b"+OK\r\n"
+        answer, took = timed_resp(client, b"GET session:1")
+        assert (answer, took >= 0.3) == (b"$5\r\nalice\r\n", True)
+        assert [resp(client, b"PING") for _ in range(4)] == [b"+PONG\r\n"] * 4
+    with ruled.connect("cache") as client:
+        # The scenario: two picks pass, then errors; the rule comes first, and its picks are
+        # not the step's.
+        assert [resp(client, b"PING") for _ in range(2)] == [b"+PONG\r\n"] * 2
+        answer, took = timed_resp(client, b"GET session:1")
+        assert (answer, took >= 0.3) == (b"$5\r\nalice\r\n", True)
+        assert resp(client, b"PING") == INJECTED
+    stats = ruled.call(ruled.server.stats)
+    assert (stats["sessions"]["rules"], stats["sessions"]["steps"]) == ({"slow-sessions": 1}, {})
+    assert stats["cache"]["rules"] == {"slow-sessions": 1}
+    assert stats["cache"]["steps"] == {"1": 2, "2": 1}
+    # The default proxy's own scenario fails every request no rule takes.
+    root = "http://{}:{}".format(*ruled.address("default"))
+    assert requests.get(root + "/", timeout=10).status_code >= 500
+
+
+def test_the_api_client_and_vaurienctl_drive_each_proxys_rules_and_scenario(ruled, capsys):
+    from vaurien import ctl
+    from vaurien.client import Client
+
+    url, port = ruled.url, ruled.services[0].address[1]
+    listed = requests.get(url + "/proxies/cache/rules", timeout=10).json()["rules"]
+    assert [(rule["name"], rule["behavior"]) for rule in listed] == [
+        ("slow-sessions", "delay"),
+        ("far", "reset"),
+    ]
+    assert [r["name"] for r in requests.get(url + "/rules", timeout=10).json()["rules"]] == [
+        "pay",
+        "far",
+    ]
+    status = requests.get(url + "/proxies/cache/scenario", timeout=10).json()
+    assert (status["scenario"], status["step"], status["left"]) == (
+        "2req 100:dummy; 100:error",
+        1,
+        2,
+    )
+    assert requests.get(url + "/proxies/sessions/scenario", timeout=10).json() == {"scenario": None}
+
+    # A change to one proxy leaves the others as they were.
+    sessions = Client("127.0.0.1", port, proxy="sessions")
+    sessions.set_rules(["ping: command=ping => 100:error"])
+    assert [rule["name"] for rule in sessions.get_rules()] == ["ping"]
+    sessions.set_scenario("1m 100:delay", delay={"sleep": 0})
+    assert sessions.get_scenario()["scenario"] == "1m 100:delay"
+    with ruled.connect("sessions") as client:
+        assert resp(client, b"PING") == INJECTED
+        assert resp(client, b"ECHO x") == b"$1\r\nx\r\n"
+    assert [rule["name"] for rule in Client("127.0.0.1", port, proxy="cache").get_rules()] == [
+        "slow-sessions",
+        "far",
+    ]
+    assert requests.get(url + "/proxies/cache/scenario", timeout=10).json()["step"] == 1
+
+    # vaurienctl --proxy NAME.
+    host = f"--host={url}"
+    assert ctl.main([host, "--proxy", "cache", "get-rules"]) == 0
+    assert capsys.readouterr().out == (
+        "slow-sessions: command=get key=session:* => delay\nfar: client=10.0.0.0/8 => reset\n"
+    )
+    assert ctl.main([host, "--proxy", "cache", "end-scenario"]) == 0
+    assert ctl.main([host, "--proxy", "cache", "get-scenario"]) == 0
+    assert capsys.readouterr().out == "Scenario ended\nno scenario\n"
+    assert ctl.main([host, "--proxy", "cache", "clear-rules"]) == 0
+    assert requests.get(url + "/proxies/cache/rules", timeout=10).json() == {"rules": []}
+    assert len(requests.get(url + "/rules", timeout=10).json()["rules"]) == 2
+    # PUT /proxies/NAME/behavior ends that proxy's scenario only.
+    requests.put(url + "/proxies/sessions/behavior", json={"name": "dummy"}, timeout=10)
+    assert sessions.get_scenario() == {"scenario": None}
+    assert requests.get(url + "/scenario", timeout=10).json()["scenario"] == "1m 100:error"
+    # A rule refused for one proxy's protocol names it, and changes nothing.
+    response = requests.put(
+        url + "/proxies/sessions/rules", json={"rules": ["path=/x => error"]}, timeout=10
+    )
+    assert response.status_code == 400
+    assert "unknown field 'path' for the redis protocol" in response.text
+    assert [rule["name"] for rule in sessions.get_rules()] == ["ping"]

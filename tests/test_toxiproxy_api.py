@@ -4,6 +4,7 @@ measured on real connections to real backends."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -614,17 +615,16 @@ def test_metrics_label_each_proxy(vaurien, echo_backend):
     assert 'vaurien_connections_total{proxy="echo"} 1.0' in text
 
 
-def test_toxics_and_the_mix_take_turns_and_reset_brings_back_the_configured_mix(
-    tmp_path, echo_backend
-):
+@contextlib.contextmanager
+def both_apis(tmp_path, ini: str):
+    """A Vaurien started from the config file ``ini`` with its Toxiproxy API and its control
+    API: the server's thread, the Toxiproxy API's URL, and the control API's URL of the proxy
+    named web."""
     from vaurien.api import ControlServer
     from vaurien.cli import parse_server_config
 
     path = tmp_path / "vaurien.ini"
-    path.write_text(
-        f"[proxy:web]\nproxy = 127.0.0.1:0\nbackend = {echo_backend.address}\n"
-        "behavior = 100:delay\nbehavior.delay.sleep = 0.01\n"
-    )
+    path.write_text(ini)
     config, _ = parse_server_config(["--config", str(path)])
 
     def services(server):
@@ -636,6 +636,17 @@ def test_toxics_and_the_mix_take_turns_and_reset_brings_back_the_configured_mix(
     with ServerThread(config, services) as thread:
         toxiproxy = f"http://127.0.0.1:{thread.services[0].address[1]}"
         control = f"http://127.0.0.1:{thread.services[1].address[1]}/proxies/web"
+        yield thread, toxiproxy, control
+
+
+def test_toxics_and_the_mix_take_turns_and_reset_brings_back_the_configured_mix(
+    tmp_path, echo_backend
+):
+    with both_apis(
+        tmp_path,
+        f"[proxy:web]\nproxy = 127.0.0.1:0\nbackend = {echo_backend.address}\n"
+        "behavior = 100:delay\nbehavior.delay.sleep = 0.01\n",
+    ) as (thread, toxiproxy, control):
         assert list(requests.get(toxiproxy + "/proxies", timeout=10).json()) == ["web"]
         toxic = {"type": "latency", "attributes": {"latency": 1}}
         requests.post(toxiproxy + "/proxies/web/toxics", json=toxic, timeout=10)
@@ -705,3 +716,52 @@ def test_tls_settings_are_fields_of_a_proxy_made_through_the_api(vaurien, https_
     assert "backend_tls is set when it is made" in response.json()["error"]
     response = api(vaurien, "POST", "/proxies", {**body, "name": "x", "backend_tls": "yes"})
     assert response.status_code == 400 and "backend_tls must be true or false" in response.text
+
+
+def served_from(address, source: str) -> float | None:
+    """The round trip of a ping from ``source`` through the proxy at ``address``; None when the
+    connection is reset."""
+    with socket.create_connection(address, timeout=10, source_address=(source, 0)) as sock:
+        try:
+            return round_trip(sock)
+        except ConnectionResetError:
+            return None
+
+
+def test_toxics_take_the_mix_place_while_rules_and_a_scenario_stay(tmp_path, echo_backend):
+    with both_apis(
+        tmp_path,
+        f"[proxy:web]\nproxy = 127.0.0.1:0\nbackend = {echo_backend.address}\n\n"
+        "[rule:far]\nproxies = web\nmatch = client=127.0.0.2\nbehavior = reset\n",
+    ) as (thread, toxiproxy, control):
+        address = thread.address("web")
+        latency = {"type": "latency", "attributes": {"latency": 300}}
+        assert requests.post(toxiproxy + "/proxies/web/toxics", json=latency, timeout=10).ok
+        # The toxic takes the place of the mix; the rule still comes first.
+        assert served_from(address, "127.0.0.1") >= 0.3
+        assert served_from(address, "127.0.0.2") is None
+        assert [
+            r["name"] for r in requests.get(control + "/rules", timeout=10).json()["rules"]
+        ] == ["far"]
+        # A scenario's step takes the place of the toxics while it runs, and they are back
+        # when it ends.
+        scenario = {"scenario": "1m 100:dummy"}
+        assert requests.put(control + "/scenario", json=scenario, timeout=10).ok
+        assert served_from(address, "127.0.0.1") < 0.25
+        assert served_from(address, "127.0.0.2") is None
+        assert requests.delete(control + "/scenario", timeout=10).ok
+        assert served_from(address, "127.0.0.1") >= 0.3
+        # Toxics put in force while a scenario runs leave it running.
+        assert requests.post(toxiproxy + "/reset", timeout=10).status_code == 204
+        assert requests.put(control + "/scenario", json=scenario, timeout=10).ok
+        assert requests.post(toxiproxy + "/proxies/web/toxics", json=latency, timeout=10).ok
+        assert requests.get(control + "/scenario", timeout=10).json()["step"] == 1
+        # A mix put in force removes the toxics and ends the scenario; the rules stay.
+        assert requests.put(control + "/behavior", json={"name": "dummy"}, timeout=10).ok
+        assert requests.get(toxiproxy + "/proxies/web/toxics", timeout=10).json() == []
+        assert requests.get(control + "/scenario", timeout=10).json() == {"scenario": None}
+        assert served_from(address, "127.0.0.1") < 0.25
+        assert served_from(address, "127.0.0.2") is None
+        stats = thread.call(thread.server.stats)["web"]
+        assert stats["rules"] == {"far": 3}  # once per connection from 127.0.0.2
+        assert set(stats["steps"]) == {"1"}

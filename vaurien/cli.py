@@ -205,7 +205,9 @@ def parse_server_config(
         values.update(loaded.settings)
         plugin_options = config_file.apply_plugins(loaded, registries)
         file_rules = loaded.rules
-    rules = [rule for rule, targets in file_rules if not targets]
+    # The proxy of [vaurien] and the command line takes the rules that name no proxy, or it.
+    main_name = first.name if first.name is not None else values.get("name", "default")
+    rules = [rule for rule, targets in file_rules if not targets or main_name in targets]
     if first.rule is not None:
         rules = first.rule  # the command line's rules replace the file's
     # Plugins named by dotted path must be registered before their flags can be parsed.
@@ -242,14 +244,7 @@ def parse_server_config(
                 **values,
             )
         )
-    named = {section.name for section in sections}
-    for rule, targets in file_rules:
-        for target in targets:
-            if target not in named and target != values.get("name", "default"):
-                raise ConfigError(
-                    f"{path}: [rule:{rule.name}] proxies: no proxy named {target!r} "
-                    f"(known: {', '.join([values.get('name', 'default'), *named])})"
-                )
+    _check_rule_targets(path, file_rules, [config.name for config in proxies], sections)
     for section in sections:
         if section.name in {config.name for config in proxies}:
             raise VaurienError(
@@ -274,6 +269,28 @@ def parse_server_config(
         except VaurienError as e:
             raise ConfigError(f"{where} {e}") from None
     return dataclasses.replace(server, proxies=tuple(proxies)), args
+
+
+def _check_rule_targets(
+    path: str,
+    file_rules: Sequence[tuple[Rule, tuple[str, ...]]],
+    main: Sequence[str],
+    sections: Sequence[config_file.ProxySection],
+) -> None:
+    """Each ``[rule:NAME]`` section must be for proxies that exist: those its ``proxies`` key
+    names, else the proxy of ``[vaurien]`` (``main`` holds its name, when it has a backend)."""
+    names = [*main, *(section.name for section in sections)]
+    known = ", ".join(names) or "none"
+    for rule, targets in file_rules:
+        where = f"{path}: [rule:{rule.name}]"
+        if not targets and not main:
+            raise ConfigError(
+                f"{where} is for the proxy of [vaurien], which has no backend: "
+                f"name the proxies it is for with proxies = NAME, NAME (known: {known})"
+            )
+        for target in targets:
+            if target not in names:
+                raise ConfigError(f"{where} proxies: no proxy named {target!r} (known: {known})")
 
 
 def parse_config(

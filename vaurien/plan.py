@@ -73,7 +73,9 @@ class Plan:
     scenario (``mix`` is then all there is); ``needs_fields`` whether a rule tests more than the
     client, ``prefilter`` a test every request that such a rule takes passes
     (:func:`vaurien.rules.prefilter`); ``exclusive`` whether a session's events must run one at
-    a time for one of its mixes; ``step`` the step's number as stats show it.
+    a time for one of its mixes; ``step`` the step's number as stats show it; ``quiet`` the
+    ids of the dummies of its mixes whose hooks do nothing (an event one of them gets may be
+    relayed without calling them, whichever mix it was drawn from).
     """
 
     behavior: Mix
@@ -86,6 +88,7 @@ class Plan:
     prefilter: tuple[tuple[str, Any], ...] = dataclasses.field(init=False)
     exclusive: bool = dataclasses.field(init=False)
     step: str = dataclasses.field(init=False)
+    quiet: frozenset[int] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         running, position = self.running, self.position
@@ -100,6 +103,8 @@ class Plan:
             "prefilter": prefilter([rule.matcher for rule in self.rules]),
             "exclusive": any(each.exclusive for each in mixes),
             "step": str(position.index + 1) if position is not None else "",
+            # By id: a plugin's instances need not be hashable. The plan keeps them alive.
+            "quiet": frozenset(id(each.dummy) for each in mixes if each.quiet_dummy),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)

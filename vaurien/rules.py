@@ -5,10 +5,11 @@ A rule is a match expression and a behavior mix, written ``MATCH => SPEC``::
     method=POST path=/api/payments/* => 50:error
 
 The match expression is space-separated ``FIELD=PATTERN`` terms, all of which must hold (quote a
-pattern that holds a space: ``sql="INSERT INTO orders*"``). A pattern is a glob (``*``, ``?``,
-``[abc]``) with ``,`` between alternatives (``method=PUT,POST``), or ``~`` and a regular
-expression searched in the value (``path=~^/v[12]/``). Field names are case-insensitive; values
-are compared as the protocol declares (a command's name without regard to case, a path as it is).
+pattern that holds a space: ``sql="INSERT INTO orders*"``; a backslash is kept as written). A
+pattern is a glob (``*``, ``?``, ``[abc]``) with ``,`` between alternatives
+(``method=PUT,POST``), or ``~`` and a regular expression searched in the value
+(``path=~^/v[12]/``). Field names are case-insensitive; values are compared as the protocol
+declares (a command's name without regard to case, a path as it is).
 ``client`` (every protocol has it) takes addresses and networks: ``client=10.0.0.0/8,::1``.
 
 After the spec, ``BEHAVIOR.OPTION=VALUE`` words set options of the rule's behaviors for the
@@ -124,7 +125,7 @@ class Rule:
         if not arrow:
             raise SpecError(f"{label}: missing '=>' between the match and the behavior spec")
         try:
-            words = shlex.split(rest)
+            words = split_words(rest)
         except ValueError as e:
             raise SpecError(f"{label}: {e} in {rest.strip()!r}") from None
         spec = [word for word in words if "=" not in word]
@@ -205,12 +206,23 @@ def option_key(key: str, label: str) -> tuple[str, str] | None:
     return _option_key(key, label) if "." in key else None
 
 
+def split_words(text: str) -> list[str]:
+    """The words of ``text``, split at blanks; quotes (``'`` or ``"``) group a word holding a
+    blank, as a shell's would. A backslash is kept as it is, so a regular expression reads as
+    written (``path=~^/v\\d+/``). Raises :class:`ValueError` for a quote left open."""
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    lexer.escape = ""
+    return list(lexer)
+
+
 def parse_match(text: str, label: str = "rule") -> tuple[Term, ...]:
     """The terms of a match expression; ``label`` names the rule in errors. Regular
     expressions and client addresses are checked here; field names against a protocol by
     :func:`compile_rule`."""
     try:
-        words = shlex.split(text)
+        words = split_words(text)
     except ValueError as e:
         raise SpecError(f"{label}: {e} in the match {text!r}") from None
     if not words:

@@ -493,8 +493,10 @@ class Relay:
         plan = session.proxy.plan
         if not plan.exclusive:
             behavior = session.pick(self.to_backend)
-            mix = plan.mix  # a rule's mix, or the next step's, has a dummy of its own: a pump
-            if behavior is mix.dummy and mix.quiet_dummy:
+            mix = plan.mix
+            # A rule's mix has a dummy of its own; the next step's (a scenario moved on in the
+            # pick) is not in this plan's: a pump, which changes nothing either.
+            if (behavior is mix.dummy and mix.quiet_dummy) or id(behavior) in plan.quiet:
                 self.source.behavior = behavior
                 return True
         else:

@@ -11,8 +11,8 @@ from typing import Any
 import gevent
 
 from vaurien.proxy import Proxy
+from vaurien.proxy_config import ProxyConfig, ServerConfig
 from vaurien.server import Server
-from vaurien.settings import ProxyConfig, ServerConfig
 
 DEADLINE = 30.0
 

@@ -577,8 +577,8 @@ def test_http_token_comes_from_the_command_line_or_the_config_file(tmp_path):
 
 def test_the_served_control_api_requires_the_configured_token():
     from support import ServerThread, free_port
+    from vaurien.proxy_config import ServerConfig
     from vaurien.serving import start_services
-    from vaurien.settings import ServerConfig
 
     port = free_port()
     settings = {"http": True, "http_host": "127.0.0.1", "http_port": port, "http_token": TOKEN}

@@ -1040,7 +1040,7 @@ def test_named_proxies_ini():
 
 def test_toxiproxy_json_startup_file(tmp_path, redis_server):
     from support import ServerThread
-    from vaurien.settings import ServerConfig
+    from vaurien.proxy_config import ServerConfig
     from vaurien.toxiproxy_api import load_startup_file
 
     entries = json.loads((EXAMPLES_DIR / "toxiproxy.json").read_text())

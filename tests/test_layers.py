@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vaurien.behaviors.*", "vaurien.protocols.*"),  # the built-in plugins
     ("vaurien.handlers",),  # Vaurien 1.x handlers, registered as behaviors
     ("vaurien.settings",),
+    ("vaurien.proxy_config",),
     ("vaurien.config",),
     ("vaurien.tls",),
     ("vaurien.session",),

@@ -12,7 +12,7 @@ from support import ServerThread, recv_exactly, wait_until
 from vaurien.api import ControlServer
 from vaurien.cli import main, parse_config, parse_server_config
 from vaurien.network import Address
-from vaurien.settings import ServerConfig, derive_seed
+from vaurien.proxy_config import ServerConfig, derive_seed
 
 
 def write(tmp_path, text):

@@ -9,7 +9,8 @@ import pytest
 from vaurien.cli import main, parse_config
 from vaurien.errors import ConfigError
 from vaurien.network import Address
-from vaurien.settings import SETTINGS, SETTINGS_BY_NAME, ProxyConfig
+from vaurien.proxy_config import ProxyConfig
+from vaurien.settings import SETTINGS, SETTINGS_BY_NAME
 
 LIVE_CONTROL = [s for s in SETTINGS if s.name.startswith("http") or s.section == "statsd"]
 OTHER_VALUES = {

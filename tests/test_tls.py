@@ -23,7 +23,7 @@ from protocol_support import read_responses
 from support import recv_exactly, wait_until
 from vaurien.errors import ConfigError
 from vaurien.proxy import Proxy
-from vaurien.settings import ProxyConfig
+from vaurien.proxy_config import ProxyConfig
 from vaurien.tls import self_signed, sha256_fingerprint
 
 ROOT = Path(__file__).parent.parent

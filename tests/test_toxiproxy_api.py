@@ -20,7 +20,7 @@ from toxiproxy import Toxiproxy
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
 from support import ServerThread, free_port, recv_exactly, wait_until
-from vaurien.settings import ServerConfig
+from vaurien.proxy_config import ServerConfig
 from vaurien.toxiproxy_api import TOXIPROXY_VERSION, ToxiproxyServer
 
 

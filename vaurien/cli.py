@@ -21,11 +21,12 @@ from vaurien.errors import ConfigError, OptionError, VaurienError
 from vaurien.mix import read_spec
 from vaurien.options import Option
 from vaurien.protocols import Protocol
+from vaurien.proxy_config import ProxyConfig, ServerConfig
 from vaurien.registry import Registry
 from vaurien.rules import Rule
 from vaurien.server import Server
 from vaurien.serving import serve_until_signal
-from vaurien.settings import SETTINGS, ProxyConfig, ServerConfig, Setting, logging_level
+from vaurien.settings import SETTINGS, Setting, logging_level
 
 log = logging.getLogger(__name__)
 

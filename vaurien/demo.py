@@ -11,9 +11,9 @@ from typing import Any
 from gevent.pywsgi import WSGIServer
 
 from vaurien.network import Address
+from vaurien.proxy_config import ProxyConfig
 from vaurien.server import Server
 from vaurien.serving import serve_until_signal
-from vaurien.settings import ProxyConfig
 
 log = logging.getLogger(__name__)
 

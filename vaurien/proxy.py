@@ -36,8 +36,8 @@ from vaurien.network import (
     open_fds,
 )
 from vaurien.plan import Chaos, Plan
+from vaurien.proxy_config import ProxyConfig
 from vaurien.session import Session
-from vaurien.settings import ProxyConfig
 from vaurien.tls import TLSSetup
 from vaurien.toxics import ProxyToxics, Toxic
 

@@ -18,7 +18,7 @@ from gevent.lock import Semaphore
 
 from vaurien.errors import VaurienError
 from vaurien.proxy import Proxy
-from vaurien.settings import ProxyConfig, ServerConfig
+from vaurien.proxy_config import ProxyConfig, ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class Server:
     """The proxies of one process, by name, in the order they were made.
 
-    ``config`` says what the process starts with (:class:`~vaurien.settings.ServerConfig`);
+    ``config`` says what the process starts with (:class:`~vaurien.proxy_config.ServerConfig`);
     :meth:`start` starts those proxies, :meth:`add` and :meth:`remove` change the set later.
     """
 

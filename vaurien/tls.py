@@ -28,7 +28,7 @@ import gevent
 
 from vaurien.endpoint import _READ, EOF, Endpoint
 from vaurien.errors import ConfigError
-from vaurien.settings import ProxyConfig
+from vaurien.proxy_config import ProxyConfig
 
 log = logging.getLogger(__name__)
 

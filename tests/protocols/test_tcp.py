@@ -12,7 +12,7 @@ def set_protocol_options(**options):
 
 
 def test_buffer_bounds_the_data_of_one_event(echo_backend, start_proxy):
-    from vaurien.settings import ProxyConfig
+    from vaurien.proxy_config import ProxyConfig
 
     config = ProxyConfig(
         backend=echo_backend.address, proxy="127.0.0.1:0", **set_protocol_options(buffer=1000)
@@ -28,7 +28,7 @@ def test_buffer_bounds_the_data_of_one_event(echo_backend, start_proxy):
 
 @pytest.mark.parametrize("keepalive", [True, False])
 def test_tcp_keepalive_sets_keepalive_probes_on_both_sockets(echo_backend, keepalive):
-    from vaurien.settings import ProxyConfig
+    from vaurien.proxy_config import ProxyConfig
 
     config = ProxyConfig(backend=echo_backend.address, proxy="127.0.0.1:0", tcp_keepalive=keepalive)
     with ProxyThread(config) as proxy, proxy.connect() as client:
@@ -46,7 +46,7 @@ def test_tcp_keepalive_sets_keepalive_probes_on_both_sockets(echo_backend, keepa
 
 
 def test_reuse_socket_lets_two_proxies_share_a_port(echo_backend):
-    from vaurien.settings import ProxyConfig
+    from vaurien.proxy_config import ProxyConfig
 
     def config(port):
         return ProxyConfig(

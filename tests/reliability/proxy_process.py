@@ -23,8 +23,8 @@ from gevent.server import StreamServer
 
 from vaurien.endpoint import Endpoint
 from vaurien.proxy import Proxy
+from vaurien.proxy_config import ProxyConfig
 from vaurien.session import Session
-from vaurien.settings import ProxyConfig
 
 
 def _objects() -> dict[str, int]:

@@ -1041,7 +1041,7 @@ def test_named_proxies_ini():
 def test_toxiproxy_json_startup_file(tmp_path, redis_server):
     from support import ServerThread
     from vaurien.proxy_config import ServerConfig
-    from vaurien.toxiproxy_api import load_startup_file
+    from vaurien.toxiproxy_proxies import load_startup_file
 
     entries = json.loads((EXAMPLES_DIR / "toxiproxy.json").read_text())
     assert [entry["name"] for entry in entries] == ["redis", "search"]

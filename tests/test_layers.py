@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vaurien.metrics",),
     ("vaurien.dashboard",),
     ("vaurien.api",),
+    ("vaurien.toxiproxy_proxies",),
     ("vaurien.toxiproxy_api",),
     ("vaurien.serving",),
     ("vaurien.demo",),

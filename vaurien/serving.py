@@ -55,7 +55,7 @@ def start_services(server: Server) -> list[Any]:
             control = ControlServer(server, config.http_host, config.http_port, config.http_token)
             services.append(control.start())
         if config.toxiproxy_config:
-            from vaurien.toxiproxy_api import load_startup_file
+            from vaurien.toxiproxy_proxies import load_startup_file
 
             load_startup_file(server, config.toxiproxy_config)
         if config.toxiproxy_api:

@@ -254,8 +254,8 @@ class Session:
         gets the dummy in its place (:meth:`Mix.for_event <vaurien.mix.Mix.for_event>`);
         without it, the pick itself (a protocol picking for a request, whose ``to_client``
         behavior acts on the answer). While a dashboard watches, a pick of any behavior but the
-        dummy is noted in the proxy's ``fault_log``, with ``fields`` (a protocol then passes
-        them even without rules on them, so that the feed names the request).
+        dummy is noted in the proxy's ``fault_log``, with ``fields`` (see
+        :meth:`names_requests`).
         """
         plan = self.proxy.plan
         if self._per_connection:
@@ -288,6 +288,11 @@ class Session:
         if view is None or view.key is not plan.rules:
             view = self.proxy.chaos.view(self, plan)
         return view.wants_fields
+
+    def names_requests(self) -> bool:
+        """Whether a dashboard watches the faults: a protocol then passes a request's fields to
+        :meth:`pick` even when no rule decides on them, so that the feed names the request."""
+        return self.proxy.fault_log is not None
 
     def passes_everything(self) -> bool:
         """Whether every pick would be the dummy now (no chaos): a protocol may then frame a

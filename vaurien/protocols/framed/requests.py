@@ -101,7 +101,7 @@ class RequestSide(Relay):
                         if fields is None:
                             awaiting = True  # its head is not all here: wait for the rest
                             break
-                    elif session.proxy.fault_log is not None:
+                    elif session.names_requests():
                         # A dashboard watches: its fault feed names the request when its head
                         # is here (the rules, on no field, decide the same with fields or not).
                         fields = (

@@ -221,7 +221,7 @@ class Connection:
     def _on_request(self, stream: Stream) -> None:
         session = self.session
         fields = None
-        if session.wants_fields() or session.proxy.fault_log is not None:
+        if session.wants_fields() or session.names_requests():
             fields = StreamFields(stream.request.head)  # a dashboard's fault feed names it
         behavior = session.pick(fields=fields)
         stream.behavior = behavior

@@ -182,7 +182,10 @@ def test_faults_are_the_picks_of_every_behavior_but_dummy(api, streams):
     faults = sample["faults"]
     assert {fault["behavior"] for fault in faults} == {"error"}
     assert all(fault["proxy"] == "default" and fault["count"] > 0 for fault in faults)
-    assert abs(faults[0]["time"] - sample["time"]) < 0.01
+    # Each one noted with its session (an earlier one may still read its end: a pick too);
+    # tcp names no request.
+    assert all(fault["request"] is None and fault["session"] >= 1 for fault in faults)
+    assert all(sample["time"] - 10 < fault["time"] <= sample["time"] for fault in faults)
     seen = list(faults)
     while sum(fault["count"] for fault in seen) < api.proxy.applied["error"]:
         seen += stream.sample()["faults"]
@@ -196,8 +199,10 @@ def test_faults_are_the_picks_of_every_behavior_but_dummy(api, streams):
 def test_a_closed_stream_is_released_and_nothing_runs_when_nobody_watches(api, streams):
     watch = watch_of(api)
     assert not api.thread.call(lambda: watch.running)
+    assert api.proxy.fault_log is None  # no pick is noted
     first, second = streams(), streams()
     second.sample_where(lambda s: s["watchers"] == 2)
+    assert api.proxy.fault_log is not None
     first.close()  # a tab closed
     second.sample_where(lambda s: s["watchers"] == 1, timeout=10)
     second.close()
@@ -206,6 +211,103 @@ def test_a_closed_stream_is_released_and_nothing_runs_when_nobody_watches(api, s
         timeout=10,
         what="the last stream released and the sampler stopped",
     )
+    assert api.proxy.fault_log is None
+
+
+@pytest.fixture
+def http_api(http_server, start_proxy):
+    controlled = ControlledProxy(start_proxy(http_server.address, protocol="http"))
+    yield controlled
+    controlled.stop()
+
+
+def http_get(controlled, path: str) -> int:
+    """The status of one GET through the proxy, on a connection of its own."""
+    host, port = controlled.thread.address
+    url = f"http://{host}:{port}{path}"
+    return requests.get(url, timeout=10, headers={"Connection": "close"}).status_code
+
+
+def test_a_sample_shows_the_rules_with_their_picks_and_the_scenarios_step(http_api):
+    stream = EventStream(http_api.port)
+    try:
+        [proxy] = stream.sample()["proxies"]
+        assert proxy["rules"] == []
+        assert proxy["scenario"] == {"scenario": None}
+        rules = {"rules": ["broken: path=/broken => 100:error", "method=DELETE => 50:delay"]}
+        assert requests.put(http_api.url + "/rules", json=rules, timeout=10).ok
+        scenario = {"scenario": "3req 100:dummy; 100:error"}
+        assert requests.put(http_api.url + "/scenario", json=scenario, timeout=10).ok
+        assert [http_get(http_api, "/broken") >= 500 for _ in range(2)] == [True, True]
+        assert [http_get(http_api, "/") for _ in range(3)] == [200, 200, 200]
+        assert http_get(http_api, "/") >= 500  # the scenario's second step
+        sample = stream.sample_where(lambda s: s["proxies"][0]["stats"]["steps"].get("2"))
+        [proxy] = sample["proxies"]
+        shown = requests.get(http_api.url + "/rules", timeout=10).json()["rules"]
+        assert proxy["rules"] == [
+            {**shown[0], "picks": 2},
+            {**shown[1], "picks": 0},
+        ]
+        assert [rule["name"] for rule in proxy["rules"]] == ["broken", "rule2"]
+        assert proxy["stats"]["rules"] == {"broken": 2}
+        assert proxy["stats"]["steps"] == {"1": 3, "2": 1}
+        assert proxy["scenario"] == requests.get(http_api.url + "/scenario", timeout=10).json()
+        assert proxy["scenario"]["step"] == 2 and proxy["scenario"]["steps"] == 2
+        assert proxy["scenario"]["scenario"] == "3req 100:dummy; 100:error"
+        # The feed names each request a fault hit, and its session.
+        faults = list(sample["faults"])
+        while sum(fault["count"] for fault in faults) < 3:
+            faults += stream.sample()["faults"]
+        assert [(f["behavior"], f["request"], f["session"]) for f in faults] == [
+            ("error", "GET /broken", 1),
+            ("error", "GET /broken", 2),
+            ("error", "GET /", 6),
+        ]
+    finally:
+        stream.close()
+
+
+def test_the_feed_names_a_bounded_number_of_faults_and_counts_the_others(http_api, monkeypatch):
+    monkeypatch.setattr(dashboard, "NAMED", 3)
+    monkeypatch.setattr(dashboard, "FIELD_TEXT", 12)
+    stream = EventStream(http_api.port)
+    try:
+        stream.sample()
+        http_api.client().set_behavior("error")
+        picks = http_api.proxy.applied["error"]
+        statuses = [http_get(http_api, "/a/path/longer/than/twelve") for _ in range(6)]
+        assert all(status >= 500 for status in statuses)
+        faults = []
+        while sum(fault["count"] for fault in faults) < 6:
+            faults += stream.sample()["faults"]
+        assert http_api.proxy.applied["error"] - picks == 6
+        named = [fault for fault in faults if fault["session"] is not None]
+        counted = [fault for fault in faults if fault["session"] is None]
+        assert 3 <= len(named) <= 6 and all(fault["count"] == 1 for fault in named)
+        assert {fault["request"] for fault in named} == {"GET /a/path/lon…"}
+        assert sum(fault["count"] for fault in counted) == 6 - len(named)
+        assert all(fault["request"] is None for fault in counted)
+    finally:
+        stream.close()
+
+
+def test_request_text_joins_the_naming_fields_and_cuts_long_ones():
+    names = ("command", "key")
+    assert dashboard.request_text(names, None) is None
+    assert dashboard.request_text(names, {}) is None
+    assert dashboard.request_text(names, {"command": "GET", "key": "user:1"}) == "GET user:1"
+    assert dashboard.request_text(names, {"command": "PING"}) == "PING"
+    long = "k" * (dashboard.FIELD_TEXT + 5)
+    assert dashboard.request_text(("key",), {"key": long}) == long[: dashboard.FIELD_TEXT - 1] + "…"
+
+
+def test_every_protocol_names_requests_with_fields_it_declares():
+    from vaurien.protocols import Protocol
+
+    for name in Protocol.names():
+        protocol = Protocol.get(name)
+        assert set(protocol.request_name) <= set(protocol.rule_fields), name
+        assert bool(protocol.request_name) == bool(protocol.rule_fields), name
 
 
 def test_a_later_dashboard_gets_the_charts_history(api, streams):
@@ -254,3 +356,12 @@ def test_the_page_and_its_files_are_served_from_the_package(api):
     assert "http://" not in page.text and "https://" not in page.text
     assert requests.get(api.url + "/dashboard/nothing.js", timeout=10).status_code == 404
     assert requests.put(api.url + "/", data="{}", timeout=10).status_code == 405
+
+
+def test_the_docs_show_the_screenshot_the_browser_test_writes():
+    from test_dashboard_browser import SCREENSHOT
+
+    docs = SCREENSHOT.parent.parent
+    page = (docs / "dashboard.rst").read_text(encoding="utf-8")
+    assert f".. image:: {SCREENSHOT.relative_to(docs).as_posix()}\n" in page
+    assert SCREENSHOT.read_bytes().startswith(b"\x89PNG")

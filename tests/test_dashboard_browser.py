@@ -30,10 +30,12 @@ CARD = 'section.proxy[data-proxy="default"]'
 
 try:
     from selenium import webdriver
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 except ImportError:  # the browser fixture says so: a skip, or a failure under CI
     webdriver = By = Keys = None
+    NoSuchElementException = StaleElementReferenceException = None
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +76,10 @@ class Site:
         host, port = self.thread.address
         self.target = f"http://{host}:{port}/"
 
-    def get(self) -> requests.Response:
+    def get(self, path: str = "/") -> requests.Response:
         """One request through the proxy, on a connection of its own."""
-        return requests.get(self.target, timeout=10, headers={"Connection": "close"})
+        url = self.target + path.lstrip("/")
+        return requests.get(url, timeout=10, headers={"Connection": "close"})
 
     def stop(self) -> None:
         self.controlled.stop()
@@ -94,6 +97,7 @@ def site(http_server):
 def page(browser, site):
     """The dashboard, loaded afresh and live, in front of a proxy with no chaos."""
     site.controlled.client().set_behavior("dummy")
+    site.controlled.client().clear_rules()
     if not site.proxy.enabled:
         site.controlled.client().set_enabled(True)
     browser.get(site.url + "/")
@@ -154,6 +158,19 @@ def figure(browser, name: str) -> str:
 
 def shown_spec(browser) -> str:
     return card(browser).find_element(By.CSS_SELECTOR, ".spec").text
+
+
+def cells(box, row: str) -> list[str] | None:
+    """The texts of the cells of ``row`` (a selector) in ``box``; None while it is not there."""
+    try:
+        found = box.find_element(By.CSS_SELECTOR, row)
+        return [cell.text for cell in found.find_elements(By.TAG_NAME, "td")]
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
+
+
+def scenario_box(browser):
+    return card(browser).find_element(By.CSS_SELECTOR, ".scenario")
 
 
 def option_field(browser, field: str):
@@ -274,6 +291,39 @@ def test_disable_and_enable(page, site):
     toggle.click()
     wait_until(lambda: state.text == "enabled", what="the page showing the proxy enabled")
     assert site.get().status_code == 200
+
+
+def test_rules_the_scenarios_step_and_the_faults_requests_are_shown(page, site):
+    client = site.controlled.client()
+    rules, scenario = card(page).find_element(By.CSS_SELECTOR, ".rules"), scenario_box(page)
+    assert not rules.is_displayed() and not scenario.is_displayed()  # none: nothing shown
+    client.set_rules(["broken: path=/broken => 100:error"])
+    client.set_scenario("2req 100:dummy; 1000req 100:error")
+    assert [site.get("/broken").status_code >= 500 for _ in range(2)] == [True, True]
+    assert [site.get().status_code for _ in range(2)] == [200, 200]
+    assert site.get().status_code >= 500  # the scenario's second step
+    # The tables are made again at each sample: each look reads them afresh.
+    wait_until(
+        lambda: cells(rules, 'tr[data-rule="broken"]') == ["path=/broken", "error", "2"],
+        what="the rule and its 2 picks",
+    )
+    state = scenario.find_element(By.CSS_SELECTOR, ".scenario-state")
+    wait_until(lambda: state.text == "step 2 of 2, 999 req left", what="the step in force")
+    assert cells(scenario, "tr.current") == ["1000req 100:error", "1"]
+    assert cells(scenario, 'tr[data-step="1"]') == ["2req 100:dummy", "2"]
+    # The feed names the requests the faults hit, and their sessions.
+    feed = page.find_element(By.ID, "faults")
+    wait_until(lambda: len(feed.find_elements(By.CSS_SELECTOR, "li")) >= 3)
+    lines = [line.text for line in feed.find_elements(By.CSS_SELECTOR, "li")[:3]]
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        f"error on GET /, session {site.proxy.total_sessions} · default",
+        f"error on GET /broken, session {site.proxy.total_sessions - 3} · default",
+        f"error on GET /broken, session {site.proxy.total_sessions - 4} · default",
+    ]
+    card(page).find_element(By.CSS_SELECTOR, ".reset").click()  # no chaos: rules too
+    wait_until(lambda: not rules.is_displayed() and not scenario.is_displayed())
+    assert site.proxy.chaos.rules() == [] and site.proxy.chaos.scenario() == {"scenario": None}
+    assert site.get("/broken").status_code < 500
 
 
 def test_a_page_left_lets_its_stream_go(page, site):

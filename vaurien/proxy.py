@@ -84,6 +84,10 @@ class Proxy:
         # that connects (the first lookup of the backend's name, TLS).
         self._connecting: set[Any] = set()
         self.applied: collections.Counter[str] = collections.Counter()
+        #: While a dashboard watches (vaurien.dashboard), where each pick of a behavior but the
+        #: dummy is noted, ``(time, behavior, session number, the request's fields or None)``,
+        #: for its fault feed; None otherwise, and nothing is noted.
+        self.fault_log: collections.deque[tuple[float, str, int, Any]] | None = None
         self.events: collections.Counter[str] = collections.Counter()  # by direction
         self.total_sessions = 0
         self.refused_connections = 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,6 +56,8 @@ class Session:
             protocol.setup_socket(sock, role)
         self.proxy = proxy
         self.peer = PeerName(client_address)
+        #: The session's number on its proxy, from 1 (what the dashboard's fault feed names).
+        self.number = proxy.total_sessions + 1
         if proxy.tls is None:
             self.client = Endpoint(client_sock, "client", self)
             self.backend = Endpoint(backend_sock, "backend", self, backend_watcher)
@@ -250,7 +253,9 @@ class Session:
         ``to_backend``, the event's direction, a behavior whose ``direction`` is the other one
         gets the dummy in its place (:meth:`Mix.for_event <vaurien.mix.Mix.for_event>`);
         without it, the pick itself (a protocol picking for a request, whose ``to_client``
-        behavior acts on the answer).
+        behavior acts on the answer). While a dashboard watches, a pick of any behavior but the
+        dummy is noted in the proxy's ``fault_log``, with ``fields`` (see
+        :meth:`names_requests`).
         """
         plan = self.proxy.plan
         if self._per_connection:
@@ -263,6 +268,9 @@ class Session:
         if to_backend is not None:
             behavior = mix.for_event(to_backend, behavior)
         self.proxy.applied[behavior.name] += 1
+        fault_log = self.proxy.fault_log
+        if fault_log is not None and behavior is not mix.dummy:
+            fault_log.append((time.time(), behavior.name, self.number, fields))
         return behavior
 
     def _pick_for_connection(self, plan: Any, fields: Mapping[str, str] | None) -> None:
@@ -280,6 +288,11 @@ class Session:
         if view is None or view.key is not plan.rules:
             view = self.proxy.chaos.view(self, plan)
         return view.wants_fields
+
+    def names_requests(self) -> bool:
+        """Whether a dashboard watches the faults: a protocol then passes a request's fields to
+        :meth:`pick` even when no rule decides on them, so that the feed names the request."""
+        return self.proxy.fault_log is not None
 
     def passes_everything(self) -> bool:
         """Whether every pick would be the dummy now (no chaos): a protocol may then frame a

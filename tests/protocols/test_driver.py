@@ -153,6 +153,7 @@ class Harness:
             passes_everything=lambda: not self.picks and not fields,
             count_picks=lambda count: None,
             wants_fields=lambda: fields,
+            names_requests=lambda: False,
         )
         self.session.client = CountingEndpoint(client_side, "client", self.session)
         self.session.backend = CountingEndpoint(backend_side, "backend", self.session)

@@ -21,10 +21,18 @@ A stream's first event, ``history``, holds what was kept; then one ``sample`` ev
 
 A PROXY is what ``GET /proxies/NAME`` shows (name, addresses, protocol, behavior, enabled),
 plus ``mix`` (``[[percent, "delay"], ...]``, chains as ``"delay+bandwidth"``), ``options`` (the
-option values of each behavior of the mix), ``stats`` (``GET /proxies/NAME/stats``, which holds
-the picks per rule or per scenario step when the proxy has them) and ``rates`` (bytes and events
-per second each way since the previous sample, None for the first). A FAULT is ``{"id",
-"time", "proxy", "behavior", "count"}``.
+option values of each behavior of the mix), ``stats`` (``GET /proxies/NAME/stats``), ``rules``
+(``GET /proxies/NAME/rules``, each rule with its ``picks``), ``scenario``
+(``GET /proxies/NAME/scenario``) and ``rates`` (bytes and events per second each way since the
+previous sample, None for the first).
+
+A FAULT is ``{"id", "time", "proxy", "behavior", "count", "request", "session"}``. While a
+stream is open, each proxy notes its picks of every behavior but ``dummy``
+(``proxy.fault_log``): a FAULT is one of them, ``count`` 1, with the number of its session and
+the request it hit as its protocol names it (``"GET /api/x"``; None where the protocol names
+none). At most :data:`NAMED` of them are kept per proxy and sample; the picks beyond are one
+FAULT per behavior, with their ``count`` and no ``request`` nor ``session``. The counts add up
+to the picks since the previous sample.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import collections
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import resources
 from typing import Any
 
@@ -48,6 +56,10 @@ INTERVAL = 1.0
 HISTORY = 300
 #: Faults kept for the feed.
 FAULTS = 200
+#: Faults noted one by one, per proxy and sample; the others are counted.
+NAMED = 20
+#: The most characters of a field a fault shows of its request.
+FIELD_TEXT = 60
 #: Streams open at once; more are refused with a 503.
 MAX_WATCHERS = 256
 #: The counters whose rates are charted, in the order of a history point.
@@ -144,6 +156,8 @@ class Watch:
                 gevent.sleep(due - time.monotonic())
         finally:
             self._sampler = None
+            for proxy in list(self.server.proxies.values()):
+                proxy.fault_log = None  # nobody watches: nothing is noted
 
     def sample(self) -> dict[str, Any]:
         """Read every proxy's counters now: the ``data`` of one ``sample`` event. Keeps its
@@ -152,12 +166,19 @@ class Watch:
         proxies, points, faults = [], {}, []
         previous, self._previous = self._previous, {}
         for proxy in list(self.server.proxies.values()):
+            # The picks noted since the last sample, read with the counters, in one step.
+            noted, proxy.fault_log = proxy.fault_log, collections.deque(maxlen=NAMED)
             stats = proxy.stats()
             mix = proxy.mix
+            chaos = proxy.chaos
             shown = self.describe(proxy)
             shown["mix"] = [[percent, "+".join(names)] for percent, names in mix.spec.entries]
             shown["options"] = {name: dict(mix.behaviors[name].settings) for name in mix.spec.names}
             shown["stats"] = stats
+            shown["rules"] = [
+                {**rule, "picks": stats["rules"].get(rule["name"], 0)} for rule in chaos.rules()
+            ]
+            shown["scenario"] = chaos.scenario()
             shown["rates"] = None
             before = previous.get(proxy.name)
             if before is not None and now > before[0]:
@@ -165,37 +186,82 @@ class Watch:
                 rates = [max(0.0, (stats[key] - before[1][key]) / elapsed) for key in RATES]
                 shown["rates"] = dict(zip(RATES, rates, strict=True))
                 points[proxy.name] = rates
-                faults += self._faults(wall, proxy, before[1]["behaviors"], stats["behaviors"])
+                faults += self._faults(
+                    wall, proxy, before[1]["behaviors"], stats["behaviors"], noted or ()
+                )
             self._previous[proxy.name] = (now, stats)
             proxies.append(shown)
         self.history.append((wall, points))
         return {"time": wall, "watchers": self.watchers, "proxies": proxies, "faults": faults}
 
     def _faults(
-        self, wall: float, proxy: Any, before: dict[str, int], now: dict[str, int]
+        self,
+        wall: float,
+        proxy: Any,
+        before: dict[str, int],
+        now: dict[str, int],
+        noted: Iterable[tuple[float, str, int, Any]],
     ) -> list[dict[str, Any]]:
-        dummy = proxy.mix.dummy.name
-        found = []
-        for behavior, count in now.items():
-            added = count - before.get(behavior, 0)
-            if added > 0 and behavior != dummy:
-                self._fault_id += 1
-                fault = {
-                    "id": self._fault_id,
-                    "time": wall,
-                    "proxy": proxy.name,
-                    "behavior": behavior,
-                    "count": added,
-                }
-                self.faults.append(fault)
-                found.append(fault)
+        added = {
+            behavior: count - before.get(behavior, 0)
+            for behavior, count in now.items()
+            if count > before.get(behavior, 0) and behavior != proxy.mix.dummy.name
+        }
+        named = [each for each in noted if each[1] in added]
+        unnamed = dict(added)
+        for _, behavior, _, _ in named:
+            unnamed[behavior] -= 1
+        found = [
+            self._fault(wall, proxy.name, behavior, count, None, None)
+            for behavior, count in unnamed.items()
+            if count > 0
+        ]
+        for when, behavior, session, fields in named:
+            request = request_text(proxy.protocol.request_name, fields)
+            found.append(self._fault(when, proxy.name, behavior, 1, request, session))
         return found
+
+    def _fault(
+        self,
+        when: float,
+        proxy: str,
+        behavior: str,
+        count: int,
+        request: str | None,
+        session: int | None,
+    ) -> dict[str, Any]:
+        self._fault_id += 1
+        fault = {
+            "id": self._fault_id,
+            "time": when,
+            "proxy": proxy,
+            "behavior": behavior,
+            "count": count,
+            "request": request,
+            "session": session,
+        }
+        self.faults.append(fault)
+        return fault
 
     def publish(self, sample: dict[str, Any]) -> None:
         """Hand ``sample`` to every open stream."""
         self._latest = b"event: sample\ndata: " + _encode(sample) + b"\n\n"
         published, self._published = self._published, gevent.event.Event()
         published.set()
+
+
+def request_text(names: Iterable[str], fields: Mapping[str, str] | None) -> str | None:
+    """What a fault shows of its request: the values of the fields ``names`` (a protocol's
+    ``request_name``) that ``fields`` holds, each cut to :data:`FIELD_TEXT` characters; None
+    when it holds none of them."""
+    if fields is None:
+        return None
+    shown = []
+    for name in names:
+        value = fields.get(name)
+        if value:
+            shown.append(value if len(value) <= FIELD_TEXT else value[: FIELD_TEXT - 1] + "…")
+    return " ".join(shown) or None
 
 
 def _encode(value: Any) -> bytes:

@@ -61,6 +61,9 @@ class BaseProtocol:
     #: protocol that declares fields says what each request holds: the framed driver asks
     #: ``peek``, a protocol that picks itself passes them to ``session.pick``.
     rule_fields: dict[str, Field] = {}
+    #: The fields of :attr:`rule_fields` that name a request in the dashboard's fault feed, in
+    #: this order (``("method", "path")``: "GET /api/x"); empty: requests go unnamed.
+    request_name: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.settings: dict[str, Any] = {}

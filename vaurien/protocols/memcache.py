@@ -306,6 +306,7 @@ class Memcache(FramedProtocol):
         "command": Field("The command's name: get, set, delete, mg ...", ignore_case=True),
         "key": Field("The command's first key"),
     }
+    request_name = ("command", "key")
 
     def request_framer(self) -> CommandFramer:
         return CommandFramer()

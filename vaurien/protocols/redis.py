@@ -468,6 +468,7 @@ class Redis(FramedProtocol):
             "the subcommand)"
         ),
     }
+    request_name = ("command", "key")
 
     def request_framer(self) -> CommandFramer:
         return CommandFramer()

@@ -259,6 +259,7 @@ class SMTP(FramedProtocol):
             ignore_case=True,
         ),
     }
+    request_name = ("command",)
 
     def request_framer(self) -> CommandFramer:
         return CommandFramer()

@@ -7,7 +7,6 @@
 const HISTORY_SECONDS = 300; // the most the charts show
 const SHORTEST_CHART = 30; // seconds: a chart with less history is stretched to this
 const FEED_LENGTH = 50; // faults listed
-const COUNT_TITLES = { rules: "Picks per rule", steps: "Picks per scenario step" };
 
 const state = {
   token: sessionStorage.getItem("vaurien-token"),
@@ -160,9 +159,7 @@ class Card {
     one(this.root, ".toggle").addEventListener("click", () =>
       this.change("enabled", { enabled: !this.last.enabled }),
     );
-    one(this.root, ".reset").addEventListener("click", () =>
-      this.change("behavior", { name: "dummy" }),
-    );
+    one(this.root, ".reset").addEventListener("click", () => this.reset());
     this.dummyRow = this.makeRow("dummy", true);
     this.loadTables();
   }
@@ -340,14 +337,22 @@ class Card {
 
   // Changes, and what the API answers.
 
-  async change(route, body) {
+  async change(route, body, method = "PUT") {
     this.clearErrors();
     try {
-      await api("PUT", `${this.path}${route}`, body);
+      await api(method, `${this.path}${route}`, body);
+      return true;
     } catch (error) {
       if (!(error instanceof RefusedError)) throw error;
       this.showError(error.field, error.message);
+      return false;
     }
+  }
+
+  async reset() {
+    // No chaos: the dummy for every event (a running scenario ends with it), and no rules.
+    const done = await this.change("behavior", { name: "dummy" });
+    if (done && this.last.rules.length) await this.change("rules", undefined, "DELETE");
   }
 
   clearErrors() {
@@ -395,7 +400,8 @@ class Card {
       this.inForce = inForce;
       this.sync(proxy);
     }
-    this.showCounts(stats);
+    this.showRules(proxy.rules);
+    this.showScenario(proxy.scenario, stats.steps);
     this.draw();
   }
 
@@ -424,30 +430,50 @@ class Card {
     }
   }
 
-  showCounts(stats) {
-    // Where rules and scenarios exist, their picks are in the stats: one table each.
-    const box = one(this.root, ".counts");
-    const sections = Object.entries(stats).filter(
-      ([key, value]) =>
-        key !== "behaviors" && value !== null && typeof value === "object" && !Array.isArray(value),
-    );
-    const shown = JSON.stringify(sections);
-    if (shown === box.dataset.shown) return;
-    box.dataset.shown = shown;
-    box.replaceChildren();
-    for (const [key, counts] of sections) {
-      box.append(element("h3", {}, COUNT_TITLES[key] || key));
-      const entries = Object.entries(counts);
-      if (!entries.length) {
-        box.append(element("p", { className: "muted" }, "none"));
-        continue;
-      }
-      const body = element("tbody");
-      for (const [name, count] of entries) {
-        body.append(element("tr", {}, element("th", {}, name), element("td", {}, String(count))));
-      }
-      box.append(element("table", { className: "count-table" }, body));
-    }
+  showRules(rules) {
+    // Where the proxy has rules: each, in order, and how many picks it supplied.
+    const box = one(this.root, ".rules");
+    box.hidden = !rules.length;
+    const rows = rules.map((rule) => {
+      const row = element(
+        "tr",
+        {},
+        element("th", { scope: "row" }, rule.name),
+        element("td", {}, rule.match || "(every request)"),
+        element("td", {}, rule.behavior),
+        element("td", {}, formatCount(rule.picks)),
+      );
+      row.dataset.rule = rule.name;
+      return row;
+    });
+    one(box, "tbody").replaceChildren(...rows);
+  }
+
+  showScenario(scenario, picks) {
+    // Where a scenario runs: its steps, the one in force, what is left of it.
+    const box = one(this.root, ".scenario");
+    box.hidden = !scenario.scenario;
+    if (box.hidden) return;
+    const left =
+      scenario.left === null ? "" : `, ${formatCount(scenario.left)} ${scenario.unit} left`;
+    const pass = scenario.repeat ? `, pass ${scenario.loop}` : "";
+    one(box, ".scenario-state").textContent = scenario.done
+      ? "done: its last step stays in force"
+      : `step ${scenario.step} of ${scenario.steps}${left}${pass}`;
+    const texts = scenario.scenario.split("; ").slice(0, scenario.steps);
+    const rows = texts.map((text, index) => {
+      const number = String(index + 1);
+      const row = element(
+        "tr",
+        { className: index + 1 === scenario.step ? "current" : "" },
+        element("th", { scope: "row" }, number),
+        element("td", {}, text),
+        element("td", {}, formatCount(picks[number] || 0)),
+      );
+      row.dataset.step = number;
+      return row;
+    });
+    one(box, "tbody").replaceChildren(...rows);
   }
 
   draw() {
@@ -472,22 +498,34 @@ class Card {
 
 // -- the stream ---------------------------------------------------------------------------
 
+function faultItem(fault) {
+  // "12:03:04 error on GET /api/x, session 42 · default", or a count of the picks not named.
+  const what = [];
+  if (fault.session === null) {
+    what.push(` ×${fault.count}`);
+  } else {
+    what.push(" on ");
+    if (fault.request !== null) what.push(element("code", {}, fault.request), ", ");
+    what.push(`session ${fault.session}`);
+  }
+  return element(
+    "li",
+    {},
+    element("time", {}, formatTime(fault.time)),
+    " ",
+    element("strong", {}, fault.behavior),
+    ...what,
+    " ",
+    element("span", { className: "muted" }, `· ${fault.proxy}`),
+  );
+}
+
 function showFaults(faults) {
   const list = document.getElementById("faults");
   for (const fault of faults) {
     if (fault.id <= state.lastFault) continue;
     state.lastFault = fault.id;
-    list.prepend(
-      element(
-        "li",
-        {},
-        element("time", {}, formatTime(fault.time)),
-        " ",
-        element("strong", {}, fault.behavior),
-        ` ×${fault.count} `,
-        element("span", { className: "muted" }, fault.proxy),
-      ),
-    );
+    list.prepend(faultItem(fault));
   }
   while (list.children.length > FEED_LENGTH) list.lastElementChild.remove();
 }

@@ -101,6 +101,12 @@ class RequestSide(Relay):
                         if fields is None:
                             awaiting = True  # its head is not all here: wait for the rest
                             break
+                    elif session.names_requests():
+                        # A dashboard watches: its fault feed names the request when its head
+                        # is here (the rules, on no field, decide the same with fields or not).
+                        fields = (
+                            head if head is not None else self.peek(flow.state, buf, pos, count)
+                        )
                     # A new request: its pick decides whether it rides along in the batch.
                     behavior = session.pick(fields=fields)
                     hooks = self._hooks_of(behavior)

@@ -76,6 +76,7 @@ class HTTP(FramedProtocol):
         "host": Field("The request's Host header", ignore_case=True),
         "header.NAME": Field("The value of the request's header NAME (header.content-type)"),
     }
+    request_name = ("method", "path")
     peek_limit = MAX_HEAD
     options = {
         "overwrite_host_header": (

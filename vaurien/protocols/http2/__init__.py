@@ -152,6 +152,7 @@ class HTTP2(BaseProtocol):
         "host": Field("The stream's :authority", ignore_case=True),
         "header.NAME": Field("The value of the request's header NAME (header.content-type)"),
     }
+    request_name = ("method", "path")
     event_unit = (
         "One stream: a request and its response, a gRPC call. Frames of the connection itself "
         "(SETTINGS, PING, WINDOW_UPDATE) are relayed or answered and never picked for."

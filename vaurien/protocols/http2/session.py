@@ -220,7 +220,9 @@ class Connection:
 
     def _on_request(self, stream: Stream) -> None:
         session = self.session
-        fields = StreamFields(stream.request.head) if session.wants_fields() else None
+        fields = None
+        if session.wants_fields() or session.names_requests():
+            fields = StreamFields(stream.request.head)  # a dashboard's fault feed names it
         behavior = session.pick(fields=fields)
         stream.behavior = behavior
         hooks = self.protocol.hooks_of(behavior)

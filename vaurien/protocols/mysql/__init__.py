@@ -79,6 +79,7 @@ class MySQL(FramedProtocol):
             ignore_case=True,
         ),
     }
+    request_name = ("command", "sql")
 
     def new_session_state(self, session: Any) -> Conversation:
         return Conversation()

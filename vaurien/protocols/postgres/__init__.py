@@ -123,6 +123,7 @@ class Postgres(FramedProtocol):
             ignore_case=True,
         ),
     }
+    request_name = ("sql",)
 
     def new_session_state(self, session: Any) -> Conversation:
         return Conversation()

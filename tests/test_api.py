@@ -14,7 +14,7 @@ import requests
 
 from control import ControlledProxy, GreetingServer, known_options, option_values
 from support import recv_exactly, wait_until
-from vaurien.api import MAX_BODY, is_exposed, warn_if_exposed
+from vaurien.http_service import MAX_BODY, is_exposed, warn_if_exposed
 
 
 @pytest.fixture
@@ -350,7 +350,7 @@ def test_only_loopback_addresses_are_private(host, exposed):
 
 
 def test_a_non_loopback_address_is_warned_about(caplog):
-    with caplog.at_level(logging.WARNING, logger="vaurien.api"):
+    with caplog.at_level(logging.WARNING, logger="vaurien.http_service"):
         warn_if_exposed("0.0.0.0", 8080)
         warn_if_exposed("127.0.0.1", 8080)
     [record] = caplog.records
@@ -360,9 +360,9 @@ def test_a_non_loopback_address_is_warned_about(caplog):
 
 
 def test_the_loopback_control_api_logs_no_warning(controlled, caplog):
-    with caplog.at_level(logging.INFO, logger="vaurien.api"):
+    with caplog.at_level(logging.INFO, logger="vaurien.http_service"):
         api = controlled()
-    assert [r.levelno for r in caplog.records if r.name == "vaurien.api"] == [logging.INFO]
+    assert [r.levelno for r in caplog.records if r.name == "vaurien.http_service"] == [logging.INFO]
     assert api.url in caplog.records[-1].getMessage()
 
 

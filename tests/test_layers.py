@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vaurien.toxics",),
     ("vaurien.proxy",),
     ("vaurien.server",),
+    ("vaurien.http_service",),
     ("vaurien.metrics",),
     ("vaurien.dashboard",),
     ("vaurien.api",),

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vaurien import __version__
-from vaurien.api import ApiError, HttpService, read_body
+from vaurien.http_service import ApiError, HttpService, read_body
 from vaurien.proxy import Proxy
 from vaurien.server import Server
 from vaurien.toxics import Toxic

@@ -13,8 +13,8 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from vaurien.api import ApiError, parse_json
 from vaurien.errors import ConfigError, VaurienError
+from vaurien.http_service import ApiError, parse_json
 from vaurien.network import Address
 from vaurien.proxy import Proxy
 from vaurien.server import Server

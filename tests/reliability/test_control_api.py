@@ -11,7 +11,7 @@ import pytest
 from harness import VaurienProcess
 
 from support import free_port, wait_until
-from vaurien.api import MAX_BODY
+from vaurien.http_service import MAX_BODY
 
 PIECE = 4096  # bytes sent per step
 STEP = 0.05  # seconds between two pieces

@@ -69,8 +69,21 @@ _args = st.lists(st.binary(max_size=40), min_size=1, max_size=4)
 _names = st.sampled_from([b"GET", b"SET", b"incr", b"CLIENT", b"Subscribe", b"monitor", b"x"])
 
 
+# Pipelines repeat shapes (skim frames a run of one shape in one match): arguments of a few
+# lengths, bytes that look like RESP among them.
+_same_lengths = st.lists(
+    st.sampled_from([b"k", b"\r\n", b"$1\r\n", b"key:1", b"key:2", b"*2\r\n$3\r\n"]),
+    min_size=1,
+    max_size=3,
+)
+_shaped = st.tuples(st.sampled_from([b"GET", b"get", b"SET", b"CLIENT", b"x"]), _same_lengths)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(_names, _args), max_size=12), st.integers(0, 600))
+@given(
+    st.one_of(st.lists(st.tuples(_names, _args), max_size=12), st.lists(_shaped, max_size=24)),
+    st.integers(0, 600),
+)
 def test_a_skimmed_run_ends_where_framing_command_by_command_does(commands, stop):
     """skim frames the plain commands ahead in one go: it stops before the first command
     whose name matters to the session, or that is not all there, exactly where the framer

@@ -427,12 +427,53 @@ def _expect_crlf(framer: Any, data: Any, pos: int, end: int) -> int:
 class RedisState:
     """What the redis protocol knows about one session beyond its exchanges."""
 
-    __slots__ = ("pubsub", "replies_off", "skip_next")
+    __slots__ = ("pubsub", "replies_off", "skip_next", "shapes")
 
     def __init__(self) -> None:
         self.pubsub = False  # the client subscribed: pub/sub messages may come at any time
         self.replies_off = False  # CLIENT REPLY OFF
         self.skip_next = False  # CLIENT REPLY SKIP
+        # (name, bulk lengths) -> the pattern of a run of commands of that shape (see skim)
+        self.shapes: dict[tuple, re.Pattern[bytes]] = {}
+
+
+SHAPES = 32  # patterns of command shapes a session keeps
+SHAPED_SIZE = 4096  # bytes; longer commands are skimmed one by one (copying dominates them)
+SHAPED_ARGS = 16  # arguments; commands with more are skimmed one by one
+
+
+def _same_shape(
+    shapes: dict[tuple, re.Pattern[bytes]],
+    name: bytes,
+    sizes: list[int],
+    data: Any,
+    pos: int,
+    end: int,
+) -> int:
+    """Where the run of whole commands of the shape of the one just framed (``name`` as sent,
+    bulk lengths ``sizes``) that starts at ``data[pos]`` ends (``pos``: there is none)."""
+    if pos >= end:
+        return pos
+    key = (name, *sizes)
+    pattern = shapes.get(key)
+    if pattern is None:
+        if len(shapes) >= SHAPES:
+            shapes.clear()
+        pattern = shapes[key] = _shape_run(name, sizes)
+    match = pattern.match(data, pos, end)
+    return pos if match is None else match.end()
+
+
+def _shape_run(name: bytes, sizes: list[int]) -> re.Pattern[bytes]:
+    """The pattern of a run of commands named ``name`` (as sent) whose bulk strings have the
+    lengths ``sizes``: the framer's own reading of them (any two bytes after each string, as
+    Redis skips them unchecked), so that a run is framed by one match."""
+    parts = [b"\\*%d\r\n" % len(sizes)]
+    for index, size in enumerate(sizes):
+        parts.append(b"\\$%d\r\n" % size)
+        parts.append(re.escape(name) if index == 0 else b".{%d}" % size)
+        parts.append(b"..")
+    return re.compile(b"(?:%s)+" % b"".join(parts), re.DOTALL)
 
 
 @Protocol.register
@@ -525,13 +566,15 @@ class Redis(FramedProtocol):
         count = 0
         array, bulk = _ARRAY.match, _BULK.match
         passing: dict[bytes, bool] = {}  # command name -> whether the name alone lets it pass
+        shapes = state.shapes
         while pos < end:
             match = array(data, pos, end)
             if match is None:
                 break
             argc = int(match[1])
             at = match.end()
-            name = None
+            name = raw = b""
+            sizes = []
             spans = None  # where the first arguments are, when the rules must see them
             for index in range(argc):
                 match = bulk(data, at, end)
@@ -540,8 +583,10 @@ class Redis(FramedProtocol):
                 start = match.end()
                 size = int(match[1])
                 at = start + size + 2
+                sizes.append(size)
                 if index == 0:
-                    name = bytes(data[start : at - 2]).lower()
+                    raw = bytes(data[start : at - 2])
+                    name = raw.lower()
                     if name in _NOTED:
                         break
                     if untaken is not None:
@@ -562,6 +607,11 @@ class Redis(FramedProtocol):
                     if first is None:
                         first = Command([name], argc)
                     count += 1
+                    if spans is None and argc <= SHAPED_ARGS and at - pos <= SHAPED_SIZE:
+                        # Pipelines repeat a shape (the same command, arguments of the same
+                        # lengths): the commands of this shape that follow take one match.
+                        start, at = at, _same_shape(shapes, raw, sizes, data, at, end)
+                        count += (at - start) // (start - pos)
                     pos = at
                     continue
             break

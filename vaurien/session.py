@@ -476,7 +476,7 @@ class Relay:
     once waits in its backlog while reading ``source`` pauses. Nothing here ever waits.
     """
 
-    __slots__ = ("session", "source", "dest", "to_backend", "direction", "size", "pick")
+    __slots__ = ("session", "source", "dest", "to_backend", "direction", "size")
 
     def __init__(self, session: Session, source: Endpoint, dest: Endpoint, to_backend: bool):
         self.session = session
@@ -485,14 +485,16 @@ class Relay:
         self.to_backend = to_backend
         self.direction = "to_backend" if to_backend else "to_client"
         self.size = session._protocol.buffer_size  # a read this large may leave more behind
-        self.pick = self._pick  # made once: the protocol calls it for each event
 
-    def _pick(self) -> bool:
+    def pick(self) -> bool:
         """Pick for the event; true when the behavior changes nothing and the protocol may
-        move the bytes itself. Otherwise the direction goes to a pump, which runs the event."""
+        move the bytes itself. Otherwise the direction goes to a pump, which runs the event.
+
+        A protocol that picks for each message itself calls this only to hand the event
+        (what it pushed back, or the end of the stream) to a pump: no pick is made then."""
         session = self.session
         plan = session.proxy.plan
-        if not plan.exclusive:
+        if not plan.exclusive and session._picks:
             behavior = session.pick(self.to_backend)
             mix = plan.mix  # a rule's mix, or the next step's, has a dummy of its own: a pump
             if behavior is mix.dummy and mix.quiet_dummy:
@@ -509,9 +511,11 @@ class Relay:
         session = self.session
         source = self.source
         relay = session._protocol.relay
+        # Bound here, not kept on the relay: a relay pointing to itself outlives its session.
+        pick = self.pick
         try:
             for _ in range(_MOST_EVENTS):
-                count = relay(source, self.dest, self.pick)
+                count = relay(source, self.dest, pick)
                 if count is None:  # nothing there, or handed to a pump
                     return
                 proxy = session.proxy

@@ -267,6 +267,28 @@ def test_one_pick_per_command_and_none_for_answers(redis_server, start_proxy):
     assert proxy.call(proxy.proxy.stats)["behaviors"] == {"dummy": 50}
 
 
+def test_pipelines_relayed_in_the_hub_then_chaos_keep_every_answer_in_its_place(
+    redis_server, start_proxy
+):
+    """Runs of plain commands pass in the watcher's callbacks; a command split between reads,
+    then a mix with chaos put in force mid-session, go to the pumps: answers stay matched."""
+    proxy = start(start_proxy, redis_server)
+    with proxy.connect() as sock:
+        sock.sendall(b"".join(command(b"SET", b"relay:%d" % i, b"v%d" % i) for i in range(30)))
+        assert recv_exactly(sock, 5 * 30) == b"+OK\r\n" * 30
+        gets = b"".join(command(b"GET", b"relay:%d" % i) for i in range(30))
+        sock.sendall(gets[:-7])
+        sock.sendall(gets[-7:])
+        expected = b"".join(b"$%d\r\nv%d\r\n" % (len(b"%d" % i) + 1, i) for i in range(30))
+        assert recv_exactly(sock, len(expected)) == expected
+        proxy.call(proxy.proxy.set_behavior, "100:error")
+        sock.sendall(command(b"GET", b"relay:1") * 3)
+        error = b"-ERR get failed (error injected by vaurien)\r\n"
+        assert recv_exactly(sock, 3 * len(error)) == error * 3
+    wait_until(lambda: proxy.call(proxy.proxy.stats)["active_connections"] == 0)
+    assert proxy.call(proxy.proxy.stats)["behaviors"] == {"dummy": 60, "error": 3}
+
+
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_pubsub_messages_and_pushes_pass_as_they_come(redis_server, start_proxy, direct, protocol):
     proxy = start(start_proxy, redis_server)

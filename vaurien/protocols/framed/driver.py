@@ -159,12 +159,15 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
         super().__init_subclass__(**kwargs)
         # Events run in watcher callbacks (relay) only for a protocol that frames runs of plain
         # messages in one go (skim), and reads and handles events the driver's way.
-        if "relay" not in vars(cls) and (
-            cls.skim is FramedProtocol.skim
-            or cls.skim_answers is FramedProtocol.skim_answers
-            or any(name in vars(cls) for name in ("handle", "_handle", "read", "_get_data"))
-        ):
-            cls.relay = None
+        if "relay" not in vars(cls):
+            relays = all(
+                getattr(cls, name) is not getattr(FramedProtocol, name)
+                for name in ("skim", "skim_answers")
+            ) and all(
+                getattr(cls, name) is getattr(FramedProtocol, name)
+                for name in ("handle", "_handle", "read", "_get_data")
+            )
+            cls.relay = FramedProtocol.relay if relays else None
 
     # -- the session's entry points ------------------------------------------------------------
 

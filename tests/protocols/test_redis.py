@@ -106,6 +106,36 @@ def test_a_skimmed_run_ends_where_framing_command_by_command_does(commands, stop
         assert first.name == ends[0][1].name and first.argc == ends[0][1].argc
 
 
+PLAIN_REPLIES = (
+    [b"+OK\r\n", b"+QUEUED\r\n", b":1\r\n", b":42\r\n", b"-ERR x\r\n", b"$-1\r\n", b"_\r\n"]
+    + [b"$3\r\n%s\r\n" % v for v in (b"abc", b"\r\n$", b"+OK")]
+    + [b"$0\r\n\r\n", b"$5\r\nhello\r\n"]
+)
+OTHER_REPLIES = [b"*1\r\n:1\r\n", b">2\r\n+a\r\n+b\r\n", b"$3\r\nabcX\r\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(PLAIN_REPLIES + OTHER_REPLIES), max_size=30),
+    st.integers(0, 400),
+    st.integers(1, 40),
+)
+def test_skimmed_answers_end_where_framing_reply_by_reply_does(replies, stop, most):
+    """skim_answers takes at most ``most`` whole simple values and bulk strings, up to the
+    first other reply (or a malformed one), exactly where each of them ends."""
+    from vaurien.protocols.redis import Redis, RedisState
+
+    data = b"".join(replies)[:stop]
+    newpos, count = Redis().skim_answers(RedisState(), None, data, 0, len(data), most)
+    expected_pos = expected_count = 0
+    for reply in replies[:most]:
+        if reply not in PLAIN_REPLIES or expected_pos + len(reply) > len(data):
+            break
+        expected_pos += len(reply)
+        expected_count += 1
+    assert (newpos, count) == (expected_pos, expected_count)
+
+
 def _serialize(value) -> bytes:
     kind, body = value
     if kind in b"+-:_,#(":

@@ -392,6 +392,9 @@ def _whole_reply(data: Any, pos: int, end: int) -> tuple[int, Reply] | None:
     return at + 1, reply
 
 
+_SIMPLE_KINDS = frozenset(kind[0] for kind in _SIMPLE)
+#: A run of simple values: a line each, no longer than _whole_reply takes one.
+_SIMPLE_RUN = re.compile(rb"(?:[-+:_,#(][^\n]{0,%d}\n)+" % (MAX_LINE - 2))
 _BLOB = frozenset((b"$", b"!", b"="))
 _AGGREGATE = frozenset((b"*", b"~", b">", b"%", b"|"))
 
@@ -462,6 +465,24 @@ def _same_shape(
         pattern = shapes[key] = _shape_run(name, sizes)
     match = pattern.match(data, pos, end)
     return pos if match is None else match.end()
+
+
+def _same_bulk(
+    shapes: dict[tuple, re.Pattern[bytes]], data: Any, pos: int, at: int, end: int
+) -> int:
+    """Where the run of whole bulk strings of the length of the one at ``data[pos:at]`` (a
+    null too) that starts at ``at`` ends."""
+    header = bytes(data[pos : data.index(b"\n", pos) + 1])
+    key = (header,)
+    pattern = shapes.get(key)
+    if pattern is None:
+        if len(shapes) >= SHAPES:
+            shapes.clear()
+        size = int(header[1:-2])
+        string = b".{%d}\r\n" % size if size >= 0 else b""
+        pattern = shapes[key] = re.compile(b"(?:%s%s)+" % (re.escape(header), string), re.DOTALL)
+    match = pattern.match(data, at, end)
+    return at if match is None else match.end()
 
 
 def _shape_run(name: bytes, sizes: list[int]) -> re.Pattern[bytes]:
@@ -622,11 +643,33 @@ class Redis(FramedProtocol):
     ) -> tuple[int, int]:
         count = 0
         while count < most and pos < end:
+            if data[pos] in _SIMPLE_KINDS:
+                # Simple values, one line each: a run of them takes one match.
+                match = _SIMPLE_RUN.match(data, pos, end)
+                if match is None:
+                    break
+                lines = data.count(b"\n", pos, match.end())
+                if count + lines <= most:
+                    pos, count = match.end(), count + lines
+                    continue
+                while count < most:
+                    pos = data.index(b"\n", pos) + 1
+                    count += 1
+                break
             whole = _whole_reply(data, pos, end)
             if whole is None:
                 break
-            pos = whole[0]
+            at = whole[0]
             count += 1
+            if count < most and at - pos <= SHAPED_SIZE:
+                # Bulk strings of one length (GET's answers to a pipeline): one match.
+                length = at - pos
+                run = min(
+                    (_same_bulk(state.shapes, data, pos, at, end) - at) // length, most - count
+                )
+                at += run * length
+                count += run
+            pos = at
         return pos, count
 
     def request_end(

@@ -14,6 +14,11 @@ to the client keep the requests' order: an error reply the proxy makes, or an ex
 for its ``on_after_handle``, is written in its turn. Bytes of the backend's answers pass in the
 batches in which they arrive.
 
+While the session needs no pick (no chaos, no rule takes the requests), a protocol that
+skims (frames runs of plain messages in one go) has such runs relayed from the sockets'
+watcher callbacks, without a greenlet (:meth:`FramedProtocol.relay`); anything else goes to
+the pumps, which run the loops below.
+
 One loop frames each side. Where the bytes of a request go is its *sink*: forwarded to the
 backend, collected for a behavior that moves them itself (``protocol.read``), or dropped
 (the error reply answers the request instead).

@@ -436,7 +436,7 @@ class RedisState:
         self.pubsub = False  # the client subscribed: pub/sub messages may come at any time
         self.replies_off = False  # CLIENT REPLY OFF
         self.skip_next = False  # CLIENT REPLY SKIP
-        # (name, bulk lengths) -> the pattern of a run of commands of that shape (see skim)
+        # A shape -> the pattern of a run of messages of that shape (see skim, skim_answers)
         self.shapes: dict[tuple, re.Pattern[bytes]] = {}
 
 
@@ -457,13 +457,7 @@ def _same_shape(
     bulk lengths ``sizes``) that starts at ``data[pos]`` ends (``pos``: there is none)."""
     if pos >= end:
         return pos
-    key = (name, *sizes)
-    pattern = shapes.get(key)
-    if pattern is None:
-        if len(shapes) >= SHAPES:
-            shapes.clear()
-        pattern = shapes[key] = _shape_run(name, sizes)
-    match = pattern.match(data, pos, end)
+    match = _pattern(shapes, (name, *sizes), _shape_run).match(data, pos, end)
     return pos if match is None else match.end()
 
 
@@ -473,19 +467,28 @@ def _same_bulk(
     """Where the run of whole bulk strings of the length of the one at ``data[pos:at]`` (a
     null too) that starts at ``at`` ends."""
     header = bytes(data[pos : data.index(b"\n", pos) + 1])
-    key = (header,)
+    match = _pattern(shapes, (header,), _bulk_run).match(data, at, end)
+    return at if match is None else match.end()
+
+
+def _pattern(shapes: dict[tuple, re.Pattern[bytes]], key: tuple, make: Any) -> re.Pattern[bytes]:
+    """The session's pattern for ``key``, made by ``make(*key)`` the first time."""
     pattern = shapes.get(key)
     if pattern is None:
         if len(shapes) >= SHAPES:
             shapes.clear()
-        size = int(header[1:-2])
-        string = b".{%d}\r\n" % size if size >= 0 else b""
-        pattern = shapes[key] = re.compile(b"(?:%s%s)+" % (re.escape(header), string), re.DOTALL)
-    match = pattern.match(data, at, end)
-    return at if match is None else match.end()
+        pattern = shapes[key] = make(*key)
+    return pattern
 
 
-def _shape_run(name: bytes, sizes: list[int]) -> re.Pattern[bytes]:
+def _bulk_run(header: bytes) -> re.Pattern[bytes]:
+    """The pattern of a run of bulk strings (or nulls) whose header line is ``header``."""
+    size = int(header[1:-2])
+    string = b".{%d}\r\n" % size if size >= 0 else b""
+    return re.compile(b"(?:%s%s)+" % (re.escape(header), string), re.DOTALL)
+
+
+def _shape_run(name: bytes, *sizes: int) -> re.Pattern[bytes]:
     """The pattern of a run of commands named ``name`` (as sent) whose bulk strings have the
     lengths ``sizes``: the framer's own reading of them (any two bytes after each string, as
     Redis skips them unchecked), so that a run is framed by one match."""

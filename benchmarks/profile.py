@@ -1,8 +1,9 @@
 """Where Vaurien's time goes: py-spy samples of the proxy under one benchmark's load.
 
-``python -m benchmarks.profile bulk`` (or ``rtt``, ``connect``, ``http``) starts the backend and
-Vaurien as the benchmark does, records the proxy with ``py-spy`` while the load runs, and prints
-the functions with the most samples: on their own (self) and with what they call (total).
+``python -m benchmarks.profile bulk`` (or ``rtt``, ``connect``, ``http``, ``redis``) starts the
+backend and Vaurien as the benchmark does, records the proxy with ``py-spy`` while the load runs,
+and prints the functions with the most samples: on their own (self) and with what they call
+(total).
 ``--output DIR`` keeps the raw collapsed stacks, which flame graph tools read.
 """
 
@@ -18,9 +19,9 @@ from pathlib import Path
 
 from benchmarks.limits import raise_open_files_limit
 from benchmarks.procs import Budget, Processes, Unavailable, cpu_seconds
-from benchmarks.run import Bench, parse_args
+from benchmarks.run import PIPELINE, Bench, parse_args
 
-LOADS = ("bulk", "rtt", "connect", "http")
+LOADS = ("bulk", "rtt", "connect", "http", "redis")
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
@@ -71,6 +72,8 @@ def profile(
             backend = bench.iperf3_server()
         elif load == "http":
             backend = bench.nginx()
+        elif load == "redis":
+            backend = bench.redis_server()
         else:
             backend = bench.echo_backend("echo")
         proxy, port = bench.proxy(backend, protocol=protocol, behavior=behavior)
@@ -110,6 +113,9 @@ def profile(
                 f"http://{address}/index.html",
             ]
             procs.run(wrk, timeout=seconds + 20)
+        elif load == "redis":  # pipelined GET/SET, as the protocols group's -P 16 row
+            while time.monotonic() - started < seconds:
+                bench.redis_benchmark(port, pipeline=PIPELINE)
         else:
             while time.monotonic() - started < seconds:
                 bench.load(load, address, "--count", "2000", timeout=60)

@@ -1084,6 +1084,7 @@ def plot_growth(
         ylim=(0, None),
     )
     left.set_xticks(list(counts), [f"{count:,}" for count in counts])
+    left.set_xticks([], minor=True)  # a log axis under a decade labels its minor ticks
     left.legend()
     xs, mid, span = series([memory[count] for count in counts])
     if xs:
@@ -1096,6 +1097,7 @@ def plot_growth(
         ylim=(0, None),
     )
     right.set_xticks(list(counts), [f"{count:,}" for count in counts])
+    right.set_xticks([], minor=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
 

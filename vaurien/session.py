@@ -501,10 +501,13 @@ class Relay:
 
     def pick(self) -> bool:
         """Pick for the event; true when the behavior changes nothing and the protocol may
-        move the bytes itself. Otherwise the direction goes to a pump, which runs the event."""
+        move the bytes itself. Otherwise the direction goes to a pump, which runs the event.
+
+        A protocol that picks for each message itself calls this only to hand the event
+        (what it pushed back, or the end of the stream) to a pump: no pick is made then."""
         session = self.session
         plan = session.proxy.plan
-        if not plan.exclusive:
+        if not plan.exclusive and session._picks:
             behavior = session.pick(self.to_backend)
             mix = plan.mix
             # A rule's mix has a dummy of its own; the next step's (a scenario moved on in the

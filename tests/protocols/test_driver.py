@@ -107,6 +107,28 @@ class Lines(FramedProtocol):
         return {"word": words[0].decode()} if words else {}
 
 
+class SkimmedLines(Lines):
+    """Lines whose plain requests (``GET ...``) and answers (not ``*`` or ``~``) are skimmed,
+    so that its events may be relayed from watcher callbacks."""
+
+    name = "test_skimmed_lines"
+
+    def skim(self, state, data, pos, end, untaken=None):
+        count, first = 0, None
+        while (eol := data.find(b"\n", pos, end)) >= 0 and data[pos : pos + 3] == b"GET":
+            first = first or Line(bytes(data[pos : eol + 1]))
+            pos, count = eol + 1, count + 1
+        return pos, count, first
+
+    def skim_answers(self, state, request, data, pos, end, most):
+        count = 0
+        while count < most and (eol := data.find(b"\n", pos, end)) >= 0:
+            if data[pos : pos + 1] in (b"*", b"~"):
+                break
+            pos, count = eol + 1, count + 1
+        return pos, count
+
+
 class CountingEndpoint(Endpoint):
     """An endpoint that counts the writes the driver makes (one per batch)."""
 
@@ -126,7 +148,7 @@ class Harness:
     ``fields``, the session wants the requests' fields (as when a rule tests them):
     ``picked_fields`` lists what each pick got."""
 
-    def __init__(self, *picks, fields=False):
+    def __init__(self, *picks, fields=False, protocol=Lines):
         self.dummy = _behavior("dummy")
         self.proxy = types.SimpleNamespace(
             random=random.Random(1),
@@ -134,7 +156,7 @@ class Harness:
             backend=None,
         )
         self.picked_fields = []
-        self.protocol = Lines()
+        self.protocol = protocol()
         self.protocol.settings = {"buffer": 65536, "reuse_socket": False}
         self.protocol.proxy = self.proxy
         self.picks = list(picks)
@@ -422,3 +444,82 @@ def test_a_behavior_reading_an_answer_passes_a_partial_one_before_the_rest_comes
     h.answers(b"rest of a\n")
     assert received(h.client, b"rest of a\n")
     assert h.flow.answering is None and not h.flow.queue
+
+
+# -- relayed from watcher callbacks ---------------------------------------------------------------
+
+
+class HandOver:
+    """The ``pick`` a session's relay gives a protocol that picks itself: a call hands the
+    event to a pump (here: counted, and the test runs the event with ``handle``)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return False
+
+
+def test_a_protocol_that_skims_nothing_is_not_relayed():
+    assert Lines.relay is None
+    assert SkimmedLines.relay is not None
+
+
+def test_plain_requests_and_answers_are_relayed_in_one_write_each_without_a_pick(harness):
+    h = harness(protocol=SkimmedLines)
+    hand_over = HandOver()
+    requests = b"".join(b"GET %d\n" % i for i in range(20))
+    h.client.sendall(requests)
+    assert h.protocol.relay(h.session.client, h.session.backend, hand_over) == len(requests)
+    assert received(h.backend, requests)
+    assert h.session.backend.writes == 1
+    assert [exchange.count for exchange in h.flow.queue] == [20]  # one run
+    answers = b"".join(b"OK %d\n" % i for i in range(20))
+    h.backend.sendall(answers)
+    assert h.protocol.relay(h.session.backend, h.session.client, hand_over) == len(answers)
+    assert received(h.client, answers)
+    assert not h.flow.queue
+    assert hand_over.calls == 0 and h.picked_fields == []
+    assert h.protocol.relay(h.session.backend, h.session.client, hand_over) is None  # nothing
+
+
+def test_a_request_that_is_not_plain_goes_to_a_pump_with_what_follows(harness):
+    h = harness(protocol=SkimmedLines)
+    hand_over = HandOver()
+    h.client.sendall(b"GET a\nPUT b\nGET c\n")
+    assert h.protocol.relay(h.session.client, h.session.backend, hand_over) is None
+    assert hand_over.calls == 1
+    assert received(h.backend, b"GET a\n") and nothing_waits(h.backend)
+    h.picks.append(h.dummy)  # a pick is due: the session no longer passes everything
+    h.request_event()  # the pump's first event: what was pushed back
+    assert received(h.backend, b"PUT b\nGET c\n")
+    assert len(h.picked_fields) == 1  # PUT b picked; GET c (passes everything again) skimmed
+
+
+def test_the_last_answer_of_a_run_with_an_error_behind_it_goes_to_a_pump(harness):
+    h = harness(protocol=SkimmedLines)
+    hand_over = HandOver()
+    h.client.sendall(b"GET a\nGET b\n")
+    h.protocol.relay(h.session.client, h.session.backend, hand_over)
+    h.picks.append(_behavior("error"))
+    h.requests(b"PUT c\n")  # the client's side is a pump by now: the error waits its turn
+    assert received(h.backend, b"GET a\nGET b\n") and nothing_waits(h.backend)
+    h.backend.sendall(b"OK a\nOK b\n")
+    assert h.protocol.relay(h.session.backend, h.session.client, hand_over) is None
+    assert hand_over.calls == 1
+    assert received(h.client, b"OK a\n")
+    # The pump's first event: the run's last answer, then the error in its turn (then it reads
+    # on: the backend's end of stream ends the event here).
+    h.backend.shutdown(socket.SHUT_WR)
+    h.protocol.handle(h.session.backend, h.session.client, False, None)
+    assert received(h.client, b"OK b\nERR PUT c\n")
+    assert not h.flow.queue
+
+
+def test_the_end_of_the_stream_goes_to_a_pump(harness):
+    h = harness(protocol=SkimmedLines)
+    hand_over = HandOver()
+    h.client.shutdown(socket.SHUT_WR)
+    assert h.protocol.relay(h.session.client, h.session.backend, hand_over) is None
+    assert hand_over.calls == 1 and h.session.client.eof

@@ -69,8 +69,21 @@ _args = st.lists(st.binary(max_size=40), min_size=1, max_size=4)
 _names = st.sampled_from([b"GET", b"SET", b"incr", b"CLIENT", b"Subscribe", b"monitor", b"x"])
 
 
+# Pipelines repeat shapes (skim frames a run of one shape in one match): arguments of a few
+# lengths, bytes that look like RESP among them.
+_same_lengths = st.lists(
+    st.sampled_from([b"k", b"\r\n", b"$1\r\n", b"key:1", b"key:2", b"*2\r\n$3\r\n"]),
+    min_size=1,
+    max_size=3,
+)
+_shaped = st.tuples(st.sampled_from([b"GET", b"get", b"SET", b"CLIENT", b"x"]), _same_lengths)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(_names, _args), max_size=12), st.integers(0, 600))
+@given(
+    st.one_of(st.lists(st.tuples(_names, _args), max_size=12), st.lists(_shaped, max_size=24)),
+    st.integers(0, 600),
+)
 def test_a_skimmed_run_ends_where_framing_command_by_command_does(commands, stop):
     """skim frames the plain commands ahead in one go: it stops before the first command
     whose name matters to the session, or that is not all there, exactly where the framer
@@ -91,6 +104,36 @@ def test_a_skimmed_run_ends_where_framing_command_by_command_does(commands, stop
     assert (first is None) == (plain == 0)
     if plain:
         assert first.name == ends[0][1].name and first.argc == ends[0][1].argc
+
+
+PLAIN_REPLIES = (
+    [b"+OK\r\n", b"+QUEUED\r\n", b":1\r\n", b":42\r\n", b"-ERR x\r\n", b"$-1\r\n", b"_\r\n"]
+    + [b"$3\r\n%s\r\n" % v for v in (b"abc", b"\r\n$", b"+OK")]
+    + [b"$0\r\n\r\n", b"$5\r\nhello\r\n"]
+)
+OTHER_REPLIES = [b"*1\r\n:1\r\n", b">2\r\n+a\r\n+b\r\n", b"$3\r\nabcX\r\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(PLAIN_REPLIES + OTHER_REPLIES), max_size=30),
+    st.integers(0, 400),
+    st.integers(1, 40),
+)
+def test_skimmed_answers_end_where_framing_reply_by_reply_does(replies, stop, most):
+    """skim_answers takes at most ``most`` whole simple values and bulk strings, up to the
+    first other reply (or a malformed one), exactly where each of them ends."""
+    from vaurien.protocols.redis import Redis, RedisState
+
+    data = b"".join(replies)[:stop]
+    newpos, count = Redis().skim_answers(RedisState(), None, data, 0, len(data), most)
+    expected_pos = expected_count = 0
+    for reply in replies[:most]:
+        if reply not in PLAIN_REPLIES or expected_pos + len(reply) > len(data):
+            break
+        expected_pos += len(reply)
+        expected_count += 1
+    assert (newpos, count) == (expected_pos, expected_count)
 
 
 def _serialize(value) -> bytes:
@@ -252,6 +295,28 @@ def test_one_pick_per_command_and_none_for_answers(redis_server, start_proxy):
     # 50 pipelined commands, 50 picks whatever the reads: none for the answers, none for the
     # end of the connection.
     assert proxy.call(proxy.proxy.stats)["behaviors"] == {"dummy": 50}
+
+
+def test_pipelines_relayed_in_the_hub_then_chaos_keep_every_answer_in_its_place(
+    redis_server, start_proxy
+):
+    """Runs of plain commands pass in the watcher's callbacks; a command split between reads,
+    then a mix with chaos put in force mid-session, go to the pumps: answers stay matched."""
+    proxy = start(start_proxy, redis_server)
+    with proxy.connect() as sock:
+        sock.sendall(b"".join(command(b"SET", b"relay:%d" % i, b"v%d" % i) for i in range(30)))
+        assert recv_exactly(sock, 5 * 30) == b"+OK\r\n" * 30
+        gets = b"".join(command(b"GET", b"relay:%d" % i) for i in range(30))
+        sock.sendall(gets[:-7])
+        sock.sendall(gets[-7:])
+        expected = b"".join(b"$%d\r\nv%d\r\n" % (len(b"%d" % i) + 1, i) for i in range(30))
+        assert recv_exactly(sock, len(expected)) == expected
+        proxy.call(proxy.proxy.set_behavior, "100:error")
+        sock.sendall(command(b"GET", b"relay:1") * 3)
+        error = b"-ERR get failed (error injected by vaurien)\r\n"
+        assert recv_exactly(sock, 3 * len(error)) == error * 3
+    wait_until(lambda: proxy.call(proxy.proxy.stats)["active_connections"] == 0)
+    assert proxy.call(proxy.proxy.stats)["behaviors"] == {"dummy": 60, "error": 3}
 
 
 @pytest.mark.parametrize("protocol", [2, 3])

@@ -392,6 +392,9 @@ def _whole_reply(data: Any, pos: int, end: int) -> tuple[int, Reply] | None:
     return at + 1, reply
 
 
+_SIMPLE_KINDS = frozenset(kind[0] for kind in _SIMPLE)
+#: A run of simple values: a line each, no longer than _whole_reply takes one.
+_SIMPLE_RUN = re.compile(rb"(?:[-+:_,#(][^\n]{0,%d}\n)+" % (MAX_LINE - 2))
 _BLOB = frozenset((b"$", b"!", b"="))
 _AGGREGATE = frozenset((b"*", b"~", b">", b"%", b"|"))
 
@@ -427,12 +430,74 @@ def _expect_crlf(framer: Any, data: Any, pos: int, end: int) -> int:
 class RedisState:
     """What the redis protocol knows about one session beyond its exchanges."""
 
-    __slots__ = ("pubsub", "replies_off", "skip_next")
+    __slots__ = ("pubsub", "replies_off", "skip_next", "shapes")
 
     def __init__(self) -> None:
         self.pubsub = False  # the client subscribed: pub/sub messages may come at any time
         self.replies_off = False  # CLIENT REPLY OFF
         self.skip_next = False  # CLIENT REPLY SKIP
+        # A shape -> the pattern of a run of messages of that shape (see skim, skim_answers)
+        self.shapes: dict[tuple, re.Pattern[bytes]] = {}
+
+
+SHAPES = 32  # patterns of command shapes a session keeps
+SHAPED_SIZE = 4096  # bytes; longer commands are skimmed one by one (copying dominates them)
+SHAPED_ARGS = 16  # arguments; commands with more are skimmed one by one
+
+
+def _same_shape(
+    shapes: dict[tuple, re.Pattern[bytes]],
+    name: bytes,
+    sizes: list[int],
+    data: Any,
+    pos: int,
+    end: int,
+) -> int:
+    """Where the run of whole commands of the shape of the one just framed (``name`` as sent,
+    bulk lengths ``sizes``) that starts at ``data[pos]`` ends (``pos``: there is none)."""
+    if pos >= end:
+        return pos
+    match = _pattern(shapes, (name, *sizes), _shape_run).match(data, pos, end)
+    return pos if match is None else match.end()
+
+
+def _same_bulk(
+    shapes: dict[tuple, re.Pattern[bytes]], data: Any, pos: int, at: int, end: int
+) -> int:
+    """Where the run of whole bulk strings of the length of the one at ``data[pos:at]`` (a
+    null too) that starts at ``at`` ends."""
+    header = bytes(data[pos : data.index(b"\n", pos) + 1])
+    match = _pattern(shapes, (header,), _bulk_run).match(data, at, end)
+    return at if match is None else match.end()
+
+
+def _pattern(shapes: dict[tuple, re.Pattern[bytes]], key: tuple, make: Any) -> re.Pattern[bytes]:
+    """The session's pattern for ``key``, made by ``make(*key)`` the first time."""
+    pattern = shapes.get(key)
+    if pattern is None:
+        if len(shapes) >= SHAPES:
+            shapes.clear()
+        pattern = shapes[key] = make(*key)
+    return pattern
+
+
+def _bulk_run(header: bytes) -> re.Pattern[bytes]:
+    """The pattern of a run of bulk strings (or nulls) whose header line is ``header``."""
+    size = int(header[1:-2])
+    string = b".{%d}\r\n" % size if size >= 0 else b""
+    return re.compile(b"(?:%s%s)+" % (re.escape(header), string), re.DOTALL)
+
+
+def _shape_run(name: bytes, *sizes: int) -> re.Pattern[bytes]:
+    """The pattern of a run of commands named ``name`` (as sent) whose bulk strings have the
+    lengths ``sizes``: the framer's own reading of them (any two bytes after each string, as
+    Redis skips them unchecked), so that a run is framed by one match."""
+    parts = [b"\\*%d\r\n" % len(sizes)]
+    for index, size in enumerate(sizes):
+        parts.append(b"\\$%d\r\n" % size)
+        parts.append(re.escape(name) if index == 0 else b".{%d}" % size)
+        parts.append(b"..")
+    return re.compile(b"(?:%s)+" % b"".join(parts), re.DOTALL)
 
 
 @Protocol.register
@@ -526,13 +591,15 @@ class Redis(FramedProtocol):
         count = 0
         array, bulk = _ARRAY.match, _BULK.match
         passing: dict[bytes, bool] = {}  # command name -> whether the name alone lets it pass
+        shapes = state.shapes
         while pos < end:
             match = array(data, pos, end)
             if match is None:
                 break
             argc = int(match[1])
             at = match.end()
-            name = None
+            name = raw = b""
+            sizes = []
             spans = None  # where the first arguments are, when the rules must see them
             for index in range(argc):
                 match = bulk(data, at, end)
@@ -541,8 +608,10 @@ class Redis(FramedProtocol):
                 start = match.end()
                 size = int(match[1])
                 at = start + size + 2
+                sizes.append(size)
                 if index == 0:
-                    name = bytes(data[start : at - 2]).lower()
+                    raw = bytes(data[start : at - 2])
+                    name = raw.lower()
                     if name in _NOTED:
                         break
                     if untaken is not None:
@@ -563,6 +632,11 @@ class Redis(FramedProtocol):
                     if first is None:
                         first = Command([name], argc)
                     count += 1
+                    if spans is None and argc <= SHAPED_ARGS and at - pos <= SHAPED_SIZE:
+                        # Pipelines repeat a shape (the same command, arguments of the same
+                        # lengths): the commands of this shape that follow take one match.
+                        start, at = at, _same_shape(shapes, raw, sizes, data, at, end)
+                        count += (at - start) // (start - pos)
                     pos = at
                     continue
             break
@@ -573,11 +647,33 @@ class Redis(FramedProtocol):
     ) -> tuple[int, int]:
         count = 0
         while count < most and pos < end:
+            if data[pos] in _SIMPLE_KINDS:
+                # Simple values, one line each: a run of them takes one match.
+                match = _SIMPLE_RUN.match(data, pos, end)
+                if match is None:
+                    break
+                lines = data.count(b"\n", pos, match.end())
+                if count + lines <= most:
+                    pos, count = match.end(), count + lines
+                    continue
+                while count < most:
+                    pos = data.index(b"\n", pos) + 1
+                    count += 1
+                break
             whole = _whole_reply(data, pos, end)
             if whole is None:
                 break
-            pos = whole[0]
+            at = whole[0]
             count += 1
+            if count < most and at - pos <= SHAPED_SIZE:
+                # Bulk strings of one length (GET's answers to a pipeline): one match.
+                length = at - pos
+                run = min(
+                    (_same_bulk(state.shapes, data, pos, at, end) - at) // length, most - count
+                )
+                at += run * length
+                count += run
+            pos = at
         return pos, count
 
     def request_end(

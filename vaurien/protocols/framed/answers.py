@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vaurien.protocols.framed.exchange import ABORT, COMPLETE, SWALLOW, Exchange, Phase
+from vaurien.protocols.framed.exchange import ABORT, COMPLETE, FORWARD, SWALLOW, Exchange, Phase
 from vaurien.protocols.framed.framing import HOLD
 from vaurien.protocols.framed.state import FramedState, Relay
 
@@ -155,6 +155,29 @@ class AnswerSide(Relay):
         flow.passing = passing
         return False
 
+    def _relay_answers(self, flow: FramedState, data: Any, end: int) -> int:
+        """How much of ``data[:end]`` is plain answers to the runs of plain requests at the
+        head of the queue (see :meth:`FramedProtocol.relay`); the runs they finish leave it.
+
+        The last answer of a run followed by an exchange of another kind is left to the
+        general path, which finishes what follows in its turn."""
+        if flow.target is not None or flow.answering is not None or not flow.answers.idle:
+            return 0
+        queue = flow.queue
+        pos = 0
+        while pos < end and queue and _plain_run(queue[0]):
+            head = queue[0]
+            most = head.count if len(queue) == 1 or _plain_run(queue[1]) else head.count - 1
+            head.phase = ANSWERING
+            pos, answered = self.skim_answers(flow.state, head.request, data, pos, end, most)
+            head.count -= answered
+            if head.count:
+                break
+            self._answered(flow, head)
+            queue.popleft()
+            flow.notify()
+        return pos
+
     def _answers(self, flow: FramedState, source: Any, dest: Any) -> None:
         session = flow.session
         while self._frame_answers(flow, source, dest) and not session.closed:
@@ -232,6 +255,20 @@ class AnswerSide(Relay):
                             return bytes(collected)
                 pos = newpos
         return bytes(collected)
+
+
+def _plain_run(exchange: Exchange) -> bool:
+    """Whether ``exchange`` is a run of plain requests (skimmed) awaiting its answers, with
+    nothing to do once they are there."""
+    return (
+        exchange.behavior is None
+        and exchange.action is FORWARD
+        and (exchange.phase is AWAITING or exchange.phase is ANSWERING)
+        and exchange.answer_behavior is None
+        and exchange.reply is None
+        and exchange.after is None
+        and not exchange.close
+    )
 
 
 def _after_both(request_after: Any, answer_hook: Any) -> tuple[Any, bool]:

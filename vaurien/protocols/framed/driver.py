@@ -14,6 +14,11 @@ to the client keep the requests' order: an error reply the proxy makes, or an ex
 for its ``on_after_handle``, is written in its turn. Bytes of the backend's answers pass in the
 batches in which they arrive.
 
+While the session needs no pick (no chaos, no rule takes the requests), a protocol that
+skims (frames runs of plain messages in one go) has such runs relayed from the sockets'
+watcher callbacks, without a greenlet (:meth:`FramedProtocol.relay`); anything else goes to
+the pumps, which run the loops below.
+
 One loop frames each side. Where the bytes of a request go is its *sink*: forwarded to the
 backend, collected for a behavior that moves them itself (``protocol.read``), or dropped
 (the error reply answers the request instead).
@@ -155,7 +160,51 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
         that is not a plain answer to such a request, or not all there. The base skims none."""
         return pos, 0
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Events run in watcher callbacks (relay) only for a protocol that frames runs of plain
+        # messages in one go (skim), and reads and handles events the driver's way.
+        if "relay" not in vars(cls):
+            relays = all(
+                getattr(cls, name) is not getattr(FramedProtocol, name)
+                for name in ("skim", "skim_answers")
+            ) and all(
+                getattr(cls, name) is getattr(FramedProtocol, name)
+                for name in ("handle", "_handle", "read", "_get_data")
+            )
+            cls.relay = FramedProtocol.relay if relays else None
+
     # -- the session's entry points ------------------------------------------------------------
+
+    def relay(self, source: Any, dest: Any, pick: Any) -> int | None:
+        """An event in the watcher's callback (see :meth:`vaurien.protocols.tcp.TCP.relay`):
+        what ``source`` has, when it is all plain messages that need no pick (no chaos, no rule
+        takes them), passes in one write, framed by :meth:`skim` or :meth:`skim_answers`.
+
+        Anything else, from the first message that is not plain, goes to a pump greenlet
+        (``pick()`` hands it over; the rest read is pushed back for it), as does the end of
+        the stream. Returns the count moved, or None when nothing was there or the event went
+        to a pump.
+        """
+        flow = source.session.state
+        if flow.stream or flow.last or flow.gate is not None:
+            pick()
+            return None
+        buf, view = self._buffers()
+        count = source.receive_now(buf)
+        if count is None:
+            return None
+        if source.role == "client":
+            plain = self._relay_requests(flow, buf, count)
+        else:
+            plain = self._relay_answers(flow, buf, count)
+        if plain:
+            dest.write(view[:plain])
+        if plain < count or not count:
+            source.unread(buf[plain:count])
+            pick()
+            return None
+        return count
 
     def open_session(self, session: Any) -> FramedState:
         state = self.new_session_state(session)

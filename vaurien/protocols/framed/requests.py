@@ -187,6 +187,26 @@ class RequestSide(Relay):
             dest.drain()
             peeked = self._peek_more(flow, source)
 
+    def _relay_requests(self, flow: FramedState, data: Any, end: int) -> int:
+        """How much of ``data[:end]`` is plain requests that pass as one run with no pick (see
+        :meth:`FramedProtocol.relay`); they are queued as such."""
+        if flow.current is not None:
+            return 0
+        session = flow.session
+        if session.wants_fields():
+            untaken = session.untaken_test() if self.skims_fields else None
+            if untaken is None:
+                return 0
+            pos, run, first = self.skim(flow.state, data, 0, end, untaken=untaken)
+        elif session.passes_everything():
+            pos, run, first = self.skim(flow.state, data, 0, end)
+        else:
+            return 0
+        if run:
+            self._open_run(flow, first, run)
+            session.count_picks(run)
+        return pos
+
     def _peek_more(self, flow: FramedState, source: Any) -> Mapping[str, str]:
         """Read on until the request pushed back on ``source`` can be peeked, push it all back,
         and return its fields: unknown (:data:`~vaurien.rules.NO_FIELDS`) when the client ends

@@ -11,7 +11,8 @@ import gevent.socket
 import pytest
 
 from support import recv_exactly
-from vaurien.endpoint import EOF, Endpoint, MemoryEndpoint, PipePool
+from vaurien.endpoint import EOF, Endpoint, PipePool
+from vaurien.memory_endpoint import MemoryEndpoint
 
 
 class Session:

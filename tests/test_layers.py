@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vaurien.network",),
     ("vaurien.registry",),
     ("vaurien.endpoint",),
+    ("vaurien.memory_endpoint",),
     ("vaurien.chain",),
     ("vaurien.mix",),
     ("vaurien.rules", "vaurien.scenario", "vaurien.plan"),  # what picks from which mix

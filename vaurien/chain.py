@@ -12,9 +12,10 @@ Members are of two kinds, and a chain composes both:
   the next member gets it.
 * a *mover* handles the data itself (``on_before_handle`` returns false): ``bandwidth``,
   ``slicer``, ``corrupt`` and ``limit`` read it with ``protocol.read`` and write it to
-  ``dest``. Every member but the last gets a :class:`~vaurien.endpoint.MemoryEndpoint` as its
-  ``dest``, so what a mover writes becomes the next member's ``source``: the data goes member
-  to member. A mover that writes nothing (``timeout``, ``hang``, ``reset``, an error answered
+  ``dest``. Every member but the last gets a
+  :class:`~vaurien.memory_endpoint.MemoryEndpoint` as its ``dest``, so what a mover writes
+  becomes the next member's ``source``: the data goes member to member. A mover that writes
+  nothing (``timeout``, ``hang``, ``reset``, an error answered
   by the protocol) ends the chain there: nothing is left to act on.
 
 When no member moved the data, the chain lets the protocol handle the event as usual, and the
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vaurien.contract import BehaviorLike, EndpointLike, ProtocolLike
-from vaurien.endpoint import MemoryEndpoint
+from vaurien.memory_endpoint import MemoryEndpoint
 
 
 class Chain:

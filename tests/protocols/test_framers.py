@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 
 from protocol_support import cut, same_under_any_split
 from vaurien.errors import ProtocolError
-from vaurien.protocols import memcache, redis, smtp
+from vaurien.protocols import memcache, smtp
 from vaurien.protocols.framed import HOLD
 from vaurien.protocols.http import framing as http
 from vaurien.protocols.mysql import framing as mysql
 from vaurien.protocols.postgres import framing as postgres
 from vaurien.protocols.postgres import messages as pg
+from vaurien.protocols.redis import framing as redis
 
 
 def _mysql_talk(phase):

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from protocol_support import cut, peeks, run
 from support import recv_exactly, wait_until
 from vaurien.errors import ProtocolError
-from vaurien.protocols.redis import CommandFramer, ReplyFramer
+from vaurien.protocols.redis.framing import CommandFramer, ReplyFramer
 
 # -- framing ----------------------------------------------------------------------------------
 
@@ -88,7 +88,8 @@ def test_a_skimmed_run_ends_where_framing_command_by_command_does(commands, stop
     """skim frames the plain commands ahead in one go: it stops before the first command
     whose name matters to the session, or that is not all there, exactly where the framer
     would have ended the commands before it."""
-    from vaurien.protocols.redis import Redis, RedisState
+    from vaurien.protocols.redis import Redis
+    from vaurien.protocols.redis.framing import RedisState
 
     data = b"".join(command(name, *args) for name, args in commands)
     data = data[:stop] if stop < len(data) else data
@@ -123,7 +124,8 @@ OTHER_REPLIES = [b"*1\r\n:1\r\n", b">2\r\n+a\r\n+b\r\n", b"$3\r\nabcX\r\n"]
 def test_skimmed_answers_end_where_framing_reply_by_reply_does(replies, stop, most):
     """skim_answers takes at most ``most`` whole simple values and bulk strings, up to the
     first other reply (or a malformed one), exactly where each of them ends."""
-    from vaurien.protocols.redis import Redis, RedisState
+    from vaurien.protocols.redis import Redis
+    from vaurien.protocols.redis.framing import RedisState
 
     data = b"".join(replies)[:stop]
     newpos, count = Redis().skim_answers(RedisState(), None, data, 0, len(data), most)

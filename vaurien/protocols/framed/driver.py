@@ -30,7 +30,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from vaurien.endpoint import MemoryEndpoint
+from vaurien.memory_endpoint import MemoryEndpoint
 from vaurien.protocols.base import BaseProtocol
 from vaurien.protocols.framed.answers import AnswerSide
 from vaurien.protocols.framed.exchange import (

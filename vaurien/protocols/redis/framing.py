@@ -1,4 +1,5 @@
-"""redis: Redis commands and replies, RESP2 and RESP3."""
+"""The framing of RESP2 and RESP3: commands and replies, and the runs of them a session frames
+in one match."""
 
 from __future__ import annotations
 
@@ -6,18 +7,10 @@ import re
 from typing import Any
 
 from vaurien.errors import ProtocolError
-from vaurien.protocols import Protocol
 from vaurien.protocols.framed import (
-    NO_ANSWER,
-    UNSOLICITED,
-    AnswerVerdict,
     End,
-    ErrorReply,
-    FramedProtocol,
     LineReader,
-    RequestVerdict,
 )
-from vaurien.rules import NO_FIELDS, Field
 
 MAX_LINE = 64 * 1024  # bytes; Redis's own limit for an inline command
 MAX_COUNT = 1 << 31  # elements in one array
@@ -47,17 +40,9 @@ SUBSCRIBE_COMMANDS = frozenset(
 _LINE, _DATA, _CRLF, _CHUNK = range(4)
 
 # The usual shapes, framed at once when a whole message is in one read (the fast paths).
-_ARRAY = re.compile(rb"\*([1-9][0-9]{0,9})\r\n")
-_BULK = re.compile(rb"\$(0|[1-9][0-9]{0,12})\r\n")
+ARRAY_HEAD = re.compile(rb"\*([1-9][0-9]{0,9})\r\n")
+BULK_HEAD = re.compile(rb"\$(0|[1-9][0-9]{0,12})\r\n")
 _NULL_OR_BULK = re.compile(rb"\$(-1|0|[1-9][0-9]{0,12})\r\n")
-
-#: Where the first key is among a command's arguments, for the commands whose first argument is
-#: not it: after the subcommand, or (None) after numkeys, when there is a key.
-KEY_AT: dict[str, int | None] = {
-    **dict.fromkeys(("object", "memory", "xinfo"), 2),
-    **dict.fromkeys(("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"), None),
-}
-PEEKED_ARG = 1024  # bytes; a longer argument before the key leaves the key unknown
 
 
 def _integer(text: bytes, what: str) -> int:
@@ -176,7 +161,7 @@ class CommandFramer:
     def _whole(self, data: Any, pos: int, end: int) -> tuple[int, Command] | None:
         """A command array that is all in ``data[pos:end]``, framed in one go; None for
         anything else (the general path frames it, and reports what is wrong)."""
-        match = _ARRAY.match(data, pos, end)
+        match = ARRAY_HEAD.match(data, pos, end)
         if match is None:
             return None
         argc = int(match[1])
@@ -184,7 +169,7 @@ class CommandFramer:
             return None
         at = match.end()
         args = []
-        bulk = _BULK.match
+        bulk = BULK_HEAD.match
         for index in range(argc):
             match = bulk(data, at, end)
             if match is None:
@@ -238,7 +223,7 @@ class ReplyFramer:
 
     def feed(self, data: Any, pos: int, end: int) -> tuple[int, Any]:
         if self.idle:
-            whole = _whole_reply(data, pos, end)
+            whole = whole_reply(data, pos, end)
             if whole is not None:
                 return whole
         while pos < end:
@@ -367,7 +352,7 @@ _SIMPLE = frozenset((b"+", b"-", b":", b"_", b",", b"#", b"("))
 _PLAIN_REPLIES = {kind[0]: Reply(kind, None) for kind in (*_SIMPLE, b"$")}
 
 
-def _whole_reply(data: Any, pos: int, end: int) -> tuple[int, Reply] | None:
+def whole_reply(data: Any, pos: int, end: int) -> tuple[int, Reply] | None:
     """A simple value or a bulk string that is all in ``data[pos:end]``, framed in one go;
     None for anything else (the general path frames it, and reports what is wrong)."""
     kind = data[pos]
@@ -392,9 +377,9 @@ def _whole_reply(data: Any, pos: int, end: int) -> tuple[int, Reply] | None:
     return at + 1, reply
 
 
-_SIMPLE_KINDS = frozenset(kind[0] for kind in _SIMPLE)
-#: A run of simple values: a line each, no longer than _whole_reply takes one.
-_SIMPLE_RUN = re.compile(rb"(?:[-+:_,#(][^\n]{0,%d}\n)+" % (MAX_LINE - 2))
+SIMPLE_KINDS = frozenset(kind[0] for kind in _SIMPLE)
+#: A run of simple values: a line each, no longer than whole_reply takes one.
+SIMPLE_RUN = re.compile(rb"(?:[-+:_,#(][^\n]{0,%d}\n)+" % (MAX_LINE - 2))
 _BLOB = frozenset((b"$", b"!", b"="))
 _AGGREGATE = frozenset((b"*", b"~", b">", b"%", b"|"))
 
@@ -445,7 +430,7 @@ SHAPED_SIZE = 4096  # bytes; longer commands are skimmed one by one (copying dom
 SHAPED_ARGS = 16  # arguments; commands with more are skimmed one by one
 
 
-def _same_shape(
+def same_shape(
     shapes: dict[tuple, re.Pattern[bytes]],
     name: bytes,
     sizes: list[int],
@@ -461,7 +446,7 @@ def _same_shape(
     return pos if match is None else match.end()
 
 
-def _same_bulk(
+def same_bulk(
     shapes: dict[tuple, re.Pattern[bytes]], data: Any, pos: int, at: int, end: int
 ) -> int:
     """Where the run of whole bulk strings of the length of the one at ``data[pos:at]`` (a
@@ -498,238 +483,3 @@ def _shape_run(name: bytes, *sizes: int) -> re.Pattern[bytes]:
         parts.append(re.escape(name) if index == 0 else b".{%d}" % size)
         parts.append(b"..")
     return re.compile(b"(?:%s)+" % b"".join(parts), re.DOTALL)
-
-
-@Protocol.register
-class Redis(FramedProtocol):
-    """Redis (RESP2 and RESP3): one command is one exchange.
-
-    Commands are RESP arrays or inline lines; replies of every type are followed, nested to any
-    depth, bulk strings of any size counted through as they pass. Pipelines and MULTI/EXEC are
-    matched reply by reply. Pub/sub messages, subscription confirmations and RESP3 pushes pass
-    as they come (a SUBSCRIBE is done once sent); CLIENT REPLY OFF/SKIP are followed; after
-    MONITOR, SYNC or PSYNC the connection is a plain stream. With ``error`` the client gets
-    ``-ERR`` for that command. Traffic that is not RESP ends the session.
-    """
-
-    name = "redis"
-    event_unit = (
-        "One command and its reply: a pipeline is as many events as commands; pub/sub "
-        "messages pass between them."
-    )
-    error_form = (
-        "The command gets ``-ERR ... (error injected by vaurien)`` in its place among the "
-        "replies (redis-py raises ``ResponseError``) and the server never runs it (with "
-        "``inject`` it does, and its reply is replaced). A command the client expects no "
-        "reply to (CLIENT REPLY OFF or SKIP) is dropped silently."
-    )
-
-    skims_fields = True
-    rule_fields = {
-        "command": Field("The command's name: get, set, hgetall ...", ignore_case=True),
-        "key": Field(
-            "The command's first key: its first argument for most commands (EVAL, EVALSHA and "
-            "FCALL: the first key after numkeys; OBJECT, MEMORY and XINFO: the argument after "
-            "the subcommand)"
-        ),
-    }
-    request_name = ("command", "key")
-
-    def request_framer(self) -> CommandFramer:
-        return CommandFramer()
-
-    def answer_framer(self) -> ReplyFramer:
-        return ReplyFramer()
-
-    def new_session_state(self, session: Any) -> RedisState:
-        return RedisState()
-
-    def peek(self, state: RedisState, data: Any, pos: int, end: int) -> dict[str, str] | None:
-        if data[pos] != 42:  # "*": an inline command, one line
-            eol = data.find(b"\n", pos, end)
-            if eol < 0:
-                return None if end - pos <= MAX_LINE else NO_FIELDS
-            return _command_fields([bytes(word) for word in data[pos:eol].split()[:4]])
-        match = _ARRAY.match(data, pos, end)
-        if match is None:
-            return None if data.find(b"\n", pos, min(end, pos + 16)) < 0 else NO_FIELDS
-        argc = int(match[1])
-        at = match.end()
-        args: list[bytes] = []
-        wanted = min(argc, 2)  # the name, then up to where its first key is
-        while len(args) < wanted:
-            match = _BULK.match(data, at, end)
-            if match is None:
-                return None if data.find(b"\n", at, min(end, at + 20)) < 0 else NO_FIELDS
-            start = match.end()
-            size = int(match[1])
-            if size > PEEKED_ARG:
-                break  # a long argument: what comes after it is not looked at
-            at = start + size + 2
-            if at > end:
-                return None
-            args.append(bytes(data[start : start + size]))
-            if len(args) == 1:
-                where = KEY_AT.get(args[0].decode("latin-1").lower(), 1)
-                wanted = min(argc, 4 if where is None else where + 1)
-        return _command_fields(args)
-
-    def error_reply(
-        self, state: RedisState, command: Command, answered: bool, forwarded: bool
-    ) -> ErrorReply | None:
-        if not answered and command.name not in SUBSCRIBE_COMMANDS:
-            return None  # the client expects no reply: one would be taken for another's
-        name = command.name.decode("ascii", "replace")[:32] or "command"
-        return ErrorReply(f"-ERR {name} failed (error injected by vaurien)\r\n".encode())
-
-    def skim(
-        self, state: RedisState, data: Any, pos: int, end: int, untaken: Any = None
-    ) -> tuple[int, int, Any]:
-        if state.replies_off or state.skip_next:
-            return pos, 0, None
-        first = None
-        count = 0
-        array, bulk = _ARRAY.match, _BULK.match
-        passing: dict[bytes, bool] = {}  # command name -> whether the name alone lets it pass
-        shapes = state.shapes
-        while pos < end:
-            match = array(data, pos, end)
-            if match is None:
-                break
-            argc = int(match[1])
-            at = match.end()
-            name = raw = b""
-            sizes = []
-            spans = None  # where the first arguments are, when the rules must see them
-            for index in range(argc):
-                match = bulk(data, at, end)
-                if match is None:
-                    break
-                start = match.end()
-                size = int(match[1])
-                at = start + size + 2
-                sizes.append(size)
-                if index == 0:
-                    raw = bytes(data[start : at - 2])
-                    name = raw.lower()
-                    if name in _NOTED:
-                        break
-                    if untaken is not None:
-                        passes = passing.get(name)
-                        if passes is None:
-                            passes = passing[name] = untaken.rejected(
-                                "command", name.decode("latin-1")
-                            )
-                        spans = None if passes else []
-                if spans is not None and len(spans) == index < 4 and size <= PEEKED_ARG:
-                    spans.append((start, at - 2))  # as peek sees them
-            else:
-                if at <= end and argc <= MAX_COUNT:
-                    if spans is not None and not untaken(
-                        _command_fields([bytes(data[a:b]) for a, b in spans])
-                    ):
-                        break  # a rule takes it: it gets a pick of its own
-                    if first is None:
-                        first = Command([name], argc)
-                    count += 1
-                    if spans is None and argc <= SHAPED_ARGS and at - pos <= SHAPED_SIZE:
-                        # Pipelines repeat a shape (the same command, arguments of the same
-                        # lengths): the commands of this shape that follow take one match.
-                        start, at = at, _same_shape(shapes, raw, sizes, data, at, end)
-                        count += (at - start) // (start - pos)
-                    pos = at
-                    continue
-            break
-        return pos, count, first
-
-    def skim_answers(
-        self, state: RedisState, request: Any, data: Any, pos: int, end: int, most: int
-    ) -> tuple[int, int]:
-        count = 0
-        while count < most and pos < end:
-            if data[pos] in _SIMPLE_KINDS:
-                # Simple values, one line each: a run of them takes one match.
-                match = _SIMPLE_RUN.match(data, pos, end)
-                if match is None:
-                    break
-                lines = data.count(b"\n", pos, match.end())
-                if count + lines <= most:
-                    pos, count = match.end(), count + lines
-                    continue
-                while count < most:
-                    pos = data.index(b"\n", pos) + 1
-                    count += 1
-                break
-            whole = _whole_reply(data, pos, end)
-            if whole is None:
-                break
-            at = whole[0]
-            count += 1
-            if count < most and at - pos <= SHAPED_SIZE:
-                # Bulk strings of one length (GET's answers to a pipeline): one match.
-                length = at - pos
-                run = min(
-                    (_same_bulk(state.shapes, data, pos, at, end) - at) // length, most - count
-                )
-                at += run * length
-                count += run
-            pos = at
-        return pos, count
-
-    def request_end(
-        self, state: RedisState, command: Command, forwarded: bool
-    ) -> RequestVerdict | None:
-        # What the server knows changes only when the command reaches it (forwarded).
-        name = command.name
-        if command.argc == 0:
-            return NO_ANSWER  # an empty command: Redis says nothing
-        if name == b"client" and len(command.args) >= 3 and command.args[1].lower() == b"reply":
-            mode = command.args[2].lower()
-            if forwarded:
-                state.replies_off = mode == b"off"
-                state.skip_next = mode == b"skip"
-            return None if mode == b"on" else NO_ANSWER
-        if state.replies_off or state.skip_next:
-            if forwarded:
-                state.skip_next = False
-            return NO_ANSWER
-        if name in SUBSCRIBE_COMMANDS:
-            # Their confirmations come as pub/sub messages (RESP3: pushes) and pass as such.
-            state.pubsub = state.pubsub or forwarded
-            return NO_ANSWER
-        if name in (b"sync", b"psync") and forwarded:
-            return _REPLICATION  # a replication stream follows
-        return None
-
-    def answer_end(self, state: RedisState, command: Command | None, reply: Reply) -> Any:
-        if reply.type == b">":
-            return UNSOLICITED
-        if state.pubsub and reply.type == b"*" and reply.first in PUBSUB_KINDS:
-            return UNSOLICITED
-        if command is None:
-            return UNSOLICITED
-        if command.name == b"monitor" and reply.type == b"+":
-            return _MONITORING  # every command the server runs follows, as simple strings
-        if command.name == b"reset":
-            state.pubsub = state.replies_off = state.skip_next = False
-        return None
-
-
-def _command_fields(args: list[bytes]) -> dict[str, str]:
-    """The fields of a command from its first arguments (its name first)."""
-    if not args:
-        return {}
-    name = args[0].decode("latin-1").lower()
-    where = KEY_AT.get(name, 1)
-    if where is None:  # numkeys, then the keys
-        where = 3 if len(args) > 2 and args[2].isdigit() and int(args[2]) > 0 else 0
-    fields = {"command": name}
-    if 0 < where < len(args):
-        fields["key"] = args[where].decode("utf-8", "replace")
-    return fields
-
-
-#: Commands whose name matters to the session (the others are framed in runs).
-_NOTED = SUBSCRIBE_COMMANDS | {b"client", b"sync", b"psync", b"monitor", b"reset"}
-_REPLICATION = RequestVerdict(answered=False, stream=True)
-_MONITORING = AnswerVerdict(stream=True)

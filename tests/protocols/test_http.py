@@ -148,6 +148,10 @@ def skimmer(**settings):
     return protocol
 
 
+def test_http_is_relayed_from_watcher_callbacks():
+    assert HTTP.relay is not None  # it skims requests and answers, and reads the driver's way
+
+
 @pytest.mark.parametrize(
     "after",
     [

@@ -2,10 +2,12 @@
 requests and raw sockets."""
 
 import hashlib
+import json
 import logging
 import socket
 import threading
 import time
+from types import SimpleNamespace
 
 import h11
 import pytest
@@ -14,7 +16,9 @@ import requests
 from protocol_support import peeks, read_responses, run
 from support import RecordingServer, recv_exactly, wait_until
 from vaurien.errors import ProtocolError
+from vaurien.protocols.http import HTTP
 from vaurien.protocols.http.framing import HeadParser, RequestFramer, ResponseFramer
+from vaurien.rules import Rule
 
 # -- framing ----------------------------------------------------------------------------------
 
@@ -128,6 +132,124 @@ def test_equal_heads_are_parsed_once():
     assert parser.request(raw, 0) is parser.request(bytes(raw), 0)
 
 
+# -- runs of plain messages framed in one go (skim) --------------------------------------------
+
+PLAIN = (
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+)
+
+
+def skimmer(**settings):
+    """An http protocol as a proxy with the backend ``b:1`` has it, with ``settings``."""
+    protocol = HTTP()
+    protocol.settings = {"keep_alive": True, "overwrite_host_header": False, **settings}
+    protocol.proxy = SimpleNamespace(backend="b:1")
+    return protocol
+
+
+def test_http_is_relayed_from_watcher_callbacks():
+    assert HTTP.relay is not None  # it skims requests and answers, and reads the driver's way
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        b"PUT /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+        b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
+        b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",  # no Host: the general path ends the session
+    ],
+)
+def test_a_skimmed_run_stops_before_what_the_general_path_must_see(after):
+    protocol = skimmer()
+    data = bytearray(PLAIN + after + PLAIN)
+    newpos, count, first = protocol.skim(None, data, 0, len(data))
+    assert (newpos, count, first.info.method) == (len(PLAIN), 2, b"GET")
+    assert data == PLAIN + after + PLAIN
+
+
+def test_a_skimmed_run_stops_before_an_unfinished_request():
+    protocol = skimmer()
+    get = PLAIN.index(b"POST")
+    for cut in range(len(PLAIN)):  # the GET, then the POST's head and body, cut anywhere
+        data = bytearray(PLAIN + PLAIN[:cut])
+        expected = (len(PLAIN) + get, 3) if cut >= get else (len(PLAIN), 2)
+        assert protocol.skim(None, data, 0, len(data))[:2] == expected
+    assert skimmer(keep_alive=False).skim(None, bytearray(PLAIN), 0, len(PLAIN))[1] == 0
+
+
+def test_a_skimmed_run_rewrites_host_in_place_only_at_the_same_length():
+    same = PLAIN.replace(b"Host: a", b"Host: xyz")
+    protocol = skimmer(overwrite_host_header=True)
+    data = bytearray(same + PLAIN)
+    assert protocol.skim(None, data, 0, len(data))[:2] == (len(same), 2)
+    assert data == same.replace(b"Host: xyz", b"Host: b:1") + PLAIN  # the rest goes the usual way
+    assert protocol.skim(None, same, 0, len(same))[1] == 0  # bytes pushed back: no edit there
+
+
+def test_a_skimmed_run_stops_before_a_request_a_rule_takes():
+    protocol = skimmer()
+    data = bytearray(PLAIN * 2)
+    seen = []
+
+    def untaken(fields):
+        seen.append((fields.get("method"), fields.get("path")))
+        return fields.get("method") != "POST"
+
+    assert protocol.skim(None, data, 0, len(data), untaken=untaken)[:2] == (PLAIN.index(b"POST"), 1)
+    assert seen == [("GET", "/"), ("POST", "/echo")]
+
+
+GOT = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        b"HTTP/1.0 200 OK\r\n\r\nuntil the end",
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",  # not HTTP: the general path says so
+    ],
+)
+def test_skimmed_answers_stop_before_what_the_general_path_must_see(after):
+    protocol = skimmer()
+    data = GOT * 2 + after + GOT
+    assert protocol.skim_answers(None, Asked(b"GET"), data, 0, len(data), 9) == (len(GOT) * 2, 2)
+    assert protocol.skim_answers(None, Asked(b"GET"), data, 0, len(data), 1) == (len(GOT), 1)
+
+
+def test_skimmed_answers_stop_before_an_unfinished_answer():
+    protocol = skimmer()
+    for cut in range(len(GOT)):
+        data = GOT * 2 + GOT[:cut]
+        assert protocol.skim_answers(None, Asked(b"GET"), data, 0, len(data), 9) == (
+            len(GOT) * 2,
+            2,
+        )
+    assert skimmer(keep_alive=False).skim_answers(None, Asked(b"GET"), GOT, 0, len(GOT), 9) == (
+        0,
+        0,
+    )
+
+
+def test_skimmed_answers_to_head_have_no_body():
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"
+    protocol = skimmer()
+    assert protocol.skim_answers(None, Asked(b"HEAD"), head * 3, 0, len(head) * 3, 9) == (
+        len(head) * 3,
+        3,
+    )
+    assert protocol.skim_answers(None, Asked(b"GET"), head * 3, 0, len(head) * 3, 9) == (0, 0)
+
+
 # -- sessions with a real HTTP server ---------------------------------------------------------
 
 
@@ -218,6 +340,54 @@ def test_pipelined_requests_get_their_responses_in_order(http_server, start_prox
         (200, b"slept 0.3\n"),
         (200, b"\x00\x01\x02"),
     ]
+
+
+def test_plain_runs_skimmed_then_a_chunked_request_keep_their_order(http_server, start_proxy):
+    """Pipelined plain requests (heads known from before) pass as runs, their Host rewritten;
+    a chunked request after them, and the run after it, are framed as usual."""
+    proxy = start(start_proxy, http_server.address)
+    host = b"Host: " + b"x" * len(http_server.address)  # rewritten in place: the same length
+    plain = (
+        b"GET /headers HTTP/1.1\r\n%s\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\n%s\r\nContent-Length: 5\r\n\r\nhello"
+        b"GET /bytes/10 HTTP/1.1\r\nHost: a\r\n\r\n" % (host, host)
+    )
+    chunked = b"PUT /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked += b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    with proxy.connect() as sock:
+        for _ in range(3):  # the first round leaves the heads known
+            sock.sendall(plain * 3 + chunked + plain)
+            responses = read_responses(sock, 13)
+            assert all(status == 200 for status, _, _ in responses)
+            seen = [
+                json.loads(body)["Host"] if body.startswith(b"{") else body
+                for _, _, body in responses
+            ]
+            run_ = [http_server.address, b"hello", bytes(range(10))]
+            assert seen == run_ * 3 + [b"abcde"] + run_
+    wait_until(lambda: proxy.call(proxy.proxy.stats)["active_connections"] == 0)
+    assert proxy.call(proxy.proxy.stats)["behaviors"] == {"dummy": 39}
+
+
+def test_a_rule_takes_its_request_out_of_a_skimmed_run(http_server, start_proxy):
+    proxy = start_proxy(
+        http_server.address,
+        protocol="http",
+        rules=(Rule.parse("teapot: path=/status/418 => 100:error"),),
+    )
+    plain = b"GET /bytes/3 HTTP/1.1\r\nHost: a\r\n\r\n"
+    taken = b"GET /status/418 HTTP/1.1\r\nHost: a\r\n\r\n"
+    for _ in range(3):  # the first connection leaves the heads known
+        with proxy.connect() as sock:
+            sock.sendall(plain * 3 + taken + plain)
+            responses = read_responses(sock, 5)
+            assert sock.recv(10) == b""  # the error closes the connection
+        assert [body for _, _, body in responses[:3]] == [b"\x00\x01\x02"] * 3
+        assert len(responses) == 4 and responses[3][0] in (500, 501, 502, 503)
+    wait_until(lambda: proxy.call(proxy.proxy.stats)["active_connections"] == 0)
+    stats = proxy.call(proxy.proxy.stats)
+    assert stats["rules"] == {"teapot": 3}
+    assert stats["behaviors"] == {"dummy": 9, "error": 3}
 
 
 def test_an_error_in_a_pipeline_comes_after_the_answers_before_it(http_server, start_proxy):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vaurien.errors import ProtocolError
 from vaurien.protocols import Protocol
 from vaurien.protocols.framed import (
     BUFFER_OPTION,
@@ -110,13 +111,94 @@ class HTTP(FramedProtocol):
         stop = head_end(data, pos, end)
         if stop < 0:
             return None if end - pos <= MAX_HEAD else NO_FIELDS
-        raw = bytes(data[pos:stop])
+        return self._fields(bytes(data[pos:stop]))
+
+    def _fields(self, raw: bytes) -> HeadFields:
         fields = self._peeked.get(raw)
         if fields is None:
             fields = HeadFields(raw)
             if len(raw) <= CACHED_HEAD:
                 remember(self._peeked, raw, fields)
         return fields
+
+    skims_fields = True
+
+    def skim(
+        self, state: Any, data: Any, pos: int, end: int, untaken: Any = None
+    ) -> tuple[int, int, Any]:
+        # A plain request: whole (head and Content-Length body) in ``data``, keeping the
+        # connection alive, no body to wait for (Expect), no upgrade, not HEAD (its answer
+        # frames apart). A Host rewrite of the head's own length is made in place; any other
+        # rewrite, and anything else, goes the general way. Heads are parsed here as the
+        # framer would (remembered): a direction handed to a pump stays there.
+        settings = self.settings
+        if not settings["keep_alive"]:
+            return pos, 0, None
+        rewrites = settings["overwrite_host_header"]
+        parse = self._parser.request
+        first = None
+        count = 0
+        while pos < end:
+            stop = head_end(data, pos, end)
+            if stop < 0:
+                break
+            raw = bytes(data[pos:stop])
+            try:
+                head = parse(raw, 0)
+            except ProtocolError:
+                break  # the general path ends the session
+            info = head.info
+            after = stop + info.length
+            if (
+                info.length < 0
+                or after > end
+                or info.upgrade
+                or info.expect_continue
+                or not info.keep_alive
+                or info.method == b"HEAD"
+            ):
+                break
+            if untaken is not None and not untaken(self._fields(raw)):
+                break  # a rule takes it: it gets a pick of its own
+            if rewrites:
+                verdict = self._rewrite_verdict(info, raw)
+                if verdict is not None:
+                    send = verdict.send
+                    if len(send) != len(raw) or type(data) is not bytearray:
+                        break
+                    data[pos:stop] = send
+            if first is None:
+                first = head
+            count += 1
+            pos = after
+        return pos, count, first
+
+    def skim_answers(
+        self, state: Any, request: Any, data: Any, pos: int, end: int, most: int
+    ) -> tuple[int, int]:
+        # A plain response: whole in ``data``, a final one (no 1xx), keeping the connection
+        # alive, its body counted (Content-Length, or none), nothing to rewrite.
+        if not self.settings["keep_alive"]:
+            return pos, 0
+        method = request.info.method
+        parse = self._parser.response
+        count = 0
+        while count < most and pos < end:
+            stop = head_end(data, pos, end)
+            if stop < 0:
+                break
+            try:
+                info = parse(bytes(data[pos:stop]))
+            except ProtocolError:
+                break
+            if info.status < 200 or not info.keep_alive:
+                break
+            length = info.framing(method)
+            if length < 0 or stop + length > end:
+                break
+            pos = stop + length
+            count += 1
+        return pos, count
 
     def error_reply(self, state: Any, request: Any, answered: bool, forwarded: bool) -> ErrorReply:
         status = self.proxy.random.choice(ERROR_STATUSES)
@@ -143,10 +225,15 @@ class HTTP(FramedProtocol):
         if head.held:
             rewritten = self._rewrite(info, head.raw)
             return RequestVerdict(send=rewritten) if rewritten is not None else None
+        return self._rewrite_verdict(info, head.raw)
+
+    def _rewrite_verdict(self, info: Request, raw: bytes) -> RequestVerdict | None:
+        """The verdict rewriting the head ``raw`` (read in one piece), made once per head and
+        backend."""
         cached = info.rewritten
         backend = self.proxy.backend
         if cached is None or cached[0] is not backend:
-            rewritten = self._rewrite(info, head.raw)
+            rewritten = self._rewrite(info, raw)
             verdict = RequestVerdict(send=rewritten) if rewritten is not None else None
             cached = info.rewritten = (backend, verdict)
         return cached[1]

@@ -509,10 +509,9 @@ class Relay:
         plan = session.proxy.plan
         if not plan.exclusive and session._picks:
             behavior = session.pick(self.to_backend)
-            mix = plan.mix
-            # A rule's mix has a dummy of its own; the next step's (a scenario moved on in the
-            # pick) is not in this plan's: a pump, which changes nothing either.
-            if (behavior is mix.dummy and mix.quiet_dummy) or id(behavior) in plan.quiet:
+            # The quiet dummies of every mix of the plan (its own, its rules', its steps'): a
+            # pick from the next plan's (a scenario moved on in the pick) goes to a pump.
+            if id(behavior) in plan.quiet:
                 self.source.behavior = behavior
                 return True
         else:

@@ -724,8 +724,7 @@ class Bench:
             if self._non_2xx:
                 self.rows["http_mix"].note(
                     f"through vaurien {100 * statistics.median(self._non_2xx):.1f}% of the"
-                    " answers were non-2xx (median): the mix's errors, which close their"
-                    " connection"
+                    " answers were non-2xx (median): the mix's errors"
                 )
 
     def _redis_comparisons(self) -> list[Comparison]:

@@ -48,8 +48,9 @@ class HTTP(FramedProtocol):
     end of the connection) are counted through as they pass. Keep-alive and
     ``Connection: close``, pipelining, HEAD, 1xx (``100 Continue``), 204 and 304 are followed;
     after an accepted ``Upgrade`` (a WebSocket) or ``CONNECT`` the connection is a plain
-    stream. With ``error`` the client gets a well-formed 500, 501, 502 or 503 (Content-Length,
-    ``Connection: close``) and the backend never sees the request. Traffic that is not HTTP/1
+    stream. With ``error`` the client gets a well-formed 500, 501, 502 or 503 with
+    Content-Length, and the backend never sees the request; the connection lives on, as after a
+    server's own 5xx, unless something of it is still in flight. Traffic that is not HTTP/1
     ends the session.
 
     ``overwrite_host_header`` puts the backend's address in each request's ``Host``;
@@ -66,9 +67,12 @@ class HTTP(FramedProtocol):
     )
     error_form = (
         "The client gets a 500, 501, 502 or 503 response (chosen with the proxy's random "
-        "source) with ``Content-Length`` and ``Connection: close``, after the responses to "
-        "earlier requests, and the connection ends; the backend never sees the request (with "
-        "``inject`` it does, and its response is replaced)."
+        "source) with ``Content-Length``, after the responses to earlier requests; the backend "
+        "never sees the request. The connection lives on, as after a server's own 5xx, when the "
+        "request was read whole and both the client and the ``keep_alive`` option keep "
+        "connections alive. Otherwise the response says ``Connection: close`` and the "
+        "connection ends: a request whose body the client holds back for ``100 Continue``, "
+        "and, with ``inject``, a request the backend gets, whose response is replaced."
     )
     tcp_keep_alive = False
     rule_fields = {
@@ -204,13 +208,31 @@ class HTTP(FramedProtocol):
         status = self.proxy.random.choice(ERROR_STATUSES)
         reason = REASONS[status]
         body = b"%d %s (error injected by vaurien)\n" % (status, reason)
-        head = (
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\n\r\n" % (status, reason, len(body))
+        # As a server's own 5xx, the error keeps the connection when nothing is left in
+        # flight: the request read whole, unseen by the backend, and keep-alive on both sides.
+        # Else (a body never read, a backend answer to discard) the connection ends with it.
+        close = not (
+            request is not None
+            and request.end
+            and not forwarded
+            and request.info.keep_alive
+            and self.settings["keep_alive"]
+        )
+        if close:
+            connection = b"Connection: close\r\n"
+        elif request.info.version == b"1.0":
+            connection = b"Connection: keep-alive\r\n"
+        else:
+            connection = b""
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n" % (
+            status,
+            reason,
+            len(body),
+            connection,
         )
         if request is not None and request.info.method == b"HEAD":
-            return ErrorReply(head, close=True)
-        return ErrorReply(head + body, close=True)
+            return ErrorReply(head, close=close)
+        return ErrorReply(head + body, close=close)
 
     def request_head(self, state: Any, head: RequestHead, forwarded: bool) -> Any:
         info = head.info

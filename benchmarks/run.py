@@ -233,6 +233,24 @@ class Bench:
         self._proxy_logs.append(child)
         return child, int(listen.rpartition(":")[2])
 
+    def haproxy(
+        self, backend_port: int, name: str, cpus: frozenset[int] | None = None
+    ) -> tuple[Child, int]:
+        """Start HAProxy in front of ``backend_port`` as a plain TCP relay (one thread, splice
+        where it pays, no logging); return it and the port it listens on."""
+        port = free_port()
+        config = self.workdir / f"{name}.cfg"
+        config.write_text(
+            "global\n    maxconn 4000\n    nbthread 1\n"
+            "defaults\n    mode tcp\n    option splice-auto\n    timeout connect 5s\n"
+            "    timeout client 60s\n    timeout server 60s\n"
+            f"listen relay\n    bind 127.0.0.1:{port}\n"
+            f"    server backend 127.0.0.1:{backend_port}\n"
+        )
+        child = self.procs.start(["haproxy", "-db", "-f", str(config)], name=name, cpus=cpus)
+        self.procs.wait_listening(child, port, 10)
+        return child, port
+
     def proxy_or_note(
         self, backend_port: int, keys: Sequence[str], *options: str, **kwargs: Any
     ) -> tuple[Child, int] | None:
@@ -938,6 +956,40 @@ class Bench:
         self._non_2xx.append(result.non_2xx / result.requests)
         return result.rate
 
+    # -- the reference group -----------------------------------------------------------
+
+    def reference(self) -> None:
+        """HAProxy in Vaurien's place, for reference: what a plain relay written in C makes of
+        this machine, on the measurements whose targets are the hardest to reach (bulk, CPU
+        per GiB, round trips on one CPU, connects)."""
+        rows = self.rows
+        version = self.procs.run(["haproxy", "-v"], timeout=10).split()
+        note = f"the vaurien column of this row holds HAProxy {version[2]}'s figure"
+        for key in GROUP_ROWS["reference"]:
+            rows[key].note(note)
+        server_port = self.iperf3_server()
+        proxy, port = self.haproxy(server_port, "haproxy-bulk")
+        for _ in self.repeats():
+            end = self.iperf3(server_port, bidir=False)
+            rows["ref_bulk"].direct.append(_gbits(end["sum_received"]))
+            before = cpu_seconds(proxy.pid)
+            end = self.iperf3(port, bidir=False)
+            used = cpu_seconds(proxy.pid) - before
+            rows["ref_bulk"].proxied.append(_gbits(end["sum_received"]))
+            rows["ref_cpu"].proxied.append(used / (end["sum_received"]["bytes"] / GIB))
+        keys = ("ref_rtt_pinned_p50", "ref_rtt_pinned_p99")
+        backend = self.echo_backend("echo-haproxy-pinned", PINNED)
+        args = ("--count", str(self.settings.rtt_count))
+        timeout = 30 + self.settings.rtt_count / 1000
+        relay = self.haproxy(backend, "haproxy-rtt", PINNED)
+        self.percentiles("rtt", keys, backend, relay, args, timeout, PINNED)
+        keys = ("ref_connect_p50", "ref_connect_p99")
+        backend = self.echo_backend("echo-haproxy-connect")
+        args = ("--count", str(self.settings.connect_count), "--warmup", "20")
+        timeout = 30 + self.settings.connect_count / 100
+        relay = self.haproxy(backend, "haproxy-connect")
+        self.percentiles("connect", keys, backend, relay, args, timeout)
+
     # -- the rpc group -----------------------------------------------------------------
 
     def rpc(self) -> None:
@@ -1283,6 +1335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rpc": bench.rpc,
             "dashboard": bench.dashboard,
             "growth": bench.growth,
+            "reference": bench.reference,
         }
         for group in settings.groups:
             started = time.monotonic()

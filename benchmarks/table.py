@@ -22,6 +22,7 @@ GROUPS = (
     "rpc",
     "dashboard",
     "growth",
+    "reference",
 )
 #: Connections at once in the growth group's runs (``--growth``).
 GROWTH = (1000, 5000, 20000)
@@ -165,6 +166,12 @@ def make_rows(concurrent: int, rounds: int, growth: Sequence[int] = GROWTH) -> d
             "KiB",
             Target(16, False, False),
         ),
+        Row("ref_bulk", "bulk, one way, HAProxy", "Gbit/s"),
+        Row("ref_cpu", "HAProxy CPU per GiB, one way", "s/GiB"),
+        Row("ref_rtt_pinned_p50", "32 B round trip p50, one CPU, HAProxy", "us"),
+        Row("ref_rtt_pinned_p99", "32 B round trip p99, one CPU, HAProxy", "us"),
+        Row("ref_connect_p50", "connect+round trip+close p50, HAProxy", "us"),
+        Row("ref_connect_p99", "connect+round trip+close p99, HAProxy", "us"),
     ]
     return {row.key: row for row in rows}
 
@@ -196,6 +203,14 @@ GROUP_ROWS = {
     "rpc": ("pgbench", "pgbench_tcp", "grpc", "grpc_serial"),
     "dashboard": ("dashboard",),
     "growth": (*(f"growth_{i}" for i in range(len(GROWTH))), "growth_memory"),
+    "reference": (
+        "ref_bulk",
+        "ref_cpu",
+        "ref_rtt_pinned_p50",
+        "ref_rtt_pinned_p99",
+        "ref_connect_p50",
+        "ref_connect_p99",
+    ),
 }
 #: Rows whose direct side runs through Vaurien too (another setting of the same proxy): the
 #: load tool's headroom says nothing there.
@@ -210,6 +225,17 @@ CLOSE_RATIOS = (
 )
 #: Units of times, for which lower is better (for the others, rates, higher is).
 TIMES = frozenset({"us", "s"})
+#: Vaurien's rows and the same measurements through HAProxy (the reference group): what a
+#: plain relay written in C makes of the same machine.
+REFERENCE_ROWS = (
+    ("bulk", "ref_bulk"),
+    ("cpu", "ref_cpu"),
+    ("rtt_pinned_p50", "ref_rtt_pinned_p50"),
+    ("rtt_pinned_p99", "ref_rtt_pinned_p99"),
+    ("connect_p50", "ref_connect_p50"),
+    ("connect_p99", "ref_connect_p99"),
+)
+REFERENCE_KEYS = frozenset(reference for _, reference in REFERENCE_ROWS)
 #: (chain row, the rows of its members alone, the row without behavior): a chain must cost no
 #: more than its members alone, cost being the time per bit moved.
 CHAIN_COSTS = (("bulk_chain", ("bulk_delay", "bulk_bandwidth"), "bulk"),)
@@ -269,6 +295,7 @@ def render(rows: Sequence[Row], groups: Sequence[str], repeats: int) -> str:
     out.extend(ratio_checks(shown))
     out.extend(chain_checks(shown))
     out.extend(growth_checks(shown))
+    out.extend(reference_checks(shown))
     return "\n".join(out)
 
 
@@ -281,7 +308,8 @@ def tool_checks(rows: Sequence[Row]) -> list[str]:
             continue
         headroom = 1 / ratio if ratio else float("inf")
         state = "ok" if headroom >= 1.25 else "the load tool may be the limit"
-        checks.append(f"check: {row.label}: direct is {headroom:.1f}x vaurien ({state})")
+        proxy = "HAProxy" if row.key in REFERENCE_KEYS else "vaurien"
+        checks.append(f"check: {row.label}: direct is {headroom:.1f}x {proxy} ({state})")
     return checks
 
 
@@ -351,6 +379,33 @@ def growth_checks(rows: Sequence[Row]) -> list[str]:
         f"check: time per connection through vaurien, {last.label.split()[0]} connections vs"
         f" {first.label.split()[0]}: {growth:.2f} times (flat: at most {FLAT:g}: {state})"
     ]
+
+
+def reference_checks(rows: Sequence[Row]) -> list[str]:
+    """Lines setting each row of :data:`REFERENCE_ROWS` beside HAProxy's: their ratios to
+    direct (for CPU per GiB, their values), and which is ahead."""
+    by_key = {row.key: row for row in rows}
+    checks = []
+    for key, reference_key in REFERENCE_ROWS:
+        if key not in by_key or reference_key not in by_key:
+            continue
+        row, reference = by_key[key], by_key[reference_key]
+        on_ratio = row.unit != "s/GiB"
+        ours, theirs = (
+            (row.ratio(), reference.ratio())
+            if on_ratio
+            else (row.medians()[1], reference.medians()[1])
+        )
+        if ours is None or theirs is None:
+            continue
+        lower_is_better = not on_ratio or row.unit in TIMES
+        ahead = ours <= theirs if lower_is_better else ours >= theirs
+        unit = "x" if on_ratio else f" {row.unit}"
+        checks.append(
+            f"check: {row.label}: vaurien {ours:.2f}{unit}, HAProxy {theirs:.2f}{unit}"
+            f" ({'vaurien' if ahead else 'HAProxy'} ahead)"
+        )
+    return checks
 
 
 def to_json(rows: Sequence[Row], settings: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # benchmarks/ is not installed: plain `pytest` needs the checkout
     sys.path.insert(0, str(REPO))
-TOOLS = ("iperf3", "wrk", "nginx", "redis-server", "redis-benchmark", "memcached")
+TOOLS = ("iperf3", "wrk", "nginx", "redis-server", "redis-benchmark", "memcached", "haproxy")
 MISSING = [tool for tool in TOOLS if shutil.which(tool) is None]
 if not any(Path("/usr/lib/postgresql").glob("*/bin/pgbench")):
     MISSING.append("postgresql")
@@ -74,7 +74,7 @@ def test_quickest_run_fills_every_row(tmp_path: Path) -> None:
     for row in rows.values():
         assert row["label"] in done.stdout
     assert plot.read_bytes().startswith(b"\x89PNG"), rows["growth_memory"]["notes"]
-    proxy_only = {"cpu", "cpu_both", "memory", "growth_memory"}
+    proxy_only = {"cpu", "cpu_both", "memory", "growth_memory", "ref_cpu"}
     for key, row in rows.items():
         if key not in proxy_only:
             assert row["direct"], (key, row["notes"])
@@ -97,6 +97,7 @@ def test_quickest_run_fills_every_row(tmp_path: Path) -> None:
     assert share, rows["http_mix"]["notes"]
     assert 0 < float(share[0].split("%")[0].split()[-1]) < 50, share
     assert "check: memcache set/get -P 16, --protocol memcache" in done.stdout
+    assert "check: proxy CPU per GiB, one way: vaurien " in done.stdout  # beside HAProxy's
 
 
 def test_verdicts_follow_the_targets() -> None:
@@ -257,6 +258,25 @@ def test_close_ratios_of_times_are_checked_the_other_way() -> None:
     far = Row("rtt_api_pinned_p50", "api", "us", None, [10.0], [28.0])
     assert "1.08 times cli 2.50x (at most 1.1: ok)" in render([cli, close], ["rtt", "named"], 1)
     assert "1.12 times cli 2.50x (at most 1.1: behind)" in render([cli, far], ["rtt", "named"], 1)
+
+
+def test_rows_are_set_beside_haproxys_the_right_way_round() -> None:
+    from benchmarks.table import Row, render
+
+    rows = [
+        Row("bulk", "bulk", "Gbit/s", None, [20.0], [9.0]),
+        Row("cpu", "cpu", "s/GiB", None, [], [0.5]),
+        Row("rtt_pinned_p50", "rtt", "us", None, [10.0], [25.0]),
+        Row("ref_bulk", "bulk, HAProxy", "Gbit/s", None, [20.0], [8.0]),
+        Row("ref_cpu", "cpu, HAProxy", "s/GiB", None, [], [0.9]),
+        Row("ref_rtt_pinned_p50", "rtt, HAProxy", "us", None, [10.0], [22.0]),
+    ]
+    text = render(rows, ["bulk", "rtt", "reference"], 1)
+    assert "check: bulk: vaurien 0.45x, HAProxy 0.40x (vaurien ahead)" in text
+    assert "check: cpu: vaurien 0.50 s/GiB, HAProxy 0.90 s/GiB (vaurien ahead)" in text
+    assert "check: rtt: vaurien 2.50x, HAProxy 2.20x (HAProxy ahead)" in text
+    assert "check: bulk, HAProxy: direct is 2.5x HAProxy (ok)" in text
+    assert "HAProxy" not in render(rows, ["bulk", "rtt"], 1)  # the group not run: no checks
 
 
 def test_a_chain_is_checked_against_its_members_alone() -> None:

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vaurien"
 LAYERS: list[tuple[str, ...]] = [
     ("vaurien", "vaurien.errors", "vaurien.contract"),
     ("vaurien.options",),
-    ("vaurien.network",),
+    ("vaurien.network", "vaurien.workers"),
     ("vaurien.registry",),
     ("vaurien.endpoint",),
     ("vaurien.memory_endpoint",),

@@ -40,6 +40,7 @@ from vaurien.proxy_config import ProxyConfig
 from vaurien.session import Session
 from vaurien.tls import TLSSetup
 from vaurien.toxics import ProxyToxics, Toxic
+from vaurien.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class Proxy:
         self.tls = TLSSetup.from_config(config, self.protocol.alpn)
         self.sessions: set[Session] = set()
         self.pipes = PipePool() if PipePool.available else None
+        #: The greenlets that run the sessions' pumps, reused (see vaurien.workers).
+        self.workers = WorkerPool()
         self._loop = gevent.get_hub().loop
         self._connector = BackendConnector(config.timeout)
         # Clients whose backend connection is being made: a PendingConnect, or the greenlet

@@ -3,10 +3,10 @@
 Each direction runs one event each time its side is readable: a behavior is picked from the
 proxy's mix (:meth:`Session.pick`) and the event handed to the protocol. While the protocol
 relays plainly and the behavior picked does nothing, the event runs in the watcher's callback
-(a :class:`Relay`), without a greenlet; from the first event that may wait, the direction is a
-pump greenlet. An end of stream on one side becomes a half-close on the other; the session
-ends when both directions are done, on a reset, when a plugin closes it, or after ``timeout``
-idle seconds.
+(a :class:`Relay`), without a greenlet; an event that may wait gets the direction a pump
+greenlet, which runs it until the protocol says the callbacks may take over again. An end of
+stream on one side becomes a half-close on the other; the session ends when both directions are
+done, on a reset, when a plugin closes it, or after ``timeout`` idle seconds.
 """
 
 from __future__ import annotations
@@ -121,19 +121,13 @@ class Session:
             log.debug("%s: session opened to %s", self.peer, self.proxy.backend)
         if not config.stay_connected:
             self._arm_idle_timer(config.timeout)
-        inline = (
-            self._protocol.relay is not None
-            and self.proxy.tls is None
-            and not self.proxy.plan.exclusive
-        )
+        inline = self._relayable()
         for source, dest, to_backend in (
             (self.client, self.backend, True),
             (self.backend, self.client, False),
         ):
             if inline:
-                relay = Relay(self, source, dest, to_backend)
-                self._relays.append(relay)
-                source.watch_readable(relay.on_readable)
+                self._relay(source, dest, to_backend)
             else:
                 self._spawn_pump(source, dest, to_backend)
         if inline and not self.closed:
@@ -165,10 +159,25 @@ class Session:
         else:
             self._links.append(callback)
 
+    def _relayable(self) -> bool:
+        """Whether events may run in watcher callbacks: the protocol relays plainly, neither
+        side speaks TLS and the mix runs events both ways at once."""
+        return (
+            self._protocol.relay is not None
+            and self.proxy.tls is None
+            and not self.proxy.plan.exclusive
+        )
+
+    def _relay(self, source: Endpoint, dest: Endpoint, to_backend: bool) -> None:
+        """From now on, the direction from ``source`` runs in its watcher's callbacks."""
+        relay = Relay(self, source, dest, to_backend)
+        self._relays.append(relay)
+        source.watch_readable(relay.on_readable)
+
     def _spawn_pump(self, source: Endpoint, dest: Endpoint, to_backend: bool, behavior=None):
         # The pump counts itself in once it runs: a session closed before that ends at once,
         # and the pump, finding it closed, does nothing.
-        gevent.spawn(self._pump, source, dest, to_backend, behavior)
+        self.proxy.workers.spawn(self._pump, source, dest, to_backend, behavior)
 
     def _hand_to_pump(self, relay: Relay, behavior: BehaviorLike | None) -> None:
         """From now on, a pump greenlet runs the direction of ``relay``, starting with an event
@@ -347,6 +356,8 @@ class Session:
         for ``behavior`` when given (picked already, its data is there)."""
         events = self.proxy.events
         direction = "to_backend" if to_backend else "to_client"
+        protocol = self._protocol
+        relays = protocol.relay is not None  # the direction may go back to callbacks
         finished = False
         current = gevent.getcurrent()
         self._greenlets.append(current)
@@ -365,6 +376,10 @@ class Session:
                 events[direction] += 1
                 if not self._goes_on(source, dest, keep_going, took_data):
                     finished = True
+                    return
+                if relays and self._relayable() and protocol.relays_next(source, to_backend):
+                    if not self.closed:  # (relays_next may have waited)
+                        self._relay(source, dest, to_backend)
                     return
         except gevent.GreenletExit:
             return

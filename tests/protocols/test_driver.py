@@ -113,9 +113,13 @@ class SkimmedLines(Lines):
 
     name = "test_skimmed_lines"
 
-    def skim(self, state, data, pos, end, untaken=None):
+    def skim(self, state, data, pos, end, untaken=None, most=None):
         count, first = 0, None
-        while (eol := data.find(b"\n", pos, end)) >= 0 and data[pos : pos + 3] == b"GET":
+        while (
+            count != most
+            and (eol := data.find(b"\n", pos, end)) >= 0
+            and data[pos : pos + 3] == b"GET"
+        ):
             first = first or Line(bytes(data[pos : eol + 1]))
             pos, count = eol + 1, count + 1
         return pos, count, first
@@ -152,7 +156,7 @@ class Harness:
         self.dummy = _behavior("dummy")
         self.proxy = types.SimpleNamespace(
             random=random.Random(1),
-            plan=types.SimpleNamespace(exclusive=False),
+            plan=types.SimpleNamespace(exclusive=False, quiet=frozenset({id(self.dummy)})),
             backend=None,
         )
         self.picked_fields = []
@@ -176,6 +180,7 @@ class Harness:
             count_picks=lambda count: None,
             wants_fields=lambda: fields,
             names_requests=lambda: False,
+            proxy=self.proxy,
         )
         self.session.client = CountingEndpoint(client_side, "client", self.session)
         self.session.backend = CountingEndpoint(backend_side, "backend", self.session)
@@ -515,6 +520,66 @@ def test_the_last_answer_of_a_run_with_an_error_behind_it_goes_to_a_pump(harness
     h.protocol.handle(h.session.backend, h.session.client, False, None)
     assert received(h.client, b"OK b\nERR PUT c\n")
     assert not h.flow.queue
+
+
+def test_under_chaos_plain_requests_pass_while_their_picks_are_quiet(harness):
+    h = harness(protocol=SkimmedLines)
+    error = _behavior("error")
+    h.picks.extend([h.dummy, h.dummy, error])  # chaos in force: a pick for each request
+    hand_over = HandOver()
+    h.client.sendall(b"GET a\nGET b\nGET c\nGET d\n")
+    assert h.protocol.relay(h.session.client, h.session.backend, hand_over) is None
+    assert hand_over.calls == 1 and h.flow.picked is error  # its pick goes to the pump
+    assert received(h.backend, b"GET a\nGET b\n") and nothing_waits(h.backend)
+    assert len(h.picked_fields) == 3  # GET d waits for its own pick
+    h.picks.append(h.dummy)
+    h.request_event()  # the pump's first event: GET c, with the pick made
+    assert len(h.picked_fields) == 3 and h.flow.picked is None
+    h.request_event()  # GET d, picked now
+    assert len(h.picked_fields) == 4 and received(h.backend, b"GET d\n")
+    h.answers(b"OK a\nOK b\nOK d\n")
+    assert received(h.client, b"OK a\nOK b\nERR GET c\nOK d\n")
+
+
+def test_a_pick_under_chaos_that_is_quiet_for_all_relays_them_all(harness):
+    h = harness(protocol=SkimmedLines)
+    h.picks.extend([h.dummy] * 3)
+    h.client.sendall(b"GET a\nGET b\nGET c\n")
+    assert h.protocol.relay(h.session.client, h.session.backend, HandOver()) == 18
+    assert received(h.backend, b"GET a\nGET b\nGET c\n")
+    assert [exchange.count for exchange in h.flow.queue] == [3]
+
+
+def test_a_pump_gives_the_direction_back_once_at_rest(harness):
+    h = harness(_behavior("error"), _behavior("delay", sleep=0), protocol=SkimmedLines)
+    client, backend = h.session.client, h.session.backend
+    h.client.sendall(b"GET a")  # half a request: not at rest
+    h.request_event()
+    assert not h.protocol.relays_next(client, True)
+    h.requests(b"\nGET b\n")  # GET a gets the error; GET b (delayed) waits, pushed back
+    assert received(h.client, b"ERR GET a\n")
+    assert not h.protocol.relays_next(client, True)
+    h.request_event()
+    assert received(h.backend, b"GET b\n")
+    assert not h.protocol.relays_next(backend, False)  # an answer a hook waits for is due
+    h.answers(b"OK b\n")
+    assert received(h.client, b"OK b\n")
+    assert h.protocol.relays_next(backend, False)
+    assert h.protocol.relays_next(client, True)  # (it would wait until then: delay's after)
+
+
+def test_the_client_side_waits_for_its_error_to_be_written_before_it_goes_back(harness):
+    h = harness(protocol=SkimmedLines)
+    h.picks.extend([h.dummy, _behavior("error")])
+    client = h.session.client
+    h.requests(b"GET a\nPUT b\n")  # the error waits for GET a's answer
+    assert received(h.backend, b"GET a\n")
+    back = gevent.spawn(h.protocol.relays_next, client, True)
+    gevent.sleep(0.05)
+    assert not back.ready()  # it waits, as a pump may
+    h.answers(b"OK a\n")
+    assert back.get(timeout=5) is True
+    assert received(h.client, b"OK a\nERR PUT b\n") and not h.flow.queue
 
 
 def test_the_end_of_the_stream_goes_to_a_pump(harness):

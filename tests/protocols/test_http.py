@@ -184,6 +184,15 @@ def test_a_skimmed_run_stops_before_an_unfinished_request():
     assert skimmer(keep_alive=False).skim(None, bytearray(PLAIN), 0, len(PLAIN))[1] == 0
 
 
+def test_a_skimmed_run_stops_at_the_most_asked_for():
+    protocol = skimmer()
+    data = bytearray(PLAIN * 2)  # GET, POST, GET, POST
+    get = PLAIN.index(b"POST")
+    assert protocol.skim(None, data, 0, len(data), most=1)[:2] == (get, 1)
+    assert protocol.skim(None, data, 0, len(data), most=3)[:2] == (len(PLAIN) + get, 3)
+    assert protocol.skim(None, data, 0, len(data), most=9)[:2] == (len(data), 4)
+
+
 def test_a_skimmed_run_rewrites_host_in_place_only_at_the_same_length():
     same = PLAIN.replace(b"Host: a", b"Host: xyz")
     protocol = skimmer(overwrite_host_header=True)
@@ -454,6 +463,24 @@ def test_an_error_keeps_an_http_10_keep_alive_connection(http_server, start_prox
     status, headers, _ = responses[0]
     assert status in (500, 501, 502, 503) and headers[b"connection"] == b"keep-alive"
     assert responses[1][0] == 200 and responses[1][2] == bytes(range(4))
+
+
+@pytest.mark.parametrize("fault", ["error", "delay"])
+def test_after_a_fault_the_session_is_relayed_from_callbacks_again(http_server, start_proxy, fault):
+    proxy = start(start_proxy, http_server.address)
+    proxy.call(proxy.proxy.set_behavior, f"100:{fault}", {"delay": {"sleep": "0.05"}})
+
+    def greenlets():
+        return proxy.call(lambda: [s.greenlets() for s in proxy.proxy.sessions])
+
+    with proxy.connect() as sock:
+        sock.sendall(b"GET /bytes/3 HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert read_responses(sock, 1)[0][0] in (200, 500, 501, 502, 503)
+        proxy.call(proxy.proxy.set_behavior, "100:dummy")
+        wait_until(lambda: greenlets() == [[]])  # no pump left: both directions relayed
+        sock.sendall(b"GET /bytes/4 HTTP/1.1\r\nHost: a\r\n\r\n" * 2)
+        assert [body for _, _, body in read_responses(sock, 2)] == [bytes(range(4))] * 2
+        assert greenlets() == [[]]
 
 
 def test_100_continue_reaches_the_client_before_the_body_is_sent(http_server, start_proxy):

@@ -64,8 +64,8 @@ _LINES = st.sampled_from(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_LINES, max_size=12), st.integers(0, 300))
-def test_a_skimmed_run_ends_where_framing_command_by_command_does(lines, stop):
+@given(st.lists(_LINES, max_size=12), st.integers(0, 300), st.integers(1, 12))
+def test_a_skimmed_run_ends_where_framing_command_by_command_does(lines, stop, most):
     """skim frames the plain commands ahead in one go, all answered alike (all lists, or all
     not): it stops before a command that is not plain, or not all there, or answered
     otherwise, exactly where the framer ends the commands before it."""
@@ -85,6 +85,9 @@ def test_a_skimmed_run_ends_where_framing_command_by_command_does(lines, stop):
     assert count == plain
     assert newpos == (ends[plain - 1][0] if plain else 0)
     assert (first is None) == (plain == 0)
+    newpos, count, _ = Memcache().skim(None, data, 0, len(data), most=most)
+    assert count == min(plain, most)
+    assert newpos == (ends[count - 1][0] if count else 0)
 
 
 def test_commands_end_after_their_data_blocks():

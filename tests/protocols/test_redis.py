@@ -83,8 +83,9 @@ _shaped = st.tuples(st.sampled_from([b"GET", b"get", b"SET", b"CLIENT", b"x"]), 
 @given(
     st.one_of(st.lists(st.tuples(_names, _args), max_size=12), st.lists(_shaped, max_size=24)),
     st.integers(0, 600),
+    st.integers(1, 24),
 )
-def test_a_skimmed_run_ends_where_framing_command_by_command_does(commands, stop):
+def test_a_skimmed_run_ends_where_framing_command_by_command_does(commands, stop, most):
     """skim frames the plain commands ahead in one go: it stops before the first command
     whose name matters to the session, or that is not all there, exactly where the framer
     would have ended the commands before it."""
@@ -105,6 +106,10 @@ def test_a_skimmed_run_ends_where_framing_command_by_command_does(commands, stop
     assert (first is None) == (plain == 0)
     if plain:
         assert first.name == ends[0][1].name and first.argc == ends[0][1].argc
+    # At most ``most`` (a pick for each, under chaos): runs of one shape are cut there too.
+    newpos, count, _ = Redis().skim(RedisState(), data, 0, len(data), most=most)
+    assert count == min(plain, most)
+    assert newpos == (ends[count - 1][0] if count else 0)
 
 
 PLAIN_REPLIES = (

@@ -111,6 +111,13 @@ class BaseProtocol:
                 close_hook(self, source, dest, to_backend)
         return keep_going is not False
 
+    def relays_next(self, source: EndpointLike, to_backend: bool) -> bool:
+        """Whether the next events of the direction of ``source``, which a pump greenlet runs,
+        may run in watcher callbacks again (:attr:`relay`); the pump then ends. Asked after each
+        of the pump's events; it may wait for what the event left to finish. The base says
+        no: once a pump runs a direction, it runs it to the end."""
+        return False
+
     def _handle(self, source: EndpointLike, dest: EndpointLike, to_backend: bool) -> bool:
         """Forward what ``source`` has to ``dest``, as a plain byte stream."""
         data = self.read(source)

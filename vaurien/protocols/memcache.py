@@ -328,12 +328,18 @@ class Memcache(FramedProtocol):
         return _ERROR
 
     def skim(
-        self, state: Any, data: Any, pos: int, end: int, untaken: Any = None
+        self,
+        state: Any,
+        data: Any,
+        pos: int,
+        end: int,
+        untaken: Any = None,
+        most: int | None = None,
     ) -> tuple[int, int, Any]:
         first = None
         count = 0
         passing: dict[bytes, bool] = {}  # command name -> whether the name alone lets it pass
-        while pos < end:
+        while pos < end and count != most:
             eol = data.find(b"\n", pos, min(end, pos + MAX_LINE))
             if eol < 0 or data[pos] == 0x80:
                 break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vaurien.protocols.framed.exchange import ABORT, COMPLETE, FORWARD, SWALLOW, Exchange, Phase
+from vaurien.protocols.framed.exchange import ABORT, COMPLETE, SWALLOW, Exchange, Phase
 from vaurien.protocols.framed.framing import HOLD
 from vaurien.protocols.framed.state import FramedState, Relay
 
@@ -165,9 +165,9 @@ class AnswerSide(Relay):
             return 0
         queue = flow.queue
         pos = 0
-        while pos < end and queue and _plain_run(queue[0]):
+        while pos < end and queue and queue[0].plain_run():
             head = queue[0]
-            most = head.count if len(queue) == 1 or _plain_run(queue[1]) else head.count - 1
+            most = head.count if len(queue) == 1 or queue[1].plain_run() else head.count - 1
             head.phase = ANSWERING
             pos, answered = self.skim_answers(flow.state, head.request, data, pos, end, most)
             head.count -= answered
@@ -179,8 +179,10 @@ class AnswerSide(Relay):
         return pos
 
     def _answers(self, flow: FramedState, source: Any, dest: Any) -> None:
+        # What was read and pushed back is framed in the same event; the event ends before
+        # reading more, so that a pump at rest may give the direction back (relays_next).
         session = flow.session
-        while self._frame_answers(flow, source, dest) and not session.closed:
+        while self._frame_answers(flow, source, dest) and not session.closed and source.has_pending:
             pass
 
     def _answer_behavior(self, flow: FramedState, target: Exchange, source: Any, dest: Any):
@@ -255,20 +257,6 @@ class AnswerSide(Relay):
                             return bytes(collected)
                 pos = newpos
         return bytes(collected)
-
-
-def _plain_run(exchange: Exchange) -> bool:
-    """Whether ``exchange`` is a run of plain requests (skimmed) awaiting its answers, with
-    nothing to do once they are there."""
-    return (
-        exchange.behavior is None
-        and exchange.action is FORWARD
-        and (exchange.phase is AWAITING or exchange.phase is ANSWERING)
-        and exchange.answer_behavior is None
-        and exchange.reply is None
-        and exchange.after is None
-        and not exchange.close
-    )
 
 
 def _after_both(request_after: Any, answer_hook: Any) -> tuple[Any, bool]:

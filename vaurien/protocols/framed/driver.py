@@ -137,10 +137,17 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
     skims_fields = False
 
     def skim(
-        self, state: Any, data: Any, pos: int, end: int, untaken: Any = None
+        self,
+        state: Any,
+        data: Any,
+        pos: int,
+        end: int,
+        untaken: Any = None,
+        most: int | None = None,
     ) -> tuple[int, int, Any]:
         """Frame the plain requests at the start of ``data[pos:end]`` in one go, for when
-        every request passes untouched: ``(newpos, how many, the first one)``.
+        every request passes untouched: ``(newpos, how many, the first one)``; with ``most``,
+        at most that many.
 
         A plain request is one whose hooks would say nothing (:data:`PASS`) and whose answer
         frames like the first one's. Stop before anything else, and before an unfinished
@@ -205,6 +212,32 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
             pick()
             return None
         return count
+
+    def relays_next(self, source: Any, to_backend: bool) -> bool:
+        """After a pump's event: the direction goes back to watcher callbacks when nothing of
+        it is under way. The client's side first waits for the replies and hooks its requests
+        left in the queue to be done in their turn (an error's answer); the backend's side
+        goes back once the answers due next are plain ones, or none."""
+        flow = source.session.state
+        if flow.stream or flow.last or flow.gate is not None or source.has_pending:
+            return False
+        if not to_backend:
+            queue = flow.queue
+            return (
+                flow.target is None
+                and flow.answering is None
+                and flow.answers.idle
+                and (not queue or queue[0].plain_run())
+            )
+        if flow.current is not None or flow.picked is not None:
+            return False
+        session = source.session
+        while not session.closed and any(each.left_to_write() for each in flow.queue):
+            if flow.queue[0].phase is READY and not flow.advancing:
+                self._advance(flow)
+            else:
+                flow.wait()
+        return not session.closed and not flow.last
 
     def open_session(self, session: Any) -> FramedState:
         state = self.new_session_state(session)

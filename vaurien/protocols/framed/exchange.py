@@ -150,6 +150,24 @@ class Exchange:
         self.answer_started = False
         self.count = 1  # answers owed: a run of plain requests is one exchange of many
 
+    def plain_run(self) -> bool:
+        """Whether this is a run of plain requests (skimmed) awaiting its answers, with
+        nothing to do once they are there."""
+        return (
+            self.behavior is None
+            and self.action is Action.FORWARD
+            and (self.phase is Phase.AWAITING or self.phase is Phase.ANSWERING)
+            and self.answer_behavior is None
+            and self.reply is None
+            and self.after is None
+            and not self.close
+        )
+
+    def left_to_write(self) -> bool:
+        """Whether, once answered, something is still to be done in its turn: a reply to
+        write, a hook to run, the session to close."""
+        return self.reply is not None or self.after is not None or self.close
+
     def __repr__(self) -> str:
         name = self.behavior.name if self.behavior is not None else "-"
         return f"<Exchange {name} {self.action.value} {self.phase.value} {self.request!r}>"

@@ -76,8 +76,9 @@ class RequestSide(Relay):
                     untaken = None
                     if wants_fields and self.skims_fields and not single:
                         untaken = session.untaken_test()
-                    if untaken is not None or (
-                        not (single or wants_fields) and session.passes_everything()
+                    if flow.picked is None and (
+                        untaken is not None
+                        or (not (single or wants_fields) and session.passes_everything())
                     ):
                         # Nothing to pick: the plain requests ahead (that no rule takes) pass as
                         # one run.
@@ -107,8 +108,13 @@ class RequestSide(Relay):
                         fields = (
                             head if head is not None else self.peek(flow.state, buf, pos, count)
                         )
-                    # A new request: its pick decides whether it rides along in the batch.
-                    behavior = session.pick(fields=fields)
+                    # A new request: its pick decides whether it rides along in the batch. A
+                    # relay that stopped at it may have picked already.
+                    behavior = flow.picked
+                    if behavior is None:
+                        behavior = session.pick(fields=fields)
+                    else:
+                        flow.picked = None
                     hooks = self._hooks_of(behavior)
                     if behavior.sits_out is True:
                         exchange = self._open(flow, behavior, FORWARD)
@@ -188,9 +194,10 @@ class RequestSide(Relay):
             peeked = self._peek_more(flow, source)
 
     def _relay_requests(self, flow: FramedState, data: Any, end: int) -> int:
-        """How much of ``data[:end]`` is plain requests that pass as one run with no pick (see
-        :meth:`FramedProtocol.relay`); they are queued as such."""
-        if flow.current is not None:
+        """How much of ``data[:end]`` is plain requests that pass untouched (see
+        :meth:`FramedProtocol.relay`): as one run with no pick when no chaos is in force,
+        else while each one's pick is quiet. They are queued as runs."""
+        if flow.current is not None or flow.picked is not None:
             return 0
         session = flow.session
         if session.wants_fields():
@@ -200,11 +207,40 @@ class RequestSide(Relay):
             pos, run, first = self.skim(flow.state, data, 0, end, untaken=untaken)
         elif session.passes_everything():
             pos, run, first = self.skim(flow.state, data, 0, end)
+        elif session.names_requests():
+            return 0  # the dashboard's feed names the requests picked for: the general path
         else:
-            return 0
+            return self._relay_picking(flow, data, end)
         if run:
             self._open_run(flow, first, run)
             session.count_picks(run)
+        return pos
+
+    def _relay_picking(self, flow: FramedState, data: Any, end: int) -> int:
+        """How much of ``data[:end]`` is plain requests whose picks are quiet, a pick each. The
+        first one picked for a behavior that acts stops the relay: it keeps its pick
+        (``flow.picked``) for the pump that runs it."""
+        session = flow.session
+        quiet = session.proxy.plan.quiet  # the plan before the picks (see Relay.pick)
+        pos = 0
+        while pos < end:
+            newpos, run, first = self.skim(flow.state, data, pos, end)
+            if not run:
+                break
+            passing = 0
+            while passing < run:
+                behavior = session.pick()
+                if id(behavior) not in quiet:
+                    flow.picked = behavior
+                    break
+                passing += 1
+            if passing < run:
+                if passing:  # the quiet ones before it pass
+                    pos, run, first = self.skim(flow.state, data, pos, end, most=passing)
+                    self._open_run(flow, first, run)
+                break
+            self._open_run(flow, first, run)
+            pos = newpos
         return pos
 
     def _peek_more(self, flow: FramedState, source: Any) -> Mapping[str, str]:

@@ -33,6 +33,7 @@ class FramedState:
         "last",
         "advancing",
         "last_behavior",
+        "picked",
         "_changed",
         "__weakref__",
     )
@@ -54,6 +55,7 @@ class FramedState:
         self.last = False  # no more requests pass: the connection ends after the answers due
         self.advancing = False
         self.last_behavior: Any = None  # the behavior of the latest request (on_close)
+        self.picked: Any = None  # the pick a relay made for the next request, left to a pump
         self._changed: gevent.event.Event | None = None
 
     def wait(self) -> None:

@@ -128,13 +128,19 @@ class HTTP(FramedProtocol):
     skims_fields = True
 
     def skim(
-        self, state: Any, data: Any, pos: int, end: int, untaken: Any = None
+        self,
+        state: Any,
+        data: Any,
+        pos: int,
+        end: int,
+        untaken: Any = None,
+        most: int | None = None,
     ) -> tuple[int, int, Any]:
         # A plain request: whole (head and Content-Length body) in ``data``, keeping the
         # connection alive, no body to wait for (Expect), no upgrade, not HEAD (its answer
         # frames apart). A Host rewrite of the head's own length is made in place; any other
         # rewrite, and anything else, goes the general way. Heads are parsed here as the
-        # framer would (remembered): a direction handed to a pump stays there.
+        # framer would (remembered).
         settings = self.settings
         if not settings["keep_alive"]:
             return pos, 0, None
@@ -142,7 +148,7 @@ class HTTP(FramedProtocol):
         parse = self._parser.request
         first = None
         count = 0
-        while pos < end:
+        while pos < end and count != most:
             stop = head_end(data, pos, end)
             if stop < 0:
                 break

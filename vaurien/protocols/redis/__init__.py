@@ -127,7 +127,13 @@ class Redis(FramedProtocol):
         return ErrorReply(f"-ERR {name} failed (error injected by vaurien)\r\n".encode())
 
     def skim(
-        self, state: RedisState, data: Any, pos: int, end: int, untaken: Any = None
+        self,
+        state: RedisState,
+        data: Any,
+        pos: int,
+        end: int,
+        untaken: Any = None,
+        most: int | None = None,
     ) -> tuple[int, int, Any]:
         if state.replies_off or state.skip_next:
             return pos, 0, None
@@ -136,7 +142,7 @@ class Redis(FramedProtocol):
         array, bulk = ARRAY_HEAD.match, BULK_HEAD.match
         passing: dict[bytes, bool] = {}  # command name -> whether the name alone lets it pass
         shapes = state.shapes
-        while pos < end:
+        while pos < end and count != most:
             match = array(data, pos, end)
             if match is None:
                 break
@@ -179,8 +185,10 @@ class Redis(FramedProtocol):
                     if spans is None and argc <= SHAPED_ARGS and at - pos <= SHAPED_SIZE:
                         # Pipelines repeat a shape (the same command, arguments of the same
                         # lengths): the commands of this shape that follow take one match.
-                        start, at = at, same_shape(shapes, raw, sizes, data, at, end)
-                        count += (at - start) // (start - pos)
+                        size = at - pos
+                        stop = min(end, at + (most - count) * size) if most is not None else end
+                        start, at = at, same_shape(shapes, raw, sizes, data, at, stop)
+                        count += (at - start) // size
                     pos = at
                     continue
             break

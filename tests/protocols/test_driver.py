@@ -582,6 +582,27 @@ def test_the_client_side_waits_for_its_error_to_be_written_before_it_goes_back(h
     assert received(h.client, b"OK a\nERR PUT b\n") and not h.flow.queue
 
 
+@pytest.mark.parametrize("before", [True, False])
+def test_the_answer_to_a_request_a_delay_held_is_relayed_unless_the_delay_comes_after(
+    harness, before
+):
+    h = harness(protocol=SkimmedLines)
+    h.picks.append(_behavior("delay", sleep=0, before=before))
+    client, backend = h.session.client, h.session.backend
+    hand_over = HandOver()
+    h.client.sendall(b"GET a\n")
+    assert h.protocol.relay(client, backend, hand_over) is None and h.flow.picked is not None
+    h.request_event()  # the pump: the delay's hook, then GET a forwarded
+    assert received(h.backend, b"GET a\n")
+    h.backend.sendall(b"OK a\n")
+    relayed = h.protocol.relay(backend, client, hand_over)
+    if before:  # nothing left to do after the answer: it passes as a plain one
+        assert relayed == 5 and hand_over.calls == 1
+        assert received(h.client, b"OK a\n") and not h.flow.queue
+    else:  # the delay comes once the answer is through: a pump runs it
+        assert relayed is None and hand_over.calls == 2
+
+
 def test_the_end_of_the_stream_goes_to_a_pump(harness):
     h = harness(protocol=SkimmedLines)
     hand_over = HandOver()

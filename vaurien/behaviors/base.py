@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vaurien.contract import EndpointLike, ProtocolLike, no_op
+from vaurien.contract import EndpointLike, ProtocolLike, does_nothing, no_op
 
 
 class BaseBehavior:
@@ -92,6 +92,12 @@ class BaseBehavior:
     ) -> bool:
         """Called after the protocol handled the event."""
         return True
+
+    def acts_after(self) -> bool:
+        """Whether :meth:`on_after_handle` does anything with this instance's settings: a
+        protocol that would keep an exchange open for it asks. The base says whether the
+        class has one of its own."""
+        return not does_nothing(type(self).on_after_handle)
 
     @no_op
     def on_close(

@@ -48,6 +48,9 @@ class Delay(BaseBehavior):
             self._wait()
         return True
 
+    def acts_after(self):
+        return not self.settings["before"]
+
     def _wait(self):
         sleep, jitter = self.settings["sleep"], self.settings["jitter"]
         if jitter:

@@ -134,6 +134,7 @@ class Exchange:
         "answer_behavior",
         "answer_started",
         "count",
+        "plain",
     )
 
     def __init__(self, behavior: Any, action: Action, hooks: bool = False) -> None:
@@ -149,12 +150,14 @@ class Exchange:
         self.answer_behavior: Any = None
         self.answer_started = False
         self.count = 1  # answers owed: a run of plain requests is one exchange of many
+        self.plain = False  # a plain request (skimmed), though a behavior acted on it
 
     def plain_run(self) -> bool:
         """Whether this is a run of plain requests (skimmed) awaiting its answers, with
-        nothing to do once they are there."""
+        nothing to do once they are there: a behavior may have acted on the request (a
+        delay), not on what comes after it."""
         return (
-            self.behavior is None
+            (self.behavior is None or self.plain)
             and self.action is Action.FORWARD
             and (self.phase is Phase.AWAITING or self.phase is Phase.ANSWERING)
             and self.answer_behavior is None

@@ -111,10 +111,11 @@ class RequestSide(Relay):
                     # A new request: its pick decides whether it rides along in the batch. A
                     # relay that stopped at it may have picked already.
                     behavior = flow.picked
-                    if behavior is None:
-                        behavior = session.pick(fields=fields)
-                    else:
+                    plain = behavior is not None  # a relay skimmed it: its answer is plain
+                    if plain:
                         flow.picked = None
+                    else:
+                        behavior = session.pick(fields=fields)
                     hooks = self._hooks_of(behavior)
                     if behavior.sits_out is True:
                         exchange = self._open(flow, behavior, FORWARD)
@@ -124,10 +125,10 @@ class RequestSide(Relay):
                             write(view[out:pos])
                         source.unread(buf[pos:count])
                         flow.current = None
-                        self._request_behavior(flow, source, dest, behavior)
+                        self._request_behavior(flow, source, dest, behavior, plain)
                         return
                     else:
-                        exchange = self._open(flow, behavior, FORWARD, hooks=True)
+                        exchange = self._open(flow, behavior, FORWARD, hooks=True, plain=plain)
                 newpos, event = framer.feed(buf, pos, count)
                 if event is None:
                     pos = newpos
@@ -258,15 +259,18 @@ class RequestSide(Relay):
         source.unread(data)
         return fields if fields is not None else NO_FIELDS
 
-    def _request_behavior(self, flow: FramedState, source: Any, dest: Any, behavior: Any) -> None:
+    def _request_behavior(
+        self, flow: FramedState, source: Any, dest: Any, behavior: Any, plain: bool = False
+    ) -> None:
         """The event of a request whose behavior acts on it: run the behavior's hook, then,
-        unless it handled the request itself, forward the request."""
+        unless it handled the request itself, forward the request (``plain``: one a relay
+        skimmed, whose answer frames as a plain one)."""
         flow.behavior = behavior
         source.behavior = behavior
         if behavior.on_before_handle(self, source, dest, True):
             current = flow.current
             if current is None or not current.moved:
-                exchange = current or self._open(flow, behavior, FORWARD, hooks=True)
+                exchange = current or self._open(flow, behavior, FORWARD, hooks=True, plain=plain)
                 self._frame_requests(flow, source, dest, exchange, nested=True)
 
     def _verb(self, flow: FramedState, source: Any, dest: Any, action: Action) -> None:
@@ -290,8 +294,16 @@ class RequestSide(Relay):
         flow.queue.append(exchange)
         flow.last_behavior = None
 
-    def _open(self, flow: FramedState, behavior: Any, action: Action, hooks: bool = False):
+    def _open(
+        self,
+        flow: FramedState,
+        behavior: Any,
+        action: Action,
+        hooks: bool = False,
+        plain: bool = False,
+    ) -> Exchange:
         exchange = Exchange(behavior, action, hooks)
+        exchange.plain = plain
         if getattr(behavior, "both_ways", False):  # a chain acting on requests and answers
             exchange.answer_behavior = behavior
         flow.queue.append(exchange)
@@ -335,7 +347,9 @@ class RequestSide(Relay):
             flow.gate = exchange
         behavior = exchange.behavior
         if exchange.hooks and behavior is not None and self._hooks_of(behavior).after:
-            exchange.after = (behavior.on_after_handle, True)
+            acts_after = getattr(behavior, "acts_after", None)  # (plugins of old lack it)
+            if acts_after is None or acts_after():
+                exchange.after = (behavior.on_after_handle, True)
         return verdict
 
     def _after_request(self, flow: FramedState, exchange: Exchange, source: Any, dest: Any):

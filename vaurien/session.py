@@ -528,6 +528,8 @@ class Relay:
             # pick from the next plan's (a scenario moved on in the pick) goes to a pump.
             if id(behavior) in plan.quiet:
                 self.source.behavior = behavior
+                if session._debug:
+                    log.debug("%s: %s -> %s", session.peer, self.source.role, behavior.name)
                 return True
         else:
             behavior = None  # the pump waits for the session's turn, then picks

@@ -65,3 +65,26 @@ def test_reuse_socket_lets_two_proxies_share_a_port(echo_backend):
                     assert recv_exactly(client, 6) == b"shared"
             wait_until(lambda: first.call(first.proxy.stats)["total_connections"] > 0)
             wait_until(lambda: second.call(second.proxy.stats)["total_connections"] > 0)
+
+
+def test_a_direction_goes_back_to_the_callbacks_after_a_quiet_event(echo_backend, start_proxy):
+    proxy = start_proxy(
+        echo_backend.address,
+        behavior="100:delay",
+        plugin_options={("behavior", "delay"): {"sleep": 0.01}},
+    )
+
+    def greenlets():
+        return proxy.call(lambda: [len(s.greenlets()) for s in proxy.proxy.sessions])
+
+    with proxy.connect() as client:
+        client.sendall(b"ping")
+        assert recv_exactly(client, 4) == b"ping"
+        assert greenlets() == [2]  # each direction had a delay: two pumps
+        proxy.call(proxy.proxy.set_behavior, "100:dummy")
+        for _ in range(3):  # a quiet event in each direction hands it back
+            client.sendall(b"pong")
+            assert recv_exactly(client, 4) == b"pong"
+        wait_until(lambda: greenlets() == [0])
+        client.sendall(b"more")
+        assert recv_exactly(client, 4) == b"more"

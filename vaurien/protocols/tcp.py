@@ -92,6 +92,11 @@ class TCP(BaseProtocol):
             dest.write(chunk[:count])
         return count
 
+    def relays_next(self, source, to_backend):
+        """After a pump's event: back to the callbacks once an event's pick was quiet (a run
+        of faults keeps its pump; the events between them are relayed)."""
+        return id(source.behavior) in self.proxy.plan.quiet and not source.has_pending
+
     def _splices(self, source, dest):
         # Splicing pays off for bulk data; a small message is cheaper copied (two system calls
         # instead of two splices and a pipe), so the size of the last read decides.

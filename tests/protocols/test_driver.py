@@ -568,6 +568,13 @@ def test_a_pump_gives_the_direction_back_once_at_rest(harness):
     assert h.protocol.relays_next(client, True)  # (it would wait until then: delay's after)
 
 
+def test_a_pump_keeps_the_direction_while_a_relay_could_take_no_request(harness):
+    h = harness(fields=True, protocol=SkimmedLines)  # rules read every request's fields
+    h.requests(b"GET a\n")
+    assert received(h.backend, b"GET a\n") and h.picked_fields == [{"word": "GET"}]
+    assert not h.protocol.relays_next(h.session.client, True)
+
+
 def test_the_client_side_waits_for_its_error_to_be_written_before_it_goes_back(harness):
     h = harness(protocol=SkimmedLines)
     h.picks.extend([h.dummy, _behavior("error")])

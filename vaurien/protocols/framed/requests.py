@@ -217,6 +217,14 @@ class RequestSide(Relay):
             session.count_picks(run)
         return pos
 
+    def _relay_takes_requests(self, flow: FramedState) -> bool:
+        """Whether :meth:`_relay_requests` may take the next plain requests (else a relay
+        would hand each one straight back to a pump)."""
+        session = flow.session
+        if session.wants_fields():
+            return self.skims_fields and session.untaken_test() is not None
+        return session.passes_everything() or not session.names_requests()
+
     def _relay_picking(self, flow: FramedState, data: Any, end: int) -> int:
         """How much of ``data[:end]`` is plain requests whose picks are quiet, a pick each. The
         first one picked for a behavior that acts stops the relay: it keeps its pick

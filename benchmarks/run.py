@@ -961,7 +961,7 @@ class Bench:
     def reference(self) -> None:
         """HAProxy in Vaurien's place, for reference: what a plain relay written in C makes of
         this machine, on the measurements whose targets are the hardest to reach (bulk, CPU
-        per GiB, round trips on one CPU, connects)."""
+        per GiB, round trips on one CPU, connects, redis GET/SET)."""
         rows = self.rows
         version = self.procs.run(["haproxy", "-v"], timeout=10).split()
         note = f"the vaurien column of this row holds HAProxy {version[2]}'s figure"
@@ -989,6 +989,16 @@ class Bench:
         timeout = 30 + self.settings.connect_count / 100
         relay = self.haproxy(backend, "haproxy-connect")
         self.percentiles("connect", keys, backend, relay, args, timeout)
+        backend = self.redis_server()
+        relay = self.haproxy(backend, "haproxy-redis")
+        comparisons = [
+            Comparison(partial(self.redis_benchmark, pipeline=1), backend, {"ref_redis": relay}),
+            Comparison(
+                partial(self.redis_benchmark, pipeline=PIPELINE), backend, {"ref_redis_p16": relay}
+            ),
+        ]
+        for _ in self.repeats():
+            comparisons = [each for each in comparisons if self.compare(each)]
 
     # -- the rpc group -----------------------------------------------------------------
 

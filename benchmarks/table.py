@@ -172,6 +172,8 @@ def make_rows(concurrent: int, rounds: int, growth: Sequence[int] = GROWTH) -> d
         Row("ref_rtt_pinned_p99", "32 B round trip p99, one CPU, HAProxy", "us"),
         Row("ref_connect_p50", "connect+round trip+close p50, HAProxy", "us"),
         Row("ref_connect_p99", "connect+round trip+close p99, HAProxy", "us"),
+        Row("ref_redis", "redis GET/SET, HAProxy", "req/s"),
+        Row("ref_redis_p16", "redis GET/SET -P 16, HAProxy", "req/s"),
     ]
     return {row.key: row for row in rows}
 
@@ -210,6 +212,8 @@ GROUP_ROWS = {
         "ref_rtt_pinned_p99",
         "ref_connect_p50",
         "ref_connect_p99",
+        "ref_redis",
+        "ref_redis_p16",
     ),
 }
 #: Rows whose direct side runs through Vaurien too (another setting of the same proxy): the
@@ -234,6 +238,8 @@ REFERENCE_ROWS = (
     ("rtt_pinned_p99", "ref_rtt_pinned_p99"),
     ("connect_p50", "ref_connect_p50"),
     ("connect_p99", "ref_connect_p99"),
+    ("redis", "ref_redis"),
+    ("redis_p16", "ref_redis_p16"),
 )
 REFERENCE_KEYS = frozenset(reference for _, reference in REFERENCE_ROWS)
 #: (chain row, the rows of its members alone, the row without behavior): a chain must cost no

@@ -9,9 +9,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import socket
 from collections.abc import Iterable
 from typing import Any
 
+import gevent
 from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer
 
 from vaurien.network import Address, listen
@@ -118,6 +120,12 @@ def warn_if_exposed(host: str, port: int, what: str = "control API") -> None:
         )
 
 
+#: After a response that closes the connection, what the client still sends is read and
+#: dropped for at most this long, and this much (see _Handler.linger).
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 256 * 1024
+
+
 class _Handler(WSGIHandler):
     """gevent's WSGI handler, except that a response closing the connection leaves the rest of
     the request's body unread.
@@ -125,16 +133,37 @@ class _Handler(WSGIHandler):
     After each response, pywsgi reads what the application left of the body, so that the next
     request on the connection starts at its first byte. A response with ``Connection: close``
     has no next request: reading on would only let a client hold the server for as long as it
-    keeps sending (a 413 to a 100 MB upload would still read the 100 MB).
+    keeps sending (a 413 to a 100 MB upload would still read the 100 MB). The close lingers
+    briefly instead (:meth:`linger`).
     """
 
     def run_application(self) -> None:
         try:
             super().run_application()
+            if self.close_connection:
+                self.linger()
         finally:
             if self.close_connection:
                 # What pywsgi discards next: an empty body, so nothing more is read.
                 self.wsgi_input = Input(None, 0)
+
+    def linger(self) -> None:
+        """Say the response is all (a FIN), then read and drop what the client still sends
+        until it closes, for :data:`LINGER_SECONDS` and :data:`LINGER_BYTES` at most. A socket
+        closed with unread data sends a reset, which can reach the client before it has read
+        the response (a 413 to a body still being sent)."""
+        sock = self.socket
+        left = LINGER_BYTES
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            with gevent.Timeout(LINGER_SECONDS, False):
+                while left > 0:
+                    data = sock.recv(min(left, 65536))
+                    if not data:
+                        break
+                    left -= len(data)
+        except OSError:
+            pass
 
 
 class HttpService:

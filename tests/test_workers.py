@@ -86,3 +86,15 @@ def test_work_handed_to_a_parked_greenlet_as_a_late_kill_reaches_it_still_runs()
     parked.kill(block=False)  # the kill is on its way when the next work is handed over
     run_one(pool, ran)
     assert [tag for tag, _ in ran] == [0, 1] and ran[1][1] is parked
+
+
+def test_closing_the_pool_ends_its_parked_greenlets():
+    pool = WorkerPool()
+    ran: list = []
+    run_one(pool, ran)
+    parked = ran[0][1]
+    pool.close()
+    gevent.sleep(0.01)
+    assert parked.dead
+    run_one(pool, ran)  # work given later still runs, in a new greenlet
+    assert ran[1][1] is not parked

@@ -217,6 +217,7 @@ class Proxy:
         if server is not None:
             server.close()
         self._close_sessions(timeout)
+        self.workers.close()
         if self.pipes is not None:
             self.pipes.close()
         if was_enabled:

@@ -31,27 +31,39 @@ class WorkerPool:
             self._loop.run_callback(self._parked.pop().switch, (function, args))
         else:
             # The work goes in a list emptied at once: a greenlet keeps its arguments.
-            gevent.spawn(self._work, [function, args])
+            gevent.spawn(self._work, [(function, args)])
 
     def _work(self, first: list) -> None:
-        function, args = first
-        first.clear()
+        function, args = first.pop()
         while True:
             try:
                 function(*args)
             except gevent.GreenletExit:
                 pass  # killed during its work (a session closed): the greenlet goes on
             function = args = None  # parked, it keeps nothing of its last work alive
-            if len(self._parked) >= self._keep:
+            work = self._park()
+            if work is None:
                 return
-            waiter = Waiter()
-            self._parked.append(waiter)
-            try:
-                function, args = waiter.get()
-            except gevent.GreenletExit:
-                # A kill meant for the work just finished arrived while parked: end here,
-                # unless new work was handed over meanwhile (its switch is on its way).
-                if waiter in self._parked:
-                    self._parked.remove(waiter)
-                    return
-                function, args = waiter.get()
+            function, args = work
+            work = None
+
+    def _park(self) -> tuple | None:
+        """Wait for the next work; None when this greenlet ends instead: the pool is full or
+        closed, or a kill meant for the work just finished found it parked."""
+        if len(self._parked) >= self._keep:
+            return None
+        waiter = Waiter()
+        self._parked.append(waiter)
+        try:
+            return waiter.get()
+        except gevent.GreenletExit:
+            if waiter in self._parked:
+                self._parked.remove(waiter)
+                return None
+            return waiter.get()  # work was handed over meanwhile: its switch is on its way
+
+    def close(self) -> None:
+        """End the parked greenlets (their proxy stops); work given later still runs."""
+        parked, self._parked = self._parked, []
+        for waiter in parked:
+            self._loop.run_callback(waiter.switch, None)

@@ -311,6 +311,16 @@ class Bench:
                 self.rows[key].note(text)
             return None
 
+    def with_cpu(
+        self, keys: Sequence[str], proxy: Child, measure: Callable[[], T]
+    ) -> tuple[T, float] | None:
+        """:meth:`proxied`, and the CPU seconds ``proxy`` spent meanwhile; None on failure."""
+        before = cpu_seconds(proxy.pid)
+        result = self.proxied(keys, measure)
+        if result is None:
+            return None
+        return result, cpu_seconds(proxy.pid) - before
+
     def repeats(self) -> Iterator[int]:
         """The repeat indexes, stopping early (with :class:`TimeUp`) when time runs out."""
         for index in range(self.settings.repeats):
@@ -389,12 +399,11 @@ class Bench:
                 if proxies[key] is None:
                     continue
                 proxy, port = proxies[key]
-                before = cpu_seconds(proxy.pid)
-                end = self.proxied((key,), partial(self.iperf3, port, bidir=False))
-                if end is None:
+                sample = self.with_cpu((key,), proxy, partial(self.iperf3, port, bidir=False))
+                if sample is None:
                     proxies[key] = None
                     continue
-                used = cpu_seconds(proxy.pid) - before
+                end, used = sample
                 rows[key].proxied.append(_gbits(end["sum_received"]))
                 if key == "bulk":
                     rows["cpu"].proxied.append(used / (end["sum_received"]["bytes"] / GIB))
@@ -403,12 +412,11 @@ class Bench:
             if proxies["bulk"] is None:
                 continue
             proxy, port = proxies["bulk"]
-            before = cpu_seconds(proxy.pid)
-            end = self.proxied(("bulk_both",), partial(self.iperf3, port, bidir=True))
-            if end is None:
+            sample = self.with_cpu(("bulk_both",), proxy, partial(self.iperf3, port, bidir=True))
+            if sample is None:
                 proxies["bulk"] = None
                 continue
-            used = cpu_seconds(proxy.pid) - before
+            end, used = sample
             rows["bulk_both"].proxied.append(_gbits_both(end))
             moved = end["sum_received"]["bytes"] + end["sum_received_bidir_reverse"]["bytes"]
             rows["cpu_both"].proxied.append(used / (moved / GIB))
@@ -972,9 +980,11 @@ class Bench:
         for _ in self.repeats():
             end = self.iperf3(server_port, bidir=False)
             rows["ref_bulk"].direct.append(_gbits(end["sum_received"]))
-            before = cpu_seconds(proxy.pid)
-            end = self.iperf3(port, bidir=False)
-            used = cpu_seconds(proxy.pid) - before
+            measure = partial(self.iperf3, port, bidir=False)
+            sample = self.with_cpu(("ref_bulk", "ref_cpu"), proxy, measure)
+            if sample is None:
+                break
+            end, used = sample
             rows["ref_bulk"].proxied.append(_gbits(end["sum_received"]))
             rows["ref_cpu"].proxied.append(used / (end["sum_received"]["bytes"] / GIB))
         keys = ("ref_rtt_pinned_p50", "ref_rtt_pinned_p99")

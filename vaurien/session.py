@@ -357,7 +357,6 @@ class Session:
         events = self.proxy.events
         direction = "to_backend" if to_backend else "to_client"
         protocol = self._protocol
-        relays = protocol.relay is not None  # the direction may go back to callbacks
         finished = False
         current = gevent.getcurrent()
         self._greenlets.append(current)
@@ -377,7 +376,7 @@ class Session:
                 if not self._goes_on(source, dest, keep_going, took_data):
                     finished = True
                     return
-                if relays and self._relayable() and protocol.relays_next(source, to_backend):
+                if self._relayable() and protocol.relays_next(source, to_backend):
                     if not self.closed:  # (relays_next may have waited)
                         self._relay(source, dest, to_backend)
                     return

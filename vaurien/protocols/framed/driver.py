@@ -231,7 +231,7 @@ class FramedProtocol(RequestSide, AnswerSide, BaseProtocol):
             )
         if flow.current is not None or flow.picked is not None:
             return False
-        if not self._relay_takes_requests(flow):
+        if self._relay_way(flow) is None:
             return False  # the relay would hand each request straight back
         session = source.session
         while not session.closed and any(each.left_to_write() for each in flow.queue):

@@ -23,6 +23,12 @@ from vaurien.rules import NO_FIELDS
 READING, HELD, AWAITING, READY = Phase.READING, Phase.HELD, Phase.AWAITING, Phase.READY
 
 
+#: How a relay takes plain requests (RequestSide._relay_way): a run that no rule tests, or
+#: a pick for each request.
+NO_RULE = object()
+PICK_EACH = object()
+
+
 def _ignore(data: Any) -> None:
     """The sink of a dropped request."""
 
@@ -200,30 +206,29 @@ class RequestSide(Relay):
         else while each one's pick is quiet. They are queued as runs."""
         if flow.current is not None or flow.picked is not None:
             return 0
-        session = flow.session
-        if session.wants_fields():
-            untaken = session.untaken_test() if self.skims_fields else None
-            if untaken is None:
-                return 0
-            pos, run, first = self.skim(flow.state, data, 0, end, untaken=untaken)
-        elif session.passes_everything():
-            pos, run, first = self.skim(flow.state, data, 0, end)
-        elif session.names_requests():
-            return 0  # the dashboard's feed names the requests picked for: the general path
-        else:
+        way = self._relay_way(flow)
+        if way is None:
+            return 0
+        if way is PICK_EACH:
             return self._relay_picking(flow, data, end)
+        untaken = None if way is NO_RULE else way
+        pos, run, first = self.skim(flow.state, data, 0, end, untaken=untaken)
         if run:
             self._open_run(flow, first, run)
-            session.count_picks(run)
+            flow.session.count_picks(run)
         return pos
 
-    def _relay_takes_requests(self, flow: FramedState) -> bool:
-        """Whether :meth:`_relay_requests` may take the next plain requests (else a relay
-        would hand each one straight back to a pump)."""
+    def _relay_way(self, flow: FramedState) -> Any:
+        """How a relay takes the next plain requests: as runs with no pick (:data:`NO_RULE`, or
+        the rules' test of what they take when rules read the requests' fields), with a pick
+        each (:data:`PICK_EACH`), or not at all (None: a pump takes them, as when the
+        dashboard's feed names each request picked for)."""
         session = flow.session
         if session.wants_fields():
-            return self.skims_fields and session.untaken_test() is not None
-        return session.passes_everything() or not session.names_requests()
+            return session.untaken_test() if self.skims_fields else None
+        if session.passes_everything():
+            return NO_RULE
+        return None if session.names_requests() else PICK_EACH
 
     def _relay_picking(self, flow: FramedState, data: Any, end: int) -> int:
         """How much of ``data[:end]`` is plain requests whose picks are quiet, a pick each. The

@@ -182,10 +182,14 @@ class Mix:
     #: Whether every hook of the dummy does nothing: the events it gets may then be relayed
     #: without calling them (a session does so from its watchers' callbacks).
     quiet_dummy: bool = dataclasses.field(init=False, repr=False)
+    #: Whether every pick is the dummy (no chaos at all).
+    only_dummy: bool = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         quiet = all(does_nothing(getattr(self.dummy, hook, None)) for hook in _HOOKS)
         object.__setattr__(self, "quiet_dummy", quiet)
+        only_dummy = all(choice is self.dummy for choice in self._choices)
+        object.__setattr__(self, "only_dummy", only_dummy)
 
     @classmethod
     def create(
@@ -257,11 +261,6 @@ class Mix:
             return choices[0]
         index = bisect_right(self._bounds, self._random() * self._bounds[-1])
         return choices[min(index, len(choices) - 1)]
-
-    @property
-    def only_dummy(self) -> bool:
-        """Whether every pick is the dummy (no chaos at all)."""
-        return all(choice is self.dummy for choice in self._choices)
 
     def for_event(self, to_backend: bool, picked: Any = None) -> Any:
         """The behavior that acts on an event going ``to_backend`` (true: from the client to the

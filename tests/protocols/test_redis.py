@@ -112,6 +112,59 @@ def test_a_skimmed_run_ends_where_framing_command_by_command_does(commands, stop
     assert newpos == (ends[count - 1][0] if count else 0)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([b"GET", b"get", b"SET", b"x"]), _same_lengths), max_size=24
+    ),
+    st.lists(st.integers(1, 200), max_size=12),
+    st.integers(1, 3),
+)
+def test_skimming_read_by_read_with_the_sessions_state_frames_as_the_framer(commands, cuts, most):
+    """A session's state keeps the last shape skimmed, tried first on the next read: read
+    after read (each ending anywhere, at most ``most`` commands a time), skim frames the same
+    commands as the framer, and names each run by its own first command."""
+    from vaurien.protocols.redis import Redis
+    from vaurien.protocols.redis.framing import RedisState
+
+    data = b"".join(command(name, *args) for name, args in commands)
+    _, ends = run(CommandFramer(), [data])
+    redis, state = Redis(), RedisState()
+    pos = framed = available = 0
+    for grow in [*cuts, len(data)]:
+        available = min(len(data), available + grow)
+        while True:
+            newpos, count, first = redis.skim(state, data, pos, available, most=most)
+            if not count:
+                break
+            assert count <= most
+            assert newpos == ends[framed + count - 1][0]
+            assert (first.name, first.argc) == (ends[framed][1].name, ends[framed][1].argc)
+            framed += count
+            pos = newpos
+    assert framed == len(ends)
+
+
+def test_the_last_shape_skimmed_lets_no_command_past_new_rules():
+    """The shape a session skimmed with no rule in force is not tried under rules: a rule
+    that takes every command gets the next one of that shape."""
+    from vaurien.protocols.redis import Redis
+    from vaurien.protocols.redis.framing import RedisState
+
+    class TakesEverything:
+        def rejected(self, field, value):
+            return False
+
+        def __call__(self, fields):
+            return False
+
+    redis, state = Redis(), RedisState()
+    data = command(b"GET", b"key:1")
+    assert redis.skim(state, data, 0, len(data))[:2] == (len(data), 1)
+    assert redis.skim(state, data, 0, len(data), untaken=TakesEverything())[:2] == (0, 0)
+    assert redis.skim(state, data, 0, len(data))[:2] == (len(data), 1)
+
+
 PLAIN_REPLIES = (
     [b"+OK\r\n", b"+QUEUED\r\n", b":1\r\n", b":42\r\n", b"-ERR x\r\n", b"$-1\r\n", b"_\r\n"]
     + [b"$3\r\n%s\r\n" % v for v in (b"abc", b"\r\n$", b"+OK")]

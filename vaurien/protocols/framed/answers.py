@@ -173,9 +173,10 @@ class AnswerSide(Relay):
             head.count -= answered
             if head.count:
                 break
-            self._answered(flow, head)
+            head.phase = READY  # answered (flow.target is None)
             queue.popleft()
-            flow.notify()
+            if flow._changed is not None:
+                flow.notify()
         return pos
 
     def _answers(self, flow: FramedState, source: Any, dest: Any) -> None:

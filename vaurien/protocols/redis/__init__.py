@@ -30,7 +30,7 @@ from vaurien.protocols.redis.framing import (
     Reply,
     ReplyFramer,
     same_bulk,
-    same_shape,
+    shape_pattern,
     whole_reply,
 )
 from vaurien.rules import NO_FIELDS, Field
@@ -139,6 +139,19 @@ class Redis(FramedProtocol):
             return pos, 0, None
         first = None
         count = 0
+        last = state.last_shape
+        if last is not None and last[3] is untaken:
+            # Clients repeat a command's shape (the same command, arguments of the same
+            # lengths), one at a time or pipelined: the last shape framed is tried first (under
+            # the same rules, which let its command's name pass).
+            pattern, size, first, _ = last
+            stop = end if most is None else min(end, pos + most * size)
+            match = pattern.match(data, pos, stop)
+            if match is None:
+                first = None
+            else:
+                count = (match.end() - pos) // size
+                pos = match.end()
         array, bulk = ARRAY_HEAD.match, BULK_HEAD.match
         passing: dict[bytes, bool] = {}  # command name -> whether the name alone lets it pass
         shapes = state.shapes
@@ -179,16 +192,20 @@ class Redis(FramedProtocol):
                         _command_fields([bytes(data[a:b]) for a, b in spans])
                     ):
                         break  # a rule takes it: it gets a pick of its own
+                    command = Command([name], argc)
                     if first is None:
-                        first = Command([name], argc)
+                        first = command
                     count += 1
                     if spans is None and argc <= SHAPED_ARGS and at - pos <= SHAPED_SIZE:
-                        # Pipelines repeat a shape (the same command, arguments of the same
-                        # lengths): the commands of this shape that follow take one match.
+                        # The commands of this shape that follow take one match.
                         size = at - pos
+                        pattern = shape_pattern(shapes, raw, sizes)
+                        state.last_shape = (pattern, size, command, untaken)
                         stop = min(end, at + (most - count) * size) if most is not None else end
-                        start, at = at, same_shape(shapes, raw, sizes, data, at, stop)
-                        count += (at - start) // size
+                        match = pattern.match(data, at, stop)
+                        if match is not None:
+                            count += (match.end() - at) // size
+                            at = match.end()
                     pos = at
                     continue
             break

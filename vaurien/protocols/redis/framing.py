@@ -415,7 +415,7 @@ def _expect_crlf(framer: Any, data: Any, pos: int, end: int) -> int:
 class RedisState:
     """What the redis protocol knows about one session beyond its exchanges."""
 
-    __slots__ = ("pubsub", "replies_off", "skip_next", "shapes")
+    __slots__ = ("pubsub", "replies_off", "skip_next", "shapes", "last_shape")
 
     def __init__(self) -> None:
         self.pubsub = False  # the client subscribed: pub/sub messages may come at any time
@@ -423,6 +423,9 @@ class RedisState:
         self.skip_next = False  # CLIENT REPLY SKIP
         # A shape -> the pattern of a run of messages of that shape (see skim, skim_answers)
         self.shapes: dict[tuple, re.Pattern[bytes]] = {}
+        # The last shape of command skimmed: its pattern, its size, the command, and the
+        # rules' test that let it pass (see Redis.skim).
+        self.last_shape: tuple[re.Pattern[bytes], int, Any, Any] | None = None
 
 
 SHAPES = 32  # patterns of command shapes a session keeps
@@ -430,20 +433,12 @@ SHAPED_SIZE = 4096  # bytes; longer commands are skimmed one by one (copying dom
 SHAPED_ARGS = 16  # arguments; commands with more are skimmed one by one
 
 
-def same_shape(
-    shapes: dict[tuple, re.Pattern[bytes]],
-    name: bytes,
-    sizes: list[int],
-    data: Any,
-    pos: int,
-    end: int,
-) -> int:
-    """Where the run of whole commands of the shape of the one just framed (``name`` as sent,
-    bulk lengths ``sizes``) that starts at ``data[pos]`` ends (``pos``: there is none)."""
-    if pos >= end:
-        return pos
-    match = _pattern(shapes, (name, *sizes), _shape_run).match(data, pos, end)
-    return pos if match is None else match.end()
+def shape_pattern(
+    shapes: dict[tuple, re.Pattern[bytes]], name: bytes, sizes: list[int]
+) -> re.Pattern[bytes]:
+    """The pattern of a run of whole commands of the shape of one just framed (``name`` as
+    sent, bulk lengths ``sizes``)."""
+    return _pattern(shapes, (name, *sizes), _shape_run)
 
 
 def same_bulk(

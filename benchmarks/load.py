@@ -392,6 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--hold", action="store_true", help="keep connections open (concurrent)")
     parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="print a line, then start when standard input gives one (several generators start"
+        " together)",
+    )
+    parser.add_argument(
         "--window", type=int, default=0, help="most connects under way, 0: all (concurrent)"
     )
     parser.add_argument(
@@ -404,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     raise_open_files_limit()
     held: list[socket.socket] = []
+    if args.wait:
+        print(json.dumps({"ready": True}), flush=True)
+        sys.stdin.readline()
     try:
         if args.mode == "rtt":
             result = round_trips(args.address, args.count, args.size, args.warmup)

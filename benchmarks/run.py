@@ -75,6 +75,8 @@ GRPC_PAYLOAD = 100  # bytes of each gRPC request (and of its echoed answer)
 # connects under way at once in the growth group: below the kernel's cap on listen queues
 # (net.core.somaxconn, 4096 by default), which would otherwise turn into SYN retransmits
 GROWTH_WINDOW = 1024
+# descriptors a process keeps for itself besides its connections' sockets
+SPARE_DESCRIPTORS = 100
 T = TypeVar("T")
 
 
@@ -519,24 +521,18 @@ class Bench:
         """
         timing, memory = self.rows["concurrent"], self.rows["memory"]
         backend = self.echo_backend("echo-concurrent")
-        args = (
-            "--connections",
-            str(self.settings.concurrent),
-            "--rounds",
-            str(self.settings.rounds),
-            "--timeout",
-            "60",
-        )
+        args = ("--rounds", str(self.settings.rounds), "--timeout", "60")
+        count = self.settings.concurrent
         available = True
         for index in self.repeats():
-            result = self.load("concurrent", f"127.0.0.1:{backend}", *args, timeout=90)
+            result, _ = self.concurrent_load([backend], count, args)
             if result["failures"]:
                 timing.note(f"direct failures: {result['failures']}")
             else:
                 timing.direct.append(result["seconds"])
             if not available:
                 continue
-            measure = partial(self._concurrent_through_proxy, index, backend, args)
+            measure = partial(self._concurrent_through_proxies, index, [backend], count, args)
             outcome = self.proxied(("concurrent", "memory"), measure)
             if outcome is None:
                 available = False
@@ -554,62 +550,121 @@ class Bench:
             timing.proxied.append(result["seconds"])
             memory.proxied.append(grown / result["open"])
 
-    def _concurrent_through_proxy(
-        self, index: int | str, backend: int, args: Sequence[str]
+    def concurrent_load(
+        self, ports: Sequence[int], count: int, args: Sequence[str], proxies: Sequence[Child] = ()
     ) -> tuple[dict, int]:
-        """One concurrent run through a fresh proxy; the result and the proxy's PSS growth."""
-        proxy, port = self.proxy(backend, name=f"vaurien-concurrent-{index}")
+        """``count`` connections at once, shared among load generators started together, one
+        on each of ``ports``, with the ``concurrent`` mode's ``args``.
+
+        Returns the result as one generator's (the slowest one's time, every connection
+        counted) and, with ``proxies`` (the processes that relay them), the PSS those grew
+        while the connections were open and idle."""
+        lanes = len(ports)
+        clients = []
         try:
-            self.load("rtt", f"127.0.0.1:{port}", "--count", "10", timeout=10)  # warm up
-            baseline = pss_kib(proxy.pid)
-            argv = self.python(
-                "benchmarks.load", "concurrent", f"127.0.0.1:{port}", *args, "--hold"
-            )
-            client = self.procs.start(
-                argv, name=f"load-concurrent-{index}", cwd=REPO, env=self.env, pipes=True
-            )
-            try:
-                result = json.loads(self.procs.read_line(client, 180))
-                grown = pss_kib(proxy.pid) - baseline
+            for index, port in enumerate(ports):
+                share = count // lanes + (index < count % lanes)
+                argv = self.python(
+                    "benchmarks.load",
+                    "concurrent",
+                    f"127.0.0.1:{port}",
+                    "--connections",
+                    str(share),
+                    *args,
+                    "--hold",
+                    "--wait",
+                )
+                clients.append(
+                    self.procs.start(
+                        argv, name=f"load-concurrent-{index}", cwd=REPO, env=self.env, pipes=True
+                    )
+                )
+            for client in clients:
+                self.procs.read_line(client, 30)  # ready
+            baseline = sum(pss_kib(proxy.pid) for proxy in proxies)
+            for client in clients:
+                write_line(client.popen.stdin, "go")
+            results = [json.loads(self.procs.read_line(client, 180)) for client in clients]
+            grown = sum(pss_kib(proxy.pid) for proxy in proxies) - baseline
+            for client in clients:
                 write_line(client.popen.stdin, "close")
+            for client in clients:
                 client.popen.wait(10)
-            finally:
-                self.procs.stop(client)
         finally:
-            self.procs.stop(proxy)
-        if "error" in result:
-            raise Unavailable(f"load generator: {result['error']}")
-        return result, grown
+            for client in clients:
+                self.procs.stop(client)
+        errors = [result["error"] for result in results if "error" in result]
+        if errors:
+            raise Unavailable(f"load generator: {errors[0]}")
+        failures: dict[str, int] = {}
+        for result in results:
+            for reason, times in result["failures"].items():
+                failures[reason] = failures.get(reason, 0) + times
+        combined = {
+            "seconds": max(result["seconds"] for result in results),
+            "open": sum(result["open"] for result in results),
+            "failures": failures,
+            "last_connect_seconds": max(result["last_connect_seconds"] for result in results),
+        }
+        return combined, grown
+
+    def _concurrent_through_proxies(
+        self, index: int | str, backends: Sequence[int], count: int, args: Sequence[str]
+    ) -> tuple[dict, int]:
+        """One concurrent run through fresh proxies, one in front of each of ``backends``; the
+        result and the PSS the proxies grew."""
+        proxies: list[Child] = []
+        ports = []
+        try:
+            for lane, backend in enumerate(backends):
+                name = f"vaurien-concurrent-{index}" + (f"-{lane}" if len(backends) > 1 else "")
+                proxy, port = self.proxy(backend, name=name)
+                proxies.append(proxy)
+                ports.append(port)
+                self.load("rtt", f"127.0.0.1:{port}", "--count", "10", timeout=10)  # warm up
+            return self.concurrent_load(ports, count, args, proxies)
+        finally:
+            for proxy in proxies:
+                self.procs.stop(proxy)
 
     def growth(self) -> None:
         """Time per connection with ``--growth`` connections at once (1,000, 5,000, 20,000),
-        each doing ``--rounds`` round trips, direct and through a fresh proxy; the proxy's
-        memory per connection, all of them open and idle; the plot, with ``--plot``."""
+        each doing ``--rounds`` round trips, direct and through fresh proxies; the proxies'
+        memory per connection, all of them open and idle; the plot, with ``--plot``.
+
+        A proxy holds two sockets a connection: where the largest count needs more descriptors
+        than a process may hold, the run is split in lanes side by side, each with its own echo
+        backend, proxy and load generator, as many at every count so that the counts compare.
+        (Lanes, not processes sharing ports: beyond about 14,000 connections to one address,
+        the kernel's search for a free source port makes every connect slower.)"""
         counts = self.settings.growth
         rows = [self.rows[f"growth_{i}"] for i in range(len(counts))]
         memory = self.rows["growth_memory"]
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        fits = {}
-        for count, row in zip(counts, rows, strict=True):
-            fits[count] = 2 * count + 100 <= limit  # the proxy holds two sockets a connection
-            if not fits[count]:
+        lanes = lanes_for(max(counts), limit)
+        if lanes > 1:
+            for row in (*rows, memory):
                 row.note(
-                    f"{count} connections need {2 * count + 100} descriptors; the limit is {limit}"
+                    f"{lanes} lanes side by side at every count (echo backend, vaurien, load"
+                    f" generator each): {max(counts)} connections need {2 * max(counts)}"
+                    f" sockets in one proxy, and a process here may hold {limit}"
                 )
-        backend = self.echo_backend("echo-growth")
+        backends = [self.echo_backend(f"echo-growth-{lane}") for lane in range(lanes)]
+        args = ("--rounds", str(self.settings.rounds), "--timeout", "120")
+        args += ("--window", str(max(1, GROWTH_WINDOW // lanes)))
         for index in self.repeats():
             for count, row in zip(counts, rows, strict=True):
-                if not fits[count]:
-                    continue
-                args = ("--connections", str(count), "--rounds", str(self.settings.rounds))
-                args += ("--timeout", "120", "--window", str(GROWTH_WINDOW))
-                result = self.load("concurrent", f"127.0.0.1:{backend}", *args, timeout=180)
+                result, _ = self.concurrent_load(backends, count, args)
                 if result["failures"]:
                     row.note(f"direct failures: {result['failures']}")
                     continue
                 row.direct.append(1e6 * result["seconds"] / count)
                 measure = partial(
-                    self._concurrent_through_proxy, f"growth-{count}-{index}", backend, args
+                    self._concurrent_through_proxies,
+                    f"growth-{count}-{index}",
+                    backends,
+                    count,
+                    args,
                 )
                 outcome = self.proxied((row.key,), measure)
                 if outcome is None:
@@ -1113,6 +1168,13 @@ def parse_redis_benchmark(output: str) -> dict[str, float]:
         if len(cells) >= 2 and cells[0] != "test" and re.fullmatch(r"[\d.]+(e\+?\d+)?", cells[1]):
             rates[cells[0]] = float(cells[1])
     return rates
+
+
+def lanes_for(connections: int, limit: int) -> int:
+    """How many proxies side by side hold ``connections`` (two sockets each) when a process
+    may hold ``limit`` descriptors."""
+    room = max(1, limit - SPARE_DESCRIPTORS)
+    return max(1, -(-2 * connections // room))
 
 
 def plot_growth(

@@ -100,6 +100,34 @@ def test_quickest_run_fills_every_row(tmp_path: Path) -> None:
     assert "check: proxy CPU per GiB, one way: vaurien " in done.stdout  # beside HAProxy's
 
 
+def test_growth_runs_in_lanes_where_one_proxy_could_not_hold_the_sockets(tmp_path: Path) -> None:
+    """With at most 1,000 descriptors a process, 600 connections (1,200 sockets in one proxy)
+    run as two lanes side by side, at every count, and every row is filled."""
+    import resource
+
+    from benchmarks.run import lanes_for
+
+    assert [lanes_for(count, 20000) for count in (1000, 9950, 9951, 20000)] == [1, 1, 2, 3]
+    results = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--repeats=1", "--only=growth"]
+        + ["--growth=100,200,600", f"--json={results}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1000, 1000)),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {row["key"]: row for row in json.loads(results.read_text())["rows"]}
+    for key in ("growth_0", "growth_1", "growth_2", "growth_memory"):
+        assert any("2 lanes side by side" in note for note in rows[key]["notes"]), rows[key]
+        assert rows[key]["vaurien"], rows[key]
+        if key != "growth_memory":
+            assert rows[key]["direct"], rows[key]
+
+
 def test_verdicts_follow_the_targets() -> None:
     from benchmarks.table import Row, Target, render
 

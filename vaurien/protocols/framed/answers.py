@@ -175,6 +175,8 @@ class AnswerSide(Relay):
                 break
             head.phase = READY  # answered (flow.target is None)
             queue.popleft()
+            if head.behavior is None:
+                flow.spare_run = head  # nothing else holds it: the next run reuses it
             if flow._changed is not None:
                 flow.notify()
         return pos

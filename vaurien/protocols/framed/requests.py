@@ -300,7 +300,11 @@ class RequestSide(Relay):
         dest.drain()
 
     def _open_run(self, flow: FramedState, first: Any, count: int) -> None:
-        exchange = Exchange(None, FORWARD)
+        exchange = flow.spare_run
+        if exchange is None:
+            exchange = Exchange(None, FORWARD)
+        else:
+            flow.spare_run = None
         exchange.request = first
         exchange.count = count
         exchange.phase = AWAITING

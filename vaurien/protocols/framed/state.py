@@ -34,6 +34,7 @@ class FramedState:
         "advancing",
         "last_behavior",
         "picked",
+        "spare_run",
         "_changed",
         "__weakref__",
     )
@@ -56,6 +57,7 @@ class FramedState:
         self.advancing = False
         self.last_behavior: Any = None  # the behavior of the latest request (on_close)
         self.picked: Any = None  # the pick a relay made for the next request, left to a pump
+        self.spare_run: Exchange | None = None  # a run relayed and answered, to be reused
         self._changed: gevent.event.Event | None = None
 
     def wait(self) -> None:

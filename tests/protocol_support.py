@@ -133,6 +133,13 @@ class ErrorOnCalls(BaseBehavior):
         return False
 
 
+def error_on_calls(proxy: Any, calls: str, **options: str) -> None:
+    """Put :class:`ErrorOnCalls` in force on a started proxy's handle: the requests numbered
+    in ``calls`` (``"2,4"``) fail, the others pass."""
+    spec = "100:protocol_support.ErrorOnCalls"
+    proxy.call(proxy.proxy.set_behavior, spec, {"error_on_calls": {"calls": calls, **options}})
+
+
 def read_responses(sock: Any, count: int) -> list[tuple[int, dict[bytes, bytes], bytes]]:
     """Read ``count`` responses off a raw socket with h11; the last may end the connection."""
     connection = h11.Connection(h11.CLIENT)

@@ -13,7 +13,7 @@ import h11
 import pytest
 import requests
 
-from protocol_support import peeks, read_responses, run
+from protocol_support import error_on_calls, peeks, read_responses, run
 from support import RecordingServer, recv_exactly, wait_until
 from vaurien.errors import ProtocolError
 from vaurien.protocols.http import HTTP
@@ -401,11 +401,7 @@ def test_a_rule_takes_its_request_out_of_a_skimmed_run(http_server, start_proxy)
 
 def test_an_error_in_a_pipeline_comes_after_the_answers_before_it(http_server, start_proxy):
     proxy = start(start_proxy, http_server.address)
-    proxy.call(
-        proxy.proxy.set_behavior,
-        "100:protocol_support.ErrorOnCalls",
-        {"error_on_calls": {"calls": "2"}},
-    )
+    error_on_calls(proxy, "2")
     with proxy.connect() as sock:
         sock.sendall(
             b"GET /slow?s=0.5 HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -451,11 +447,7 @@ def test_an_error_closes_the_connection_when_something_is_left_in_flight(
 
 def test_an_error_keeps_an_http_10_keep_alive_connection(http_server, start_proxy):
     proxy = start(start_proxy, http_server.address)
-    proxy.call(
-        proxy.proxy.set_behavior,
-        "100:protocol_support.ErrorOnCalls",
-        {"error_on_calls": {"calls": "1"}},
-    )
+    error_on_calls(proxy, "1")
     with proxy.connect() as sock:
         sock.sendall(b"GET /bytes/3 HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
         sock.sendall(b"GET /bytes/4 HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError, MemcacheUnexpectedCloseError
 
-from protocol_support import peeks, run
+from protocol_support import error_on_calls, peeks, run
 from support import recv_exactly, wait_until
 from vaurien.errors import ProtocolError
 from vaurien.protocols.memcache import AnswerFramer, Command, CommandFramer
@@ -222,11 +222,7 @@ def test_quiet_meta_commands_are_followed_with_the_proxys_own_mn(memcached_serve
 
 def test_an_error_after_quiet_commands_comes_in_its_place(memcached_server, start_proxy):
     proxy = start(start_proxy, memcached_server)
-    proxy.call(
-        proxy.proxy.set_behavior,
-        "100:protocol_support.ErrorOnCalls",
-        {"error_on_calls": {"calls": "4"}},
-    )
+    error_on_calls(proxy, "4")
     with proxy.connect() as sock:
         meta(sock, b"ms eq 1 T0\r\na\r\n", b"HD\r\n")
         # The quiet hit's answer comes from the server, later than the proxy could answer
@@ -240,11 +236,7 @@ def test_an_error_after_quiet_commands_comes_in_its_place(memcached_server, star
 
 def test_noreply_commands_get_no_answer_even_with_error(memcached_server, start_proxy, direct):
     proxy = start(start_proxy, memcached_server)
-    proxy.call(
-        proxy.proxy.set_behavior,
-        "100:protocol_support.ErrorOnCalls",
-        {"error_on_calls": {"calls": "1"}},
-    )
+    error_on_calls(proxy, "1")
     with proxy.connect() as sock:
         # The first is dropped without a word (its client reads no answer), the second runs.
         meta(sock, b"set nr 0 0 1 noreply\r\na\r\nset nr2 0 0 1\r\nb\r\n", b"STORED\r\n")

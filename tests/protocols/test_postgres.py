@@ -11,6 +11,7 @@ import time
 import psycopg
 import pytest
 
+from protocol_support import error_on_calls
 from support import wait_until
 from vaurien.errors import OptionError
 from vaurien.protocols import Protocol
@@ -235,7 +236,7 @@ def test_a_pipeline_fails_as_one_exchange_and_the_connection_goes_on(
     postgres_server, start_proxy, direct, table
 ):
     proxy = start(start_proxy, postgres_server)
-    set_behavior(proxy, "100:protocol_support.ErrorOnCalls", {"error_on_calls": {"calls": "1"}})
+    error_on_calls(proxy, "1")
     with connect(proxy, postgres_server) as connection:
         with pytest.raises(psycopg.errors.AdminShutdown), connection.pipeline():
             connection.execute("INSERT INTO chaos VALUES (%s)", ("first",))
@@ -249,7 +250,7 @@ def test_a_pipeline_fails_as_one_exchange_and_the_connection_goes_on(
 
 def test_the_queries_picked_fail_in_their_place_in_a_pipeline(postgres_server, start_proxy):
     proxy = start(start_proxy, postgres_server)
-    set_behavior(proxy, "100:protocol_support.ErrorOnCalls", {"error_on_calls": {"calls": "2,4"}})
+    error_on_calls(proxy, "2,4")
     with connect(proxy, postgres_server) as connection, connection.cursor() as cursor:
         outcomes = []
         for i in range(5):

@@ -11,7 +11,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol_support import cut, peeks, run
+from protocol_support import cut, error_on_calls, peeks, run
 from support import recv_exactly, wait_until
 from vaurien.errors import ProtocolError
 from vaurien.protocols.redis.framing import CommandFramer, ReplyFramer
@@ -407,11 +407,7 @@ def test_pubsub_messages_and_pushes_pass_as_they_come(redis_server, start_proxy,
 
 def test_client_reply_off_and_skip_keep_the_answers_matched(redis_server, start_proxy):
     proxy = start(start_proxy, redis_server)
-    proxy.call(
-        proxy.proxy.set_behavior,
-        "100:protocol_support.ErrorOnCalls",
-        {"error_on_calls": {"calls": "6"}},
-    )
+    error_on_calls(proxy, "6")
     with proxy.connect() as sock:
         sock.sendall(
             command(b"CLIENT", b"REPLY", b"SKIP")
@@ -472,11 +468,7 @@ def test_an_injected_error_keeps_its_place_in_a_pipeline(redis_server, start_pro
     proxy = start(start_proxy, redis_server)
     client = connect(proxy)
     client.ping()
-    proxy.call(
-        proxy.proxy.set_behavior,
-        "100:protocol_support.ErrorOnCalls",
-        {"error_on_calls": {"calls": "2,4"}},
-    )
+    error_on_calls(proxy, "2,4")
     pipe = client.pipeline(transaction=False)
     pipe.set("pipe:a", "1").incr("pipe:n").get("pipe:a").incr("pipe:n").get("pipe:a")
     results = pipe.execute(raise_on_error=False)
@@ -528,11 +520,7 @@ def test_abort_lets_the_command_run_and_closes_before_its_reply(redis_server, st
 
 def test_abort_lets_the_answers_to_earlier_commands_through(redis_server, start_proxy):
     proxy = start(start_proxy, redis_server)
-    proxy.call(
-        proxy.proxy.set_behavior,
-        "100:protocol_support.ErrorOnCalls",
-        {"error_on_calls": {"calls": "2", "verb": "abort"}},
-    )
+    error_on_calls(proxy, "2", verb="abort")
     with proxy.connect() as sock:
         # Three commands at once: the answer to the first arrives, the session ends when the
         # second's starts, the third never reaches the server.

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from protocol_support import peeks, run
+from protocol_support import error_on_calls, peeks, run
 from servers import unavailable
 from support import free_port, wait_until
 from vaurien.errors import ProtocolError
@@ -137,11 +137,7 @@ def test_a_realistic_session_through_dummy_gets_the_direct_results(smtp_server, 
 
 def test_pipelined_commands_get_their_replies_in_order(smtp_server, start_proxy):
     proxy = start(start_proxy, smtp_server)
-    proxy.call(
-        proxy.proxy.set_behavior,
-        "100:protocol_support.ErrorOnCalls",
-        {"error_on_calls": {"calls": "3"}},
-    )
+    error_on_calls(proxy, "3")
     with proxy.connect() as sock:
         assert sock.recv(100).startswith(b"220 ")
         sock.sendall(b"HELO x\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@x.org>\r\nRCPT TO:<c@x.org>\r\n")
@@ -170,11 +166,7 @@ def test_error_refuses_the_sender_with_451(smtp_server, start_proxy):
 def test_an_error_on_the_mail_data_drops_the_mail_and_the_connection(smtp_server, start_proxy):
     proxy = start(start_proxy, smtp_server)
     smtp_server.clear()
-    proxy.call(
-        proxy.proxy.set_behavior,
-        "100:protocol_support.ErrorOnCalls",
-        {"error_on_calls": {"calls": "5"}},  # EHLO, MAIL, RCPT, DATA, then the data
-    )
+    error_on_calls(proxy, "5")  # EHLO, MAIL, RCPT, DATA, then the data
     client = connect(proxy.address)
     with pytest.raises(smtplib.SMTPDataError) as error:
         client.sendmail("a@example.org", ["b@example.org"], "Subject: x\r\n\r\nhi\r\n")
@@ -202,11 +194,7 @@ def test_delay_holds_each_command(smtp_server, start_proxy):
 def test_abort_on_the_data_delivers_the_mail_and_closes_before_the_reply(smtp_server, start_proxy):
     proxy = start(start_proxy, smtp_server)
     smtp_server.clear()
-    proxy.call(
-        proxy.proxy.set_behavior,
-        "100:protocol_support.ErrorOnCalls",
-        {"error_on_calls": {"calls": "5", "verb": "abort"}},
-    )
+    error_on_calls(proxy, "5", verb="abort")
     client = connect(proxy.address)
     with pytest.raises(smtplib.SMTPServerDisconnected):
         client.sendmail("a@example.org", ["b@example.org"], "Subject: aborted\r\n\r\nhi\r\n")

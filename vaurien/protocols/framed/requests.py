@@ -79,21 +79,12 @@ class RequestSide(Relay):
                 if exchange is None and not framer.passive:
                     head, peeked = (peeked if pos == 0 else None), None
                     wants_fields = session.wants_fields()
-                    untaken = None
-                    if wants_fields and self.skims_fields and not single:
-                        untaken = session.untaken_test()
-                    if flow.picked is None and (
-                        untaken is not None
-                        or (not (single or wants_fields) and session.passes_everything())
-                    ):
+                    way = None if single or flow.picked is not None else self._relay_way(flow)
+                    if way is not None and way is not PICK_EACH:
                         # Nothing to pick: the plain requests ahead (that no rule takes) pass as
                         # one run.
-                        if untaken is None:
-                            newpos, run, first = self.skim(flow.state, buf, pos, count)
-                        else:
-                            newpos, run, first = self.skim(
-                                flow.state, buf, pos, count, untaken=untaken
-                            )
+                        untaken = None if way is NO_RULE else way
+                        newpos, run, first = self.skim(flow.state, buf, pos, count, untaken=untaken)
                         if run:
                             self._open_run(flow, first, run)
                             session.count_picks(run)
